@@ -1,0 +1,157 @@
+"""DICOM Segmentation (BINARY) of an engine's masks, on the source grid.
+
+Empty-result policy: a SEG needs at least one coded segment, so findings without any
+segment get no SEG (``build_result_objects`` leaves it out and the SR says so).  Segments
+whose masks are empty are kept as described segments; when every mask is empty the SEG
+encodes all frames as zeros (highdicom cannot omit all frames), so "the engine looked and
+found nothing" is still a valid, displayable SEG.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import ExplicitVRLittleEndian
+
+from ai_engines.findings import Findings, Segment
+from dicom_node.results.coding import coded_concept
+from dicom_node.results.options import SEG_SERIES_OFFSET, ResultOptions
+from dicom_node.results.source import (
+    ascii_text,
+    check_source_series,
+    content_label,
+    new_uid,
+    replace_generated_uids,
+    series_description,
+    set_file_meta,
+    uids_in,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def segmentation_algorithm(findings: Findings) -> hd.AlgorithmIdentificationSequence:
+    """Algorithm identification: family DCM 123110 "Artificial Intelligence", name, version."""
+    return hd.AlgorithmIdentificationSequence(
+        name=ascii_text(findings.engine.name, 64),
+        family=codes.cid7162.ArtificialIntelligence,
+        version=ascii_text(findings.engine.version, 64),
+    )
+
+
+def _segment_description(
+    number: int,
+    segment: Segment,
+    algorithm: hd.AlgorithmIdentificationSequence,
+) -> hd.seg.SegmentDescription:
+    description = hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=segment.label,
+        segmented_property_category=coded_concept(segment.category),
+        segmented_property_type=coded_concept(segment.property_type),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+        tracking_uid=new_uid(),
+        tracking_id=segment.tracking_id or segment.label,
+        anatomic_regions=(
+            [coded_concept(segment.anatomic_region)] if segment.anatomic_region else None
+        ),
+        display_color=hd.color.CIELabColor.from_rgb(*segment.color_rgb),
+    )
+    if segment.property_modifier is not None:
+        # Type modifier (e.g. Right/Left for Lung) sits inside the property type item.
+        description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+            coded_concept(segment.property_modifier)
+        ]
+    if segment.description:
+        description.SegmentDescription = ascii_text(segment.description, 1024)
+    return description
+
+
+def build_segmentation(
+    findings: Findings,
+    source_datasets: Sequence[Dataset],
+    options: ResultOptions,
+) -> Dataset:
+    """Encode the engine's segments as a BINARY DICOM Segmentation.
+
+    The SEG is a new series in the source study with the source FrameOfReferenceUID, on the
+    source grid (one frame per source slice and non-empty segment), with a top-level
+    ReferencedSeriesSequence and per-frame source image references.
+
+    Parameters
+    ----------
+    findings
+        Engine output with at least one segment; not declined.
+    source_datasets
+        The pseudonymized source slices in the engine's volume order
+        (``segment.mask[k]`` lies on ``source_datasets[k]``).
+    options
+        Equipment identification and series numbering.
+
+    Returns
+    -------
+    pydicom.dataset.Dataset
+        The Segmentation instance (Explicit VR Little Endian, file meta set).
+
+    Raises
+    ------
+    ValueError
+        If the findings are declined or have no segments, or the masks do not lie on the
+        source grid.
+    """
+    check_source_series(findings, source_datasets)
+    if findings.declined:
+        raise ValueError("declined findings have no segmentation")
+    if not findings.segments:
+        raise ValueError("findings have no segments: a SEG needs at least one coded segment")
+    for segment in findings.segments:
+        if any(not 0 <= c <= 255 for c in segment.color_rgb) or len(segment.color_rgb) != 3:
+            raise ValueError(f"segment {segment.label!r}: color_rgb must be three values 0-255")
+
+    algorithm = segmentation_algorithm(findings)
+    descriptions = [
+        _segment_description(number, segment, algorithm)
+        for number, segment in enumerate(findings.segments, start=1)
+    ]
+    # (frames, rows, columns, segments): highdicom's layout for several binary segments.
+    pixel_array = np.stack([segment.mask for segment in findings.segments], axis=-1)
+    pixel_array = pixel_array.astype(np.uint8)
+    if not pixel_array.any():
+        logger.info("all segment masks are empty: writing an all-zero segmentation")
+
+    with warnings.catch_warnings():
+        # highdicom warns when it must keep all-empty frames; that is our documented policy.
+        warnings.filterwarnings("ignore", message=".*omitting all frames.*")
+        seg = hd.seg.Segmentation(
+            source_images=list(source_datasets),
+            pixel_array=pixel_array,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=new_uid(),
+            series_number=options.series_number(SEG_SERIES_OFFSET),
+            sop_instance_uid=new_uid(),
+            instance_number=1,
+            manufacturer=options.manufacturer,
+            manufacturer_model_name=options.manufacturer_model_name,
+            software_versions=options.software_version,
+            device_serial_number=options.device_serial_number,
+            content_label=content_label(findings),
+            content_description=ascii_text(
+                f"AI segmentation {findings.engine.name} {findings.engine.version}", 64
+            ),
+            series_description=series_description("SEG", findings),
+            transfer_syntax_uid=ExplicitVRLittleEndian,
+            omit_empty_frames=True,
+        )
+    if options.institution_label:
+        seg.InstitutionName = options.institution_label
+    replace_generated_uids(seg, keep=uids_in(source_datasets))
+    set_file_meta(seg)
+    return seg

@@ -1,0 +1,224 @@
+"""Fixtures: a synthetic CT with an awkward geometry, findings with awkward masks, validators."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+
+from ai_engines import codes
+from ai_engines.findings import (
+    Classification,
+    Decline,
+    EngineIdentity,
+    Findings,
+    Measurement,
+    Segment,
+)
+from dicom_node.results import ResultOptions
+from dicom_node.sample_data import PatientIdentity, ct_series_datasets, write_series
+
+# tests/peers.py is shared by several test packages; make ``import tests.peers`` work here.
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+if str(_REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(_REPO_ROOT))
+
+SHAPE = (12, 64, 64)
+ORIGIN = (-249.51171875, -187.3333333, 0.123456789)
+PIXEL_SPACING = (0.9765625, 0.9765625)
+SLICE_SPACING = 2.5
+
+
+@pytest.fixture(autouse=True)
+def _strict_writing() -> Iterator[None]:
+    """Invalid VRs raise on write instead of warning (pydicom default is WARN)."""
+    before = pydicom.config.settings.writing_validation_mode
+    pydicom.config.settings.writing_validation_mode = pydicom.config.RAISE
+    yield
+    pydicom.config.settings.writing_validation_mode = before
+
+
+@pytest.fixture(scope="session")
+def source_datasets() -> list[Dataset]:
+    """12 axial 64x64 CT slices, odd origin, z = 0.123456789 + 2.5 k, UTF-8 names."""
+    identity = PatientIdentity(
+        name="Łukasz^Żółć=ウカシュ^ジョウチュ",
+        referring_physician="Ζωή^Παπαδοπούλου",
+        charset="ISO_IR 192",
+    )
+    rng = np.random.default_rng(7)
+    voxels = rng.normal(-700, 100, SHAPE).astype(np.float32)
+    datasets = ct_series_datasets(
+        voxels,
+        identity=identity,
+        pixel_spacing=PIXEL_SPACING,
+        slice_spacing=SLICE_SPACING,
+        origin=ORIGIN,
+    )
+    # Names with '=' groups need the same charset in all components: keep ISO_IR 192 only.
+    return datasets
+
+
+def _disc(radius: float, centre: tuple[float, float]) -> np.ndarray:
+    rows, cols = np.mgrid[: SHAPE[1], : SHAPE[2]]
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+
+
+def _masks() -> dict[str, np.ndarray]:
+    disc_with_hole = np.zeros(SHAPE, dtype=bool)
+    for k in range(3, 8):
+        disc_with_hole[k] = _disc(12, (30, 28))
+        disc_with_hole[k, 26:34, 24:32] = False
+    islands = np.zeros(SHAPE, dtype=bool)
+    for k in range(2, 10):
+        islands[k] = _disc(5, (12, 12)) | _disc(3.5, (50, 14))
+    islands[5, 45:48, 30:33] = True  # a third island on one slice
+    speck = np.zeros(SHAPE, dtype=bool)
+    speck[6, 40, 50] = True
+    edge = np.zeros(SHAPE, dtype=bool)
+    edge[:, 0:15, 50:64] = True  # touches the top and right image edges on every slice
+    edge[0, 0, 0] = True  # and a corner pixel
+    empty = np.zeros(SHAPE, dtype=bool)
+    return {"GTV": disc_with_hole, "Lung_L": islands, "Speck": speck, "Edge": edge,
+            "Empty": empty}
+
+
+@pytest.fixture(scope="session")
+def engine() -> EngineIdentity:
+    return EngineIdentity(
+        name="ct-lung-nsclc",
+        version="1.0.0+demo-weights-2026.11",
+        model_name="LungTumourNet",
+        model_sha256="0" * 64,
+    )
+
+
+@pytest.fixture(scope="session")
+def findings(source_datasets: list[Dataset], engine: EngineIdentity) -> Findings:
+    masks = _masks()
+    gtv_measurements = (
+        Measurement(codes.VOLUME, 2.345, codes.UNIT_ML),
+        Measurement(codes.DIAMETER, 24.4, codes.UNIT_MM, modifier=codes.LONG_AXIS),
+        Measurement(codes.DIAMETER, 20.1, codes.UNIT_MM, modifier=codes.SHORT_AXIS),
+        Measurement(codes.MEAN, -12.5, codes.UNIT_HU),
+    )
+    segments = (
+        Segment(
+            label="GTV", description="GTV primary lung tumour",
+            category=codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE, property_type=codes.NEOPLASM,
+            rt_interpreted_type="GTV", color_rgb=(255, 0, 0), mask=masks["GTV"],
+            anatomic_region=codes.LUNG, tracking_id="tumour-1",
+            measurements=gtv_measurements, key_slice=5,
+            long_axis=((5, 18.0, 28.0), (5, 42.0, 28.0)),
+            short_axis=((5, 30.0, 17.0), (5, 30.0, 39.0)),
+        ),
+        Segment(
+            label="Lung_L", description="Left lung", category=codes.ANATOMICAL_STRUCTURE,
+            property_type=codes.LUNG, property_modifier=codes.LEFT,
+            rt_interpreted_type="ORGAN", color_rgb=(0, 128, 255), mask=masks["Lung_L"],
+            measurements=(Measurement(codes.VOLUME, 4.1, codes.UNIT_ML),),
+        ),
+        Segment(
+            label="Speck", description="single voxel", category=codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+            property_type=codes.NEOPLASM_SECONDARY, rt_interpreted_type="GTV",
+            color_rgb=(255, 255, 0), mask=masks["Speck"], tracking_id="speck-1",
+        ),
+        Segment(
+            label="Edge", description="edge touching", category=codes.ANATOMICAL_STRUCTURE,
+            property_type=codes.BONE, rt_interpreted_type="ORGAN", color_rgb=(0, 255, 0),
+            mask=masks["Edge"],
+        ),
+        Segment(
+            label="Empty", description="nothing found", category=codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+            property_type=codes.NEOPLASM, rt_interpreted_type="GTV", color_rgb=(255, 0, 255),
+            mask=masks["Empty"], tracking_id="empty-1",
+        ),
+    )
+    return Findings(
+        engine=engine,
+        source_series_uid=source_datasets[0].SeriesInstanceUID,
+        segments=segments,
+        classifications=(
+            Classification(codes.NEOPLASM, probability=0.87, threshold=0.5, positive=True,
+                           finding_site=codes.LUNG, tracking_id="cls-1"),
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def declined_findings(source_datasets: list[Dataset], engine: EngineIdentity) -> Findings:
+    return Findings(
+        engine=engine,
+        source_series_uid=source_datasets[0].SeriesInstanceUID,
+        decline=Decline("QC_TOO_FEW_SLICES", "The series has too few slices for the model."),
+    )
+
+
+@pytest.fixture(scope="session")
+def options() -> ResultOptions:
+    return ResultOptions(
+        manufacturer="Example AI Node",
+        manufacturer_model_name="dicom-ai-node",
+        software_version="0.1.0",
+        device_serial_number="NODE-0001",
+        device_observer_uid="2.25.123456789012345678901234567890123",
+        series_number_base=9000,
+        institution_label="AI Node Lab",
+    )
+
+
+@pytest.fixture(scope="session")
+def source_dir(tmp_path_factory: pytest.TempPathFactory,
+               source_datasets: list[Dataset]) -> Path:
+    """The source CT written as Part 10 files (what validators and plastimatch read)."""
+    directory = tmp_path_factory.mktemp("source_ct")
+    write_series(source_datasets, directory)
+    return directory
+
+
+def save(ds: Dataset, path: Path) -> Path:
+    """Write a result object as a Part 10 file (strict writing is on via the autouse fixture)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture
+def dciodvfy_errors() -> Callable[[Path], list[str]]:
+    """Run ``dciodvfy -new`` and return its ``Error`` lines (skip when not installed)."""
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy (Debian dicom3tools) is not installed")
+
+    def run(path: Path) -> list[str]:
+        result = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True,
+                                timeout=120)
+        text = (result.stdout + result.stderr).decode("utf-8", "replace")
+        return [line for line in text.splitlines() if line.startswith("Error")]
+
+    return run
+
+
+@pytest.fixture
+def validate_outputs() -> Callable[[Path, Path], subprocess.CompletedProcess[str]]:
+    """Run /work/shared/tools/validate_outputs.sh (skip when it or its tools are missing)."""
+    script = Path("/work/shared/tools/validate_outputs.sh")
+    if not script.exists():
+        pytest.skip("validate_outputs.sh is not available")
+    for tool in ("dciodvfy", "dcentvfy", "dcmdump", "dcmpschk", "dsrdump", "drtdump"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"validate_outputs.sh needs {tool} (dicom3tools/dcmtk)")
+
+    def run(source: Path, output: Path) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": "/usr/bin:/bin:/usr/sbin", "PYTHON": sys.executable}
+        return subprocess.run(["bash", str(script), str(source), str(output)],
+                              capture_output=True, text=True, errors="replace", timeout=300,
+                              env=env)
+
+    return run

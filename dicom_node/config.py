@@ -185,6 +185,7 @@ class ConfigError(Exception):
     """A configuration file that cannot be used; ``errors`` holds one line per problem."""
 
     def __init__(self, source: str, errors: list[str]):
+        self.source = source
         self.errors = errors
         super().__init__(f"{source}: " + "; ".join(errors))
 

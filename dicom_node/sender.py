@@ -1,0 +1,163 @@
+"""Delivery of result objects: outbox -> re-identify (clinical) -> leak check -> C-STORE.
+
+Each destination gets one association per batch, proposing only the SOP classes in the batch
+(well under the 128 presentation-context limit).  Failures are retried with exponential
+backoff until the sender's attempt budget is spent; then the item is ``failed`` with the last
+reason.  Nothing leaves that fails the leak check: such an item is ``refused``, with why.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import StorageCommitmentPushModel
+
+from dicom_node.config import DestinationKind, NodeConfig, Peer
+from dicom_node.deid import Reidentifier, check_clinical, check_research
+from storage.database import Database
+from storage.files import FileStore
+from storage.outbox import ClaimedItem, Outbox
+from storage.vault import Vault
+
+log = logging.getLogger("dicom_node.sender")
+
+STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
+
+
+def is_success(status: int) -> bool:
+    """Success, or a warning (0xB000 coercion, 0xB006, 0xB007): the object was stored."""
+    return status == 0x0000 or 0xB000 <= status <= 0xBFFF or status == 0x0107
+
+
+class Sender:
+    """Drains the outbox."""
+
+    def __init__(self, config: NodeConfig, db: Database, files: FileStore, vault: Vault):
+        self.config = config
+        self.outbox = Outbox(db)
+        self.files = files
+        self.vault = vault
+        self.reidentifier = Reidentifier(vault)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def prepare(self, item: ClaimedItem, peer: Peer) -> Dataset | str:
+        """The dataset as it may leave for ``peer``, or why it must not."""
+        ds = dcmread(self.files.absolute(item.path))
+        if peer.kind == DestinationKind.CLINICAL:
+            ds = self.reidentifier.reidentify(ds)
+            problems = check_clinical(ds, self.vault)
+        else:
+            problems = check_research(ds, self.vault)
+        return "; ".join(problems) if problems else ds
+
+    def send_once(self) -> int:
+        """Deliver one batch (one destination); returns how many items were settled."""
+        cfg = self.config.sender
+        items = self.outbox.claim_batch("sender", lease_seconds=600)
+        if not items:
+            return 0
+        peer = self.config.peer_by_name(items[0].destination)
+        if peer is None:
+            for item in items:
+                self.outbox.mark_refused(item.id, "destination is no longer configured")
+            return len(items)
+        ready: list[tuple[ClaimedItem, Dataset]] = []
+        for item in items:
+            prepared = self.prepare(item, peer)
+            if isinstance(prepared, str):
+                self.outbox.mark_refused(item.id, f"leak check: {prepared}")
+                log.error("outbox item %d refused for %s: %s", item.id, peer.name, prepared)
+            else:
+                ready.append((item, prepared))
+        if not ready:
+            return len(items)
+
+        ae = AE(ae_title=self.config.node.ae_title)
+        ae.maximum_pdu_size = self.config.node.max_pdu_bytes
+        ae.dimse_timeout = self.config.node.dimse_timeout_s
+        ae.network_timeout = self.config.node.network_timeout_s
+        ae.acse_timeout = 30
+        for sop_class in sorted({item.sop_class_uid for item, _ in ready}):
+            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        if peer.storage_commitment:
+            ae.add_requested_context(StorageCommitmentPushModel)
+        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+        if not assoc.is_established:
+            for item, _ in ready:
+                self._retry(item, f"association with {peer.ae_title}@{peer.host}:{peer.port} "
+                            "failed", None)
+            return len(items)
+        committed: list[tuple[ClaimedItem, Dataset]] = []
+        try:
+            for item, ds in ready:
+                try:
+                    status = assoc.send_c_store(ds)
+                except Exception as exc:  # association dropped mid-batch
+                    self._retry(item, f"C-STORE error: {type(exc).__name__}", None)
+                    continue
+                code = int(status.Status) if "Status" in status else None
+                if code is not None and is_success(code):
+                    committed.append((item, ds))
+                    if not peer.storage_commitment:
+                        self.outbox.mark_sent(item.id, code)
+                else:
+                    reason = ("no response (timeout or abort)" if code is None
+                              else f"C-STORE status 0x{code:04X}")
+                    self._retry(item, reason, code)
+            if peer.storage_commitment and committed:
+                self._request_commitment(assoc, committed)
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        log.info("delivered %d/%d objects to %s", len(committed), len(items), peer.name)
+        return len(items)
+
+    def _request_commitment(self, assoc, sent: list[tuple[ClaimedItem, Dataset]]) -> None:  # noqa: ANN001
+        transaction = generate_uid(prefix=None)
+        request = Dataset()
+        request.TransactionUID = transaction
+        request.ReferencedSOPSequence = []
+        for _, ds in sent:
+            ref = Dataset()
+            ref.ReferencedSOPClassUID = ds.SOPClassUID
+            ref.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+            request.ReferencedSOPSequence.append(ref)
+        status, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel,
+                                        STORAGE_COMMITMENT_INSTANCE)
+        code = int(status.Status) if status is not None and "Status" in status else None
+        for item, _ in sent:
+            # Stored either way; the commitment request is recorded separately.
+            self.outbox.mark_sent(item.id, 0, commitment_uid=transaction if code == 0 else None)
+        if code != 0:
+            log.warning("storage commitment request refused (status %s)", code)
+
+    def _retry(self, item: ClaimedItem, reason: str, status: int | None) -> None:
+        cfg = self.config.sender
+        state = self.outbox.mark_retry(item.id, reason, status, cfg.max_attempts,
+                                       cfg.backoff_seconds, cfg.backoff_max_seconds)
+        log.warning("outbox item %d to %s: %s (now %s, attempt %d)", item.id, item.destination,
+                    reason, state, item.attempts)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="sender", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if not self.send_once():
+                    self._stop.wait(self.config.sender.poll_seconds)
+            except Exception:
+                log.exception("sender pass failed; retrying")
+                self._stop.wait(self.config.sender.poll_seconds)

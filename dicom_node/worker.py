@@ -1,0 +1,227 @@
+"""Job workers: claim a job, run its engine on the study, encode results, fill the outbox.
+
+Workers share nothing but the database and the data folder, so ``dicom-node worker`` on
+several machines can share one PostgreSQL database and one data store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from io import BytesIO
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from ai_engines.findings import Findings
+from ai_engines.registry import EngineNotInstalled, get_engine
+from ai_engines.volume import StudyInput
+from dicom_node.config import NodeConfig
+from dicom_node.results import ResultOptions, build_result_objects
+from dicom_node.volumes import VolumeError, build_volume
+from storage import outbox
+from storage.database import Database
+from storage.files import FileStore
+from storage.jobs import ClaimedJob, JobQueue
+from storage.studies import study_calling_ae, study_series
+from storage.tables import utcnow
+
+log = logging.getLogger("dicom_node.worker")
+
+IMAGE_MODALITIES_WITHOUT_PIXELS = {"RTSTRUCT", "SEG", "SR", "RTPLAN", "RTDOSE", "KO", "PR"}
+
+
+class JobDeclined(Exception):
+    """A job that cannot run on this input: terminal, with a stable code."""
+
+    def __init__(self, code: str, reason: str):
+        super().__init__(f"{code}: {reason}")
+        self.code, self.reason = code, reason
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    state: str  # succeeded | declined
+    reason_code: str | None
+    reason: str | None
+    summary: dict
+
+
+def result_destinations(config: NodeConfig, calling_ae: str) -> list[str]:
+    """Peer names that receive a study's results: the sender (by default) + configured ones."""
+    names: list[str] = []
+    sender = config.peer_by_ae(calling_ae)
+    if config.results.return_to_sender and sender is not None:
+        names.append(sender.name)
+    for name in config.results.destinations:
+        if name not in names:
+            names.append(name)
+    return names
+
+
+class JobRunner:
+    """Runs one claimed job from stored files to queued result objects."""
+
+    def __init__(self, config: NodeConfig, db: Database, files: FileStore):
+        self.config = config
+        self.db = db
+        self.files = files
+        self._engines: dict[str, object] = {}
+        self.options = ResultOptions(
+            manufacturer=config.results.manufacturer,
+            series_number_base=config.results.series_number_base,
+            include_secondary_capture=config.results.secondary_capture,
+            institution_label=config.results.institution_label,
+        )
+
+    def engine(self, name: str):  # noqa: ANN201
+        if name not in self._engines:
+            self._engines[name] = get_engine(name, model_dir=self.config.engines.model_dir,
+                                             device=self.config.engines.device)
+        return self._engines[name]
+
+    def run(self, job: ClaimedJob) -> JobOutcome:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        try:
+            engine = self.engine(job.engine)
+        except EngineNotInstalled as exc:
+            raise JobDeclined("ENGINE_NOT_INSTALLED",
+                              f"no engine named {job.engine!r} is installed") from exc
+        with self.db.session() as session:
+            stored = study_series(session, job.study_id)
+            calling_ae = study_calling_ae(session, job.study_id)
+        datasets_by_series: dict[str, list[Dataset]] = {}
+        volumes = []
+        for series in stored:
+            if series.modality in IMAGE_MODALITIES_WITHOUT_PIXELS:
+                continue
+            if series.modality not in engine.acceptance.modalities:
+                continue
+            datasets = [dcmread(self.files.absolute(p)) for p in series.paths]
+            try:
+                volume = build_volume(datasets)
+            except VolumeError as exc:
+                raise JobDeclined(exc.code, exc.reason) from exc
+            by_uid = {str(d.SOPInstanceUID): d for d in datasets}
+            datasets_by_series[series.series_uid] = [
+                by_uid[s.sop_instance_uid] for s in volume.slices]
+            volumes.append(volume)
+        timings["load"] = time.perf_counter() - t0
+        if not volumes:
+            raise JobDeclined("NO_SUITABLE_SERIES",
+                              f"the study holds no series that {job.engine} accepts")
+        findings: Findings = engine.run(StudyInput(study_uid=job.study_uid,
+                                                   series=tuple(volumes)))
+        timings.update({f"engine.{k}": v for k, v in findings.timings_s.items()})
+        t1 = time.perf_counter()
+        source = datasets_by_series[findings.source_series_uid]
+        objects = build_result_objects(findings, source, self.options)
+        timings["encode"] = time.perf_counter() - t1
+        owed = []
+        destinations = result_destinations(self.config, calling_ae)
+        for ds in objects:
+            relative = f"results/{job.id}/{ds.SOPInstanceUID}.dcm"
+            buffer = BytesIO()
+            ds.save_as(buffer, enforce_file_format=True)
+            self.files.write(relative, buffer.getvalue())
+            for name in destinations:
+                peer = self.config.peer_by_name(name)
+                if peer is None or (peer.accepts and ds.Modality not in peer.accepts):
+                    continue
+                owed.append(outbox.OwedObject(name, str(ds.SOPClassUID),
+                                              str(ds.SOPInstanceUID), str(ds.Modality), relative))
+        with self.db.session() as session:
+            outbox.add(session, job.id, owed, utcnow())
+        summary = {
+            "objects": [str(ds.Modality) for ds in objects],
+            "deliveries": len(owed),
+            "segments": [s.label for s in findings.segments],
+            "measurements": {
+                s.label: {m.name.meaning + (f" ({m.modifier.meaning})" if m.modifier else ""):
+                          round(m.value, 2) for m in s.measurements}
+                for s in findings.segments
+            },
+            "classifications": [
+                {"finding": c.finding.meaning, "probability": round(c.probability, 3)}
+                for c in findings.classifications],
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        }
+        if findings.decline is not None:
+            return JobOutcome("declined", findings.decline.code, findings.decline.reason,
+                              summary)
+        return JobOutcome("succeeded", None, None, summary)
+
+
+class Worker:
+    """A loop that claims and runs jobs until stopped; several may run side by side."""
+
+    def __init__(self, config: NodeConfig, db: Database, files: FileStore, index: int = 0):
+        self.config = config
+        self.queue = JobQueue(db)
+        self.runner = JobRunner(config, db, files)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{index}:{uuid.uuid4().hex[:6]}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_one(self) -> bool:
+        """Claim and run one job; False when none was due."""
+        settings = self.config.jobs
+        job = self.queue.claim(self.worker_id, settings.lease_seconds)
+        if job is None:
+            return False
+        log.info("job %d (%s, study %s rev %d) attempt %d/%d started by %s", job.id,
+                 job.engine, job.study_uid, job.revision, job.attempts, job.max_attempts,
+                 self.worker_id)
+        heartbeat = threading.Event()
+        renew = threading.Thread(target=self._renew, args=(job.id, heartbeat), daemon=True)
+        renew.start()
+        try:
+            outcome = self.runner.run(job)
+            self.queue.finish(job.id, self.worker_id, outcome.state,
+                              reason_code=outcome.reason_code, reason=outcome.reason,
+                              summary=outcome.summary)
+            log.info("job %d %s%s", job.id, outcome.state,
+                     f" ({outcome.reason_code})" if outcome.reason_code else "")
+        except JobDeclined as exc:
+            self.queue.finish(job.id, self.worker_id, "declined", reason_code=exc.code,
+                              reason=exc.reason)
+            log.warning("job %d declined: %s", job.id, exc.code)
+        except Exception as exc:
+            state = self.queue.fail_attempt(
+                job.id, self.worker_id, "ENGINE_ERROR", f"{type(exc).__name__}: {exc}"[:500],
+                settings.backoff_seconds, settings.backoff_max_seconds)
+            log.exception("job %d attempt failed; now %s", job.id, state)
+        finally:
+            heartbeat.set()
+        return True
+
+    def _renew(self, job_id: int, done: threading.Event) -> None:
+        lease = self.config.jobs.lease_seconds
+        while not done.wait(lease / 3):
+            self.queue.renew(job_id, self.worker_id, lease)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.loop, name=self.worker_id, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread:
+            self._thread.join(timeout)
+
+    def loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if not self.run_one():
+                    self._stop.wait(self.config.jobs.poll_seconds)
+            except Exception:
+                log.exception("worker loop error; continuing")
+                self._stop.wait(self.config.jobs.poll_seconds)

@@ -1,0 +1,66 @@
+"""The data folder: durable writes (fsync'd file and directory) and nothing else."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+
+class FileStore:
+    """Files under one root, written atomically and durably.
+
+    A file is first written to a temporary name in its final directory, fsync'd, renamed into
+    place and the directory fsync'd, so a crash leaves either the whole file or none.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def absolute(self, relative: str) -> Path:
+        return self.root / relative
+
+    def write(self, relative: str, data: bytes) -> str:
+        """Write ``data`` durably at ``relative``; returns its SHA-256 hex digest."""
+        final = self.root / relative
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        self._fsync_dir(final.parent)
+        return hashlib.sha256(data).hexdigest()
+
+    def read(self, relative: str) -> bytes:
+        return (self.root / relative).read_bytes()
+
+    def delete(self, relative: str) -> None:
+        (self.root / relative).unlink(missing_ok=True)
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def sweep_temporary(self) -> int:
+        """Remove half-written files left by a crash; returns how many were removed."""
+        removed = 0
+        for tmp in self.root.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    @staticmethod
+    def _fsync_dir(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,15 @@
+"""Alembic environment: runs against the connection handed over by :mod:`storage.migrate`."""
+
+from __future__ import annotations
+
+from alembic import context
+
+import storage.tables  # noqa: F401  (register tables)
+import storage.vault  # noqa: F401
+from storage.schema import Base
+
+connection = context.config.attributes.get("connection")
+context.configure(connection=connection, target_metadata=Base.metadata,
+                  render_as_batch=connection.dialect.name == "sqlite")
+with context.begin_transaction():
+    context.run_migrations()

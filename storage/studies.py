@@ -1,0 +1,180 @@
+"""Index of received studies, series and instances, and their completion state."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from storage.tables import Instance, Job, Series, Study
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    """What the index records of one stored, de-identified instance."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    modality: str
+    frame_of_reference_uid: str | None
+    patient_pseudonym: str
+    calling_ae: str
+    path: str
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class IndexOutcome:
+    study_id: int
+    new_instance: bool
+    changed: bool  # a duplicate SOP Instance UID with different content
+    late_arrival: bool  # the study had been handed to engines; it will be re-run
+
+
+@dataclass(frozen=True)
+class CompletedStudy:
+    study_id: int
+    study_uid: str
+    revision: int
+    calling_ae: str
+    modalities: frozenset[str]
+
+
+def index_instance(session: Session, item: ReceivedInstance, now: dt.datetime) -> IndexOutcome:
+    """Record one instance (idempotently) and move its study back to receiving if needed.
+
+    Raises ``sqlalchemy.exc.IntegrityError`` when another transaction created the same study
+    or series concurrently; the caller retries.
+    """
+    study = session.scalar(select(Study).where(Study.study_uid == item.study_uid))
+    if study is None:
+        study = Study(
+            study_uid=item.study_uid, patient_pseudonym=item.patient_pseudonym,
+            calling_ae=item.calling_ae, first_received_at=now, last_received_at=now,
+        )
+        session.add(study)
+        session.flush()
+    series = session.scalar(select(Series).where(Series.series_uid == item.series_uid))
+    if series is None:
+        series = Series(
+            study_id=study.id, series_uid=item.series_uid, modality=item.modality,
+            frame_of_reference_uid=item.frame_of_reference_uid, last_received_at=now,
+        )
+        session.add(series)
+        session.flush()
+    existing = session.scalar(
+        select(Instance).where(Instance.sop_instance_uid == item.sop_instance_uid)
+    )
+    new_instance = existing is None
+    changed = False
+    if existing is None:
+        session.add(Instance(
+            series_id=series.id, sop_instance_uid=item.sop_instance_uid,
+            sop_class_uid=item.sop_class_uid, transfer_syntax_uid=item.transfer_syntax_uid,
+            path=item.path, size_bytes=item.size_bytes, sha256=item.sha256, received_at=now,
+        ))
+        series.instance_count += 1
+    elif existing.sha256 != item.sha256:
+        changed = True
+        existing.path, existing.sha256 = item.path, item.sha256
+        existing.size_bytes, existing.received_at = item.size_bytes, now
+        existing.transfer_syntax_uid = item.transfer_syntax_uid
+    if not (new_instance or changed):
+        return IndexOutcome(study.id, False, False, False)
+
+    late = False
+    if study.state == "complete":
+        # Late arrival: re-open the study; the next completion re-runs every route on the
+        # full series as a new revision (never a silent split).
+        late = study.dispatched_revision == study.revision
+        if late:
+            study.revision += 1
+        study.state = "receiving"
+        study.completed_at = None
+    if series.state == "complete":
+        series.state = "receiving"
+        series.completed_at = None
+    study.last_received_at = now
+    series.last_received_at = now
+    study.calling_ae = item.calling_ae
+    return IndexOutcome(study.id, new_instance, changed, late)
+
+
+def complete_quiet_studies(
+    session: Session, quiet_before: dt.datetime, busy_study_uids: set[str],
+    stalled_before: dt.datetime, now: dt.datetime,
+) -> list[CompletedStudy]:
+    """Mark series and studies complete that have been quiet since ``quiet_before`` and are
+    not being received on an open association (unless quiet since ``stalled_before``: an
+    association left open and idle that long no longer holds completion back).  Returns the
+    studies that became complete."""
+    completed: list[CompletedStudy] = []
+    candidates = session.scalars(
+        select(Study).where(Study.state == "receiving", Study.last_received_at <= quiet_before)
+    ).all()
+    for study in candidates:
+        if study.study_uid in busy_study_uids and study.last_received_at > stalled_before:
+            continue
+        modalities = set()
+        for series in study.series:
+            modalities.add(series.modality)
+            if series.state != "complete":
+                series.state = "complete"
+                series.completed_at = now
+        study.state = "complete"
+        study.completed_at = now
+        study.dispatched_revision = study.revision
+        completed.append(CompletedStudy(
+            study.id, study.study_uid, study.revision, study.calling_ae, frozenset(modalities)
+        ))
+    return completed
+
+
+def study_uid_for_id(session: Session, study_id: int) -> str:
+    return session.scalar(select(Study.study_uid).where(Study.id == study_id))
+
+
+@dataclass(frozen=True)
+class StoredSeries:
+    series_uid: str
+    modality: str
+    frame_of_reference_uid: str | None
+    paths: tuple[str, ...]
+
+
+def study_series(session: Session, study_id: int) -> list[StoredSeries]:
+    """Every series of a study with the relative paths of its instances."""
+    out = []
+    for series in session.scalars(
+        select(Series).where(Series.study_id == study_id).order_by(Series.id)
+    ):
+        paths = session.scalars(
+            select(Instance.path).where(Instance.series_id == series.id).order_by(Instance.id)
+        ).all()
+        out.append(StoredSeries(series.series_uid, series.modality,
+                                series.frame_of_reference_uid, tuple(paths)))
+    return out
+
+
+def study_calling_ae(session: Session, study_id: int) -> str:
+    return session.scalar(select(Study.calling_ae).where(Study.id == study_id))
+
+
+def counts(session: Session) -> dict[str, dict[str, int]]:
+    """Counts by state, for ``dicom-node status``."""
+    def by_state(model) -> dict[str, int]:  # noqa: ANN001
+        rows = session.execute(select(model.state, func.count()).group_by(model.state)).all()
+        return {state: n for state, n in rows}
+
+    return {
+        "studies": by_state(Study),
+        "series": by_state(Series),
+        "instances": {"stored": session.scalar(select(func.count()).select_from(Instance))},
+        "jobs": by_state(Job),
+    }

@@ -1,0 +1,34 @@
+"""Shared fixtures: databases, free ports, real DICOM peers."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from storage import migrate
+from storage.database import Database
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def need(binary: str) -> str:
+    """Path of a peer binary; the test fails (not skips) when CI forgot to install it."""
+    path = shutil.which(binary)
+    if path is None:
+        pytest.fail(f"{binary} is not installed; run the README test command (scripts/test.sh)")
+    return path
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Database:
+    db = Database(f"sqlite:///{tmp_path / 'node.db'}")
+    migrate.upgrade(db)
+    yield db
+    db.dispose()

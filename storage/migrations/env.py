@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 import storage.tables  # noqa: F401  (register tables)
-import storage.vault  # noqa: F401
+# import storage.vault
 from storage.schema import Base
 
 connection = context.config.attributes.get("connection")

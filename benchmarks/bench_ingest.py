@@ -1,0 +1,85 @@
+"""Ingest benchmark: the same 300-slice CT sent with dcmtk `storescu` to dcmtk `storescp`
+(plain files) and to the node (de-identified, fsync'd, indexed), in one run.
+
+    python benchmarks/bench_ingest.py [--slices 300] [--size 512] [--repeat 2]
+
+Prints seconds per run, images/s and the node/storescp time ratio (target <= 1.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dicom_node.sample_data import ct_series_datasets, phantom_chest_hu, write_series  # noqa: E402
+from tests.net import free_port  # noqa: E402
+from tests.nodeproc import NodeProcess  # noqa: E402
+
+
+def send(port: int, aec: str, files: list[Path]) -> float:
+    t0 = time.perf_counter()
+    out = subprocess.run(["storescu", "-aet", "PACS", "-aec", aec, "127.0.0.1", str(port),
+                          *map(str, files)], capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"storescu failed: {out.stderr[-2000:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    try:
+        hu = phantom_chest_hu((args.slices, args.size, args.size))
+        files = write_series(ct_series_datasets(hu, pixel_spacing=(0.7, 0.7)), work / "ct")
+        size_mb = sum(f.stat().st_size for f in files) / 1e6
+        print(f"series: {len(files)} instances, {size_mb:.0f} MB")
+
+        scp_times, node_times = [], []
+        for run in range(args.repeat):
+            port = free_port()
+            out_dir = work / f"storescp-{run}"
+            out_dir.mkdir()
+            scp = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(out_dir),
+                                    str(port)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+            try:
+                scp_times.append(send(port, "STORESCP", files))
+            finally:
+                scp.terminate()
+                scp.wait()
+
+            node = NodeProcess(work / f"node-{run}", quiet_seconds=60)
+            node.start()
+            try:
+                node_times.append(send(node.port, node.ae_title, files))
+                stored = node.status()["instances"]["stored"]
+                assert stored == len(files), f"node indexed {stored}/{len(files)}"
+            finally:
+                node.stop()
+
+        best_scp, best_node = min(scp_times), min(node_times)
+        print(f"storescp (plain files):          {best_scp:6.2f} s  "
+              f"{len(files) / best_scp:6.0f} img/s  runs {[round(t, 2) for t in scp_times]}")
+        print(f"node (de-identified, fsync, db):  {best_node:6.2f} s  "
+              f"{len(files) / best_node:6.0f} img/s  runs {[round(t, 2) for t in node_times]}")
+        print(f"ratio node/storescp: {best_node / best_scp:.2f}  (target <= 1.5)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -222,3 +222,34 @@ def validate_outputs() -> Callable[[Path, Path], subprocess.CompletedProcess[str
                               env=env)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def segmentation(findings: Findings, source_datasets: list[Dataset],
+                 options: ResultOptions) -> Dataset:
+    from dicom_node.results.seg import build_segmentation
+
+    return build_segmentation(findings, source_datasets, options)
+
+
+@pytest.fixture(scope="session")
+def rtstruct(findings: Findings, source_datasets: list[Dataset],
+             options: ResultOptions) -> Dataset:
+    from dicom_node.results.rtstruct import build_rtstruct
+
+    return build_rtstruct(findings, source_datasets, options)
+
+
+def all_elements(ds: Dataset) -> Iterator[pydicom.DataElement]:
+    """Every element of ``ds`` at any depth."""
+    for element in ds:
+        yield element
+        if element.VR == "SQ":
+            for item in element.value:
+                yield from all_elements(item)
+
+
+def identifying_strings(ds: Dataset) -> list[str]:
+    """Identity values of the fixture patient (the source is named, not pseudonymized)."""
+    return [str(ds.PatientName), str(ds.PatientName).split("^")[0], str(ds.PatientID),
+            str(ds.PatientBirthDate), str(ds.AccessionNumber), str(ds.ReferringPhysicianName)]

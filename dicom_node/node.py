@@ -8,18 +8,19 @@ import sys
 import threading
 from pathlib import Path
 
+from storage.keys import load_or_create_key
+from storage.vault import Vault
+
 from dicom_node.completion import CompletionTracker
 from dicom_node.config import NodeConfig
 from dicom_node.deid import Pseudonymizer
 from dicom_node.scp import Receiver
 from dicom_node.sender import Sender
-from dicom_node.worker import Worker
+from dicom_node.worker import Worker, device_observer_uid
 from storage import migrate
 from storage.database import Database
 from storage.files import FileStore
-from storage.keys import load_or_create_key
 from storage.outbox import Outbox
-from storage.vault import Vault
 
 log = logging.getLogger("dicom_node")
 
@@ -80,7 +81,8 @@ class Node:
             busy = self.receiver.busy_study_uids if self.receiver else set
             self.completion = CompletionTracker(config, self.db, busy)
         count = config.jobs.workers if workers is None else workers
-        self.workers = [Worker(config, self.db, self.files, i) for i in range(count)]
+        observer = device_observer_uid(uid_secret)
+        self.workers = [Worker(config, self.db, self.files, observer, i) for i in range(count)]
         if send:
             self.sender = Sender(config, self.db, self.files, self.vault)
         self._stopped = threading.Event()

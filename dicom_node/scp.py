@@ -23,9 +23,10 @@ from pydicom.filewriter import dcmwrite
 from pydicom.pixels import get_decoder
 from pynetdicom import AE, _config, evt
 from pynetdicom.events import Event
-from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 from sqlalchemy.exc import IntegrityError
+from storage.vault import Vault
 
 from dicom_node.config import NodeConfig
 from dicom_node.deid import Pseudonymizer, QuarantineRequired
@@ -34,7 +35,6 @@ from storage.database import Database
 from storage.files import FileStore
 from storage.studies import ReceivedInstance, index_instance
 from storage.tables import utcnow
-from storage.vault import Vault
 
 log = logging.getLogger("dicom_node.scp")
 

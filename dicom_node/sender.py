@@ -16,13 +16,13 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import StorageCommitmentPushModel
+from storage.vault import Vault
 
 from dicom_node.config import DestinationKind, NodeConfig, Peer
 from dicom_node.deid import Reidentifier, check_clinical, check_research
 from storage.database import Database
 from storage.files import FileStore
 from storage.outbox import ClaimedItem, Outbox
-from storage.vault import Vault
 
 log = logging.getLogger("dicom_node.sender")
 
@@ -58,7 +58,6 @@ class Sender:
 
     def send_once(self) -> int:
         """Deliver one batch (one destination); returns how many items were settled."""
-        cfg = self.config.sender
         items = self.outbox.claim_batch("sender", lease_seconds=600)
         if not items:
             return 0

@@ -6,13 +6,15 @@ several machines can share one PostgreSQL database and one data store.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import BytesIO
 
 from pydicom import dcmread
@@ -21,8 +23,10 @@ from pydicom.dataset import Dataset
 from ai_engines.findings import Findings
 from ai_engines.registry import EngineNotInstalled, get_engine
 from ai_engines.volume import StudyInput
+from dicom_node import __version__
 from dicom_node.config import NodeConfig
 from dicom_node.results import ResultOptions, build_result_objects
+from dicom_node.results.sr import build_measurement_report
 from dicom_node.volumes import VolumeError, build_volume
 from storage import outbox
 from storage.database import Database
@@ -52,6 +56,12 @@ class JobOutcome:
     summary: dict
 
 
+def device_observer_uid(uid_secret: bytes) -> str:
+    """A stable Device Observer UID for this installation (same on every worker machine)."""
+    digest = hmac.new(uid_secret, b"dicom-ai-node device observer", hashlib.sha256).digest()
+    return "2.25." + str(int.from_bytes(digest[:16], "big"))
+
+
 def result_destinations(config: NodeConfig, calling_ae: str) -> list[str]:
     """Peer names that receive a study's results: the sender (by default) + configured ones."""
     names: list[str] = []
@@ -67,13 +77,18 @@ def result_destinations(config: NodeConfig, calling_ae: str) -> list[str]:
 class JobRunner:
     """Runs one claimed job from stored files to queued result objects."""
 
-    def __init__(self, config: NodeConfig, db: Database, files: FileStore):
+    def __init__(self, config: NodeConfig, db: Database, files: FileStore,
+                 device_observer_uid: str):
         self.config = config
         self.db = db
         self.files = files
         self._engines: dict[str, object] = {}
         self.options = ResultOptions(
             manufacturer=config.results.manufacturer,
+            manufacturer_model_name="dicom-ai-node",
+            software_version=__version__,
+            device_serial_number=device_observer_uid[-16:],
+            device_observer_uid=device_observer_uid,
             series_number_base=config.results.series_number_base,
             include_secondary_capture=config.results.secondary_capture,
             institution_label=config.results.institution_label,
@@ -122,19 +137,28 @@ class JobRunner:
         t1 = time.perf_counter()
         source = datasets_by_series[findings.source_series_uid]
         objects = build_result_objects(findings, source, self.options)
+        destinations = [p for p in (self.config.peer_by_name(n) for n in
+                                    result_destinations(self.config, calling_ae)) if p]
+        plain_sr = None
+        if any(p.sr_storage == "comprehensive" for p in destinations):
+            # Older PACS without Comprehensive 3D SR get the same report as Comprehensive SR.
+            segmentation = next((d for d in objects if d.Modality == "SEG"), None)
+            plain_sr = build_measurement_report(
+                findings, source, segmentation, replace(self.options, sr_storage="comprehensive"))
         timings["encode"] = time.perf_counter() - t1
         owed = []
-        destinations = result_destinations(self.config, calling_ae)
-        for ds in objects:
+        for ds in objects + ([plain_sr] if plain_sr is not None else []):
             relative = f"results/{job.id}/{ds.SOPInstanceUID}.dcm"
             buffer = BytesIO()
             ds.save_as(buffer, enforce_file_format=True)
             self.files.write(relative, buffer.getvalue())
-            for name in destinations:
-                peer = self.config.peer_by_name(name)
-                if peer is None or (peer.accepts and ds.Modality not in peer.accepts):
+            for peer in destinations:
+                if peer.accepts and ds.Modality not in peer.accepts:
                     continue
-                owed.append(outbox.OwedObject(name, str(ds.SOPClassUID),
+                if ds.Modality == "SR" and (ds is plain_sr) != (peer.sr_storage ==
+                                                                "comprehensive"):
+                    continue
+                owed.append(outbox.OwedObject(peer.name, str(ds.SOPClassUID),
                                               str(ds.SOPInstanceUID), str(ds.Modality), relative))
         with self.db.session() as session:
             outbox.add(session, job.id, owed, utcnow())
@@ -161,10 +185,11 @@ class JobRunner:
 class Worker:
     """A loop that claims and runs jobs until stopped; several may run side by side."""
 
-    def __init__(self, config: NodeConfig, db: Database, files: FileStore, index: int = 0):
+    def __init__(self, config: NodeConfig, db: Database, files: FileStore,
+                 device_observer_uid: str, index: int = 0):
         self.config = config
         self.queue = JobQueue(db)
-        self.runner = JobRunner(config, db, files)
+        self.runner = JobRunner(config, db, files, device_observer_uid)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{index}:{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 import storage.tables  # noqa: F401  (register tables)
+
 # import storage.vault
 from storage.schema import Base
 

@@ -15,7 +15,12 @@ from pydicom.uid import (
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage
 
-from dicom_node.sample_data import PatientIdentity, ct_series_datasets, phantom_chest_hu, write_series
+from dicom_node.sample_data import (
+    PatientIdentity,
+    ct_series_datasets,
+    phantom_chest_hu,
+    write_series,
+)
 from tests.net import need
 from tests.nodeproc import NodeProcess
 

@@ -277,7 +277,7 @@ def build_measurement_report(
 
     groups: list[object] = []
     if findings.decline is not None:
-        decline_code = ascii_text(findings.decline.code, 16) or "UNSPECIFIED"
+        decline_code = ascii_text(findings.decline.code, 64) or "UNSPECIFIED"
         groups.append(_plain_group(
             "engine-decline", findings,
             evaluations=[hd.sr.QualitativeEvaluation(

@@ -42,9 +42,9 @@ class NodeProcess:
 
     def __init__(self, root: Path, *, peers: list[dict] | None = None, workers: int = 0,
                  quiet_seconds: float = 1.0, database_url: str | None = None,
-                 extra: dict | None = None):
+                 extra: dict | None = None, port: int | None = None):
         self.root = root
-        self.port = free_port()
+        self.port = port or free_port()
         self.ae_title = "AINODE"
         self.data_dir = root / "var"
         self.config_path = root / "node.toml"

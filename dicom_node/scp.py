@@ -9,7 +9,6 @@ vault rows are committed.
 from __future__ import annotations
 
 import errno
-import io
 import logging
 import tempfile
 import threading
@@ -185,7 +184,8 @@ class Receiver:
                       self.config.node.min_free_disk_mb)
             return OUT_OF_RESOURCES
         try:
-            ds = dcmread(path)
+            # Large values (pixel data) stay in the received file until they are written out.
+            ds = dcmread(path, defer_size="256 KB")
             _ = ds.SOPClassUID, ds.SOPInstanceUID
         except (InvalidDicomError, AttributeError, ValueError, EOFError, KeyError) as exc:
             log.warning("cannot understand data set from %s: %s", calling_ae,
@@ -207,13 +207,11 @@ class Receiver:
             return SUCCESS  # kept (encrypted) with its reason; visible in `dicom-node status`
 
         clean = result.dataset
-        buffer = io.BytesIO()
-        dcmwrite(buffer, clean, enforce_file_format=True)
-        data = buffer.getvalue()
         study_uid, series_uid = str(clean.StudyInstanceUID), str(clean.SeriesInstanceUID)
         sop_uid = str(clean.SOPInstanceUID)
         relative = f"studies/{study_uid}/{series_uid}/{sop_uid}.dcm"
-        sha = self.files.write(relative, data)
+        sha, size = self.files.write_stream(
+            relative, lambda sink: dcmwrite(sink, clean, enforce_file_format=True))
         item = ReceivedInstance(
             study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_uid,
             sop_class_uid=str(clean.SOPClassUID),
@@ -221,7 +219,7 @@ class Receiver:
             modality=str(clean.get("Modality", "OT")) or "OT",
             frame_of_reference_uid=clean.get("FrameOfReferenceUID"),
             patient_pseudonym=str(clean.get("PatientID", "")),
-            calling_ae=calling_ae, path=relative, size_bytes=len(data), sha256=sha,
+            calling_ae=calling_ae, path=relative, size_bytes=size, sha256=sha,
         )
         with self._lock:
             self._open.setdefault(id(event.assoc), set()).add(study_uid)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
 class FileStore:
@@ -26,7 +29,7 @@ class FileStore:
         """Write ``data`` durably at ``relative``; returns its SHA-256 hex digest."""
         final = self.root / relative
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             view = memoryview(data)
@@ -39,6 +42,28 @@ class FileStore:
         os.replace(tmp, final)
         self._fsync_dir(final.parent)
         return hashlib.sha256(data).hexdigest()
+
+    def write_stream(self, relative: str, produce: Callable[[BinaryIO], None]) -> tuple[str, int]:
+        """Durably write what ``produce`` writes to the file object it is given.
+
+        For large instances: the content streams to disk without a second copy in memory.
+        Returns the SHA-256 hex digest and the size in bytes.
+        """
+        final = self.root / relative
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        digest = hashlib.sha256()
+        with open(tmp, "w+b") as raw:
+            produce(raw)
+            raw.flush()
+            os.fsync(raw.fileno())
+            raw.seek(0)  # hash what is on disk (from the page cache), in chunks
+            while chunk := raw.read(1 << 20):
+                digest.update(chunk)
+            size = raw.tell()
+        os.replace(tmp, final)
+        self._fsync_dir(final.parent)
+        return digest.hexdigest(), size
 
     def read(self, relative: str) -> bytes:
         return (self.root / relative).read_bytes()
@@ -64,3 +89,4 @@ class FileStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+

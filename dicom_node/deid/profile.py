@@ -1,0 +1,401 @@
+"""PS3.15 Annex E Table E.1-1 as a compiled lookup, and the actions applied to a dataset.
+
+The table comes from ``ps315_e1_1.json``. ``scripts/generate_deid_table.py`` generates that file,
+and ``docs/deidentification.md`` explains its source and edition. :class:`Profile` reads the table
+once and resolves each row to one concrete action for the deployment's options. The result is a
+``dict`` from tag to action. Applying the profile walks each element once, at every depth of
+nested sequences.
+
+Concrete actions after resolution
+---------------------------------
+``X`` remove; ``Z`` empty; ``D`` dummy for the VR; ``K`` keep (sequences are still walked);
+``C`` clean (dates shifted, descriptors kept only when free of identifiers, sequences walked);
+``U`` remap UIDs; ``U*`` keep the sequence and remap the UIDs inside it.
+
+Combined codes: the attribute's Type in the object's IOD is unknown here, so each combined code
+resolves to the alternative that keeps any IOD valid: ``X/Z`` -> ``Z``; ``X/D``, ``Z/D`` and
+``X/Z/D`` -> ``D``; ``X/Z/U*`` -> ``U*``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+
+from dicom_node.config import DeidSettings
+from dicom_node.deid.uids import CLASS_UID_TAGS, is_well_known
+
+TABLE_PATH = Path(__file__).with_name("ps315_e1_1.json")
+
+# When several enabled options give an attribute different actions, the one that keeps the most
+# wins: an option exists to retain information.
+_PREFERENCE = {"K": 0, "C": 1, "U": 2, "D": 3, "Z": 4, "X": 5}
+_COMBINED = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U*"}
+
+TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR", "AS"})
+STRING_VRS = TEXT_VRS | frozenset({"DA", "DT", "TM", "DS", "IS", "UI"})
+_DUMMIES: dict[str, tuple[object, object]] = {
+    # VR: (dummy, alternative used when the original already equals the dummy)
+    "AE": ("ANONYMOUS", "ANONYMISED"), "AS": ("000Y", "001Y"), "CS": ("ANONYMIZED", "ANON"),
+    "DA": ("19000101", "19000102"), "DT": ("19000101000000", "19000102000000"),
+    "TM": ("000000", "000001"), "DS": ("0", "1"), "IS": ("0", "1"),
+    "LO": ("ANONYMIZED", "ANONYMISED"), "LT": ("ANONYMIZED", "ANONYMISED"),
+    "PN": ("ANONYMIZED", "ANONYMISED"), "SH": ("ANONYMIZED", "ANONYMISED"),
+    "ST": ("ANONYMIZED", "ANONYMISED"), "UC": ("ANONYMIZED", "ANONYMISED"),
+    "UT": ("ANONYMIZED", "ANONYMISED"), "UR": ("http://anonymized.invalid", "http://a.invalid"),
+    "FL": (0.0, 1.0), "FD": (0.0, 1.0), "SL": (0, 1), "SS": (0, 1), "UL": (0, 1), "US": (0, 1),
+    "SV": (0, 1), "UV": (0, 1), "AT": (0, 1),
+    "OB": (b"\x00\x00", b"\x01\x00"), "OD": (b"\x00" * 8, b"\x01" + b"\x00" * 7),
+    "OF": (b"\x00" * 4, b"\x01\x00\x00\x00"), "OL": (b"\x00" * 4, b"\x01\x00\x00\x00"),
+    "OV": (b"\x00" * 8, b"\x01" + b"\x00" * 7), "OW": (b"\x00\x00", b"\x01\x00"),
+    "UN": (b"\x00\x00", b"\x01\x00"),
+}
+
+# Option keys of the generated table that DeidSettings can switch on.
+SUPPORTED_OPTIONS = (
+    "retain_longitudinal_modified_dates", "retain_patient_characteristics",
+    "retain_device_identity", "clean_descriptors", "retain_safe_private",
+)
+
+
+def options_from_settings(settings: DeidSettings) -> frozenset[str]:
+    """The table option columns switched on by a deployment's :class:`DeidSettings`."""
+    on = set()
+    if settings.retain_longitudinal_modified_dates:
+        on.add("retain_longitudinal_modified_dates")
+    if settings.retain_patient_characteristics:
+        on.add("retain_patient_characteristics")
+    if settings.retain_device_identity:
+        on.add("retain_device_identity")
+    if settings.clean_descriptors:
+        on.add("clean_descriptors")
+    if settings.private_tag_allowlist:
+        on.add("retain_safe_private")
+    return frozenset(on)
+
+
+@lru_cache(maxsize=4)
+def load_table(path: Path = TABLE_PATH) -> dict:
+    """The generated table (parsed once per process)."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def vr_of(tag: int, raw_vr: str | None) -> str:
+    """The element's VR, from the stream or (implicit VR) the data dictionary."""
+    if raw_vr:
+        return raw_vr
+    return _dictionary_vr(tag)
+
+
+@lru_cache(maxsize=4096)
+def _dictionary_vr(tag: int) -> str:
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+    return vr.split(" or ")[0] if " or " in vr else vr
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One table row resolved for a set of options."""
+
+    pattern: str
+    name: str
+    vr: str | None
+    basic: str
+    action: str  # concrete action after options and combined-code resolution
+    fallback: str  # concrete Basic Profile action, used when cleaning must give up
+
+
+def _concrete(code: str) -> str:
+    return _COMBINED.get(code, code)
+
+
+def resolve(row: dict, options: Iterable[str]) -> str:
+    """The table action for ``row`` (before combined-code resolution) under ``options``."""
+    enabled = [row["options"][o] for o in options if o in row.get("options", {})]
+    if not enabled:
+        return row["basic"]
+    return min(enabled, key=lambda a: _PREFERENCE.get(a, 9))
+
+
+@dataclass
+class ActionContext:
+    """What applying the profile to one instance needs besides the table.
+
+    Attributes
+    ----------
+    pseudo_uid
+        Maps an original UID to its pseudonym.
+    date_offset_days
+        Days added to DA/DT values when dates are shifted, else ``None``.
+    identifiers
+        Lower-case identifying strings of this instance; a cleaned descriptor containing one
+        of them is not kept.
+    private_allowlist
+        ``{(group, private creator): {element low bytes}}`` kept under Retain Safe Private.
+    uid_mappings
+        Filled while applying: pseudonymous UID -> original UID.
+    """
+
+    pseudo_uid: Callable[[str], str]
+    date_offset_days: int | None = None
+    identifiers: tuple[str, ...] = ()
+    private_allowlist: dict[tuple[int, str], set[int]] = field(default_factory=dict)
+    uid_mappings: dict[str, str] = field(default_factory=dict)
+
+
+def parse_private_allowlist(entries: Iterable[str]) -> dict[tuple[int, str], set[int]]:
+    """``"(0019,xx0c) SIEMENS MR HEADER"`` -> ``{(0x0019, "SIEMENS MR HEADER"): {0x0c}}``."""
+    allow: dict[tuple[int, str], set[int]] = {}
+    for entry in entries:
+        text = entry.strip()
+        if not (text.startswith("(") and ")" in text):
+            raise ValueError(f"private allow-list entry not '(gggg,xxee) creator': {entry!r}")
+        tag, creator = text[1:].split(")", 1)
+        group_s, element_s = (p.strip().lower() for p in tag.split(","))
+        group = int(group_s, 16)
+        if group % 2 == 0 or not element_s.startswith("xx"):
+            raise ValueError(f"private allow-list entry needs an odd group and xxee: {entry!r}")
+        allow.setdefault((group, creator.strip()), set()).add(int(element_s[2:], 16))
+    return allow
+
+
+class Profile:
+    """Table E.1-1 compiled for one set of options.
+
+    Parameters
+    ----------
+    options
+        Option keys of the table (``"retain_longitudinal_modified_dates"``, ...).
+    table
+        The parsed table; defaults to the packaged ``ps315_e1_1.json``.
+    """
+
+    def __init__(self, options: Iterable[str] = (), table: dict | None = None):
+        self.table = table or load_table()
+        self.options = frozenset(options)
+        unknown = self.options - set(self.table["options"])
+        if unknown:
+            raise ValueError(f"unknown de-identification options: {sorted(unknown)}")
+        self.rules: list[Rule] = []
+        self.exact: dict[int, Rule] = {}
+        self.masked: list[tuple[int, int, Rule]] = []  # (mask, value, rule)
+        self.private_rule: Rule | None = None
+        for row in self.table["attributes"]:
+            action = _concrete(resolve(row, self.options))
+            rule = Rule(row["tag"], row["name"], row.get("vr"), row["basic"], action,
+                        _concrete(row["basic"]))
+            self.rules.append(rule)
+            pattern = row["tag"]
+            if pattern == "private":
+                self.private_rule = rule
+            elif "x" in pattern:
+                mask = int("".join("0" if c == "x" else "f" for c in pattern), 16)
+                value = int(pattern.replace("x", "0"), 16)
+                self.masked.append((mask, value, rule))
+            else:
+                self.exact[int(pattern, 16)] = rule
+        self._masked_groups = {value >> 24 for _, value, _ in self.masked}
+
+    def option_codes(self) -> list[tuple[str, str]]:
+        """(code value, code meaning) of each option applied, in code order (CID 7050)."""
+        codes = [(self.table["options"][o]["code"], self.table["options"][o]["meaning"])
+                 for o in self.options]
+        return sorted(codes)
+
+    def rule_for(self, tag: int) -> Rule | None:
+        """The rule for a public tag, by exact tag or by a repeating-group pattern."""
+        rule = self.exact.get(tag)
+        if rule is None and (tag >> 24) in self._masked_groups:
+            for mask, value, masked_rule in self.masked:
+                if tag & mask == value and (tag >> 16) % 2 == 0:
+                    return masked_rule
+        return rule
+
+    # -- applying ----------------------------------------------------------------------------
+
+    def apply(self, ds: Dataset, ctx: ActionContext) -> None:
+        """De-identify ``ds`` in place (not its file meta), at every depth."""
+        self._private(ds, ctx)
+        for tag in list(ds.keys()):
+            t = int(tag)
+            if (t >> 16) % 2:
+                continue  # private: handled above
+            if t & 0xFFFF == 0:
+                continue  # group length
+            raw = ds.get_item(tag)
+            vr = vr_of(t, raw.VR)
+            rule = self.rule_for(t)
+            if rule is None:
+                self._outside_table(ds, tag, vr, ctx)
+            else:
+                self._act(ds, tag, vr, rule.action, rule, ctx)
+
+    def _outside_table(self, ds: Dataset, tag, vr: str, ctx: ActionContext) -> None:  # noqa: ANN001
+        # Safety nets for attributes the table does not list (the table is a floor, not a
+        # ceiling): instance UIDs are remapped, person names removed, dates shifted.
+        if vr == "UI":
+            if int(tag) not in CLASS_UID_TAGS:
+                self._remap(ds, tag, ctx)
+        elif vr == "SQ":
+            self._walk_items(ds, tag, ctx)
+        elif vr == "PN":
+            del ds[tag]
+        elif vr in ("DA", "DT") and ctx.date_offset_days is not None:
+            self._shift(ds, tag, vr, ctx)
+
+    def _act(self, ds: Dataset, tag, vr: str, action: str, rule: Rule,  # noqa: ANN001
+             ctx: ActionContext) -> None:
+        if action == "X":
+            del ds[tag]
+        elif action == "Z":
+            elem = ds[tag]
+            elem.value = Sequence() if vr == "SQ" else None
+        elif action == "D":
+            self._dummy(ds, tag, vr)
+        elif action == "K":
+            if vr == "SQ":
+                self._walk_items(ds, tag, ctx)
+        elif action == "U":
+            if vr == "UI":
+                self._remap(ds, tag, ctx)
+            else:
+                self._dummy(ds, tag, vr)
+        elif action == "U*":
+            if vr == "SQ":
+                self._walk_items(ds, tag, ctx)
+            else:
+                ds[tag].value = None
+        elif action == "C":
+            self._clean(ds, tag, vr, rule, ctx)
+        else:  # pragma: no cover - the generator validates actions
+            raise ValueError(f"unknown action {action!r} for {rule.pattern}")
+
+    def _walk_items(self, ds: Dataset, tag, ctx: ActionContext) -> None:  # noqa: ANN001
+        for item in ds[tag].value or ():
+            self.apply(item, ctx)
+
+    def _remap(self, ds: Dataset, tag, ctx: ActionContext) -> None:  # noqa: ANN001
+        elem = ds[tag]
+        value = elem.value
+        if not value:
+            return
+        if isinstance(value, MultiValue | list):
+            elem.value = [self._pseudo(str(v), ctx) for v in value]
+        else:
+            elem.value = self._pseudo(str(value), ctx)
+
+    @staticmethod
+    def _pseudo(uid: str, ctx: ActionContext) -> str:
+        uid = uid.strip("\x00 ")
+        if not uid or is_well_known(uid):
+            return uid
+        pseudo = ctx.pseudo_uid(uid)
+        ctx.uid_mappings[pseudo] = uid
+        return pseudo
+
+    @staticmethod
+    def _dummy(ds: Dataset, tag, vr: str) -> None:  # noqa: ANN001
+        elem = ds[tag]
+        if vr == "SQ":
+            # A sequence's dummy: one empty item (non-zero length, no content).
+            elem.value = Sequence([Dataset()])
+            return
+        dummy, alternative = _DUMMIES.get(vr, ("ANONYMIZED", "ANONYMISED"))
+        original = elem.value
+        elem.value = alternative if original == dummy else dummy
+
+    def _shift(self, ds: Dataset, tag, vr: str, ctx: ActionContext) -> None:  # noqa: ANN001
+        elem = ds[tag]
+        value = elem.value
+        if not value:
+            return
+        days = ctx.date_offset_days or 0
+        shift = shift_da if vr == "DA" else shift_dt
+        if isinstance(value, MultiValue | list):
+            shifted = [shift(str(v), days) for v in value]
+            elem.value = None if any(s is None for s in shifted) else shifted
+        else:
+            elem.value = shift(str(value), days)
+
+    def _clean(self, ds: Dataset, tag, vr: str, rule: Rule,  # noqa: ANN001
+               ctx: ActionContext) -> None:
+        if vr == "SQ":
+            self._walk_items(ds, tag, ctx)
+        elif vr in ("DA", "DT"):
+            if ctx.date_offset_days is None:
+                self._act(ds, tag, vr, rule.fallback, rule, ctx)
+            else:
+                self._shift(ds, tag, vr, ctx)
+        elif vr == "TM":
+            return  # Modified Dates: times keep their value (only the day is shifted)
+        elif vr in TEXT_VRS:
+            value = ds[tag].value
+            text = " ".join(str(v) for v in value) if isinstance(value, MultiValue | list) \
+                else str(value or "")
+            lowered = text.lower()
+            if any(ident in lowered for ident in ctx.identifiers):
+                # Cleaning cannot prove the rest is safe: fall back to the Basic Profile.
+                fallback = "D" if rule.fallback == "C" else rule.fallback
+                self._act(ds, tag, vr, fallback, rule, ctx)
+        # other VRs: the option keeps them
+
+    @staticmethod
+    def _private(ds: Dataset, ctx: ActionContext) -> None:
+        private = [t for t in ds.keys() if t.group % 2]  # noqa: SIM118 - iterating a Dataset yields elements
+        if not private:
+            return
+        keep_creators: set[int] = set()
+        drop: list = []
+        for tag in private:
+            element = tag.element
+            if 0x0010 <= element <= 0x00FF:
+                continue  # private creator: decided after its data elements
+            if element < 0x1000:  # group length and reserved elements
+                drop.append(tag)
+                continue
+            creator_tag = (tag.group << 16) | (element >> 8)
+            creator_elem = ds.get(creator_tag)
+            creator = str(creator_elem.value).strip() if creator_elem is not None else ""
+            allowed = ctx.private_allowlist.get((tag.group, creator))
+            if allowed and (element & 0xFF) in allowed:
+                keep_creators.add(creator_tag)
+            else:
+                drop.append(tag)
+        for tag in private:
+            if 0x0010 <= tag.element <= 0x00FF and int(tag) not in keep_creators:
+                drop.append(tag)
+        for tag in drop:
+            del ds[tag]
+
+
+def shift_da(value: str, days: int) -> str | None:
+    """Shift a DA ``YYYYMMDD`` by ``days``; ``None`` when it is not a plain date."""
+    value = value.strip()
+    if len(value) != 8 or not value.isdigit():
+        return None
+    try:
+        day = _dt.date(int(value[:4]), int(value[4:6]), int(value[6:8]))
+        return (day + _dt.timedelta(days=days)).strftime("%Y%m%d")
+    except (ValueError, OverflowError):
+        return None
+
+
+def shift_dt(value: str, days: int) -> str | None:
+    """Shift the date part of a DT; time, fraction and UTC offset stay as they are."""
+    value = value.strip()
+    if len(value) < 8:
+        return None  # year or month precision: cannot be shifted by days
+    head = shift_da(value[:8], days)
+    return None if head is None else head + value[8:]

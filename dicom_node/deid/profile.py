@@ -263,7 +263,10 @@ class Profile:
             elem = ds[tag]
             elem.value = Sequence() if vr == "SQ" else None
         elif action == "D":
-            self._dummy(ds, tag, vr)
+            if vr == "UI":
+                self._remap(ds, tag, ctx)  # a UID's dummy is a consistent pseudonymous UID
+            else:
+                self._dummy(ds, tag, vr)
         elif action == "K":
             if vr == "SQ":
                 self._walk_items(ds, tag, ctx)

@@ -1,0 +1,337 @@
+"""CT lung engine: primary lung tumour (GTV) and both lungs on an axial chest CT.
+
+After Primakov et al., "Automated detection and segmentation of non-small cell lung cancer
+computed tomography images", Nat Commun 13, 3423 (2022): rule-based lung isolation, 2-D U-Net
+tumour segmentation on the published pre-processing, largest component as the primary GTV,
+further components above a size threshold as additional lesions.  Measurements per lesion:
+volume, RECIST 1.1 longest axial diameter and its perpendicular, mean and SD of HU.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ai_engines import codes
+from ai_engines.ct_lung.lungs import isolate_lungs
+from ai_engines.ct_lung.preprocess import (
+    CANVAS_SIZE,
+    PREPROCESSING_VERSION,
+    CanvasMapping,
+    canvas_to_source,
+    preprocess,
+)
+from ai_engines.ct_lung.train import ARCHITECTURE, MODEL_NAME
+from ai_engines.ct_lung.unet import UNet2D, predict_foreground
+from ai_engines.engine import (
+    CT_IMAGE_STORAGE,
+    ENHANCED_CT_IMAGE_STORAGE,
+    Acceptance,
+    Engine,
+    GeometryNeeds,
+    SeriesRequirement,
+)
+from ai_engines.findings import Decline, EngineIdentity, Findings, Measurement, Segment
+from ai_engines.models import ModelError, load_weights, locate_model, resolve_device
+from ai_engines.volume import SeriesVolume, StudyInput
+
+ENGINE_VERSION = "1.0.0"
+QC_NO_LUNG_FIELD = "QC_NO_LUNG_FIELD"
+MIN_LUNG_ML = 100.0  # less than this in both lungs: not a chest CT (or not this region)
+TUMOUR_THRESHOLD = 0.5
+MIN_LESION_MM3 = 65.0  # about a 5 mm sphere; smaller components are noise
+LUNG_MARGIN_MM = 8.0  # a lesion must touch the lungs dilated by this margin
+GTV_COLOUR = (255, 0, 0)
+LUNG_L_COLOUR = (0, 160, 255)
+LUNG_R_COLOUR = (0, 200, 120)
+
+
+class CtLungEngine(Engine):
+    """Lung tumour (GTV) and lungs on axial chest CT.
+
+    Parameters
+    ----------
+    model_dir
+        Site folder whose ``ct_lung_unet.pt``/``.json`` replace the packaged demo weights.
+    device
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    threads
+        CPU threads for inference (None: leave torch's setting).
+    """
+
+    name = "ct_lung"
+    version = ENGINE_VERSION
+    acceptance = Acceptance(
+        series=(
+            SeriesRequirement(
+                role="CT",
+                modalities=("CT",),
+                sop_classes=(CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE),
+                geometry=GeometryNeeds(
+                    min_slices=16,
+                    slice_thickness_mm=(0.5, 5.0),
+                    pixel_spacing_mm=(0.5, 1.0),
+                    axial_only=True,
+                    max_obliquity_deg=1.0,
+                    uniform_spacing=True,
+                    lossless_only=True,
+                ),
+            ),
+        ),
+    )
+
+    def __init__(self, model_dir: Path | None = None, device: str = "auto", threads: int | None = None) -> None:
+        self.device = resolve_device(device)
+        self.files = locate_model("ct_lung", MODEL_NAME, model_dir)
+        card = self.files.card
+        if card.preprocessing_version != PREPROCESSING_VERSION:
+            raise ModelError(
+                f"{card.name} {card.version} was trained with pre-processing "
+                f"{card.preprocessing_version}; this engine implements {PREPROCESSING_VERSION}"
+            )
+        arch = dict(card.architecture or ARCHITECTURE)
+        self.context = int(arch.pop("context", 1))
+        self.model = load_weights(self.files, UNet2D(**arch), self.device)
+        self.model = self.model.to(memory_format=torch.channels_last)  # faster CPU convolutions
+        self.depth = int(arch.get("depth", 4))
+        if threads is not None:
+            torch.set_num_threads(threads)
+
+    def identity(self) -> EngineIdentity:
+        card = self.files.card
+        return EngineIdentity(
+            name="ct-lung-nsclc",
+            version=f"{self.version}+{card.name}-{card.version}",
+            model_name=card.name,
+            model_sha256=card.sha256,
+            research_use_only=card.research_use_only,
+            intended_use=card.intended_use,
+        )
+
+    # ------------------------------------------------------------------ run
+    def run(self, study: StudyInput) -> Findings:
+        """Segment lungs and tumour of the study's best axial CT, or decline."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        selected = self.select_inputs(study)
+        if isinstance(selected, Decline):
+            ct = study.by_modality("CT")
+            uid = ct[0].series_uid if ct else (study.series[0].series_uid if study.series else "")
+            return self.declined(uid, selected)
+        volume = selected["CT"]
+        hu = np.asarray(volume.voxels, dtype=np.float32)
+        geometry = volume.geometry
+        timings["load"] = time.perf_counter() - t0
+
+        t = time.perf_counter()
+        lungs = isolate_lungs(
+            hu, geometry.pixel_spacing, geometry.slice_spacing,
+            column_is_patient_left=geometry.row_direction[0] >= 0,
+        )
+        voxel_mm3 = float(np.prod(geometry.spacing_zyx))
+        lung_ml = (lungs.left.sum() + lungs.right.sum()) * voxel_mm3 / 1000
+        timings["lungs"] = time.perf_counter() - t
+        if lung_ml < MIN_LUNG_ML:
+            return self.declined(
+                volume.series_uid,
+                Decline(QC_NO_LUNG_FIELD, f"only {lung_ml:.0f} ml of lung found; not a chest CT covering the lungs"),
+            )
+
+        t = time.perf_counter()
+        lung_slices = np.nonzero(lungs.both.any(axis=(1, 2)))[0]
+        first = max(int(lung_slices[0]) - self.context, 0)
+        last = min(int(lung_slices[-1]) + self.context, hu.shape[0] - 1)
+        canvas, mapping = preprocess(hu[first : last + 1], geometry.pixel_spacing)
+        box = self._canvas_box(lungs.both, mapping)
+        timings["preprocess"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        indices = lung_slices - first
+        prob_box = predict_foreground(self.model, canvas, indices, box, self.context, device=self.device)
+        tumour = self._probabilities_to_mask(prob_box, indices + first, box, mapping, hu.shape)
+        lesions = self._lesions(tumour, lungs.both, geometry.spacing_zyx)
+        timings["tumour"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        segments = [self._lung_segment("Lung_L", lungs.left, codes.LEFT, LUNG_L_COLOUR, voxel_mm3),
+                    self._lung_segment("Lung_R", lungs.right, codes.RIGHT, LUNG_R_COLOUR, voxel_mm3)]
+        for number, lesion in enumerate(lesions, start=1):
+            segments.insert(number - 1, self._gtv_segment(number, lesion, hu, volume))
+        timings["measure"] = time.perf_counter() - t
+        notes = [f"{len(lesions)} lesion(s) above {MIN_LESION_MM3:g} mm3"]
+        if self.files.card.label:
+            notes.append(f"model {self.files.card.name} {self.files.card.version} [{self.files.card.label}]")
+        if not lungs.airway_found:
+            notes.append("trachea not in the field of view; airway removal skipped")
+        return Findings(
+            engine=self.identity(), source_series_uid=volume.series_uid, segments=tuple(segments),
+            notes=tuple(notes), timings_s=timings,
+        )
+
+    # ------------------------------------------------------------ stages
+    def _canvas_box(self, lungs: np.ndarray, mapping: CanvasMapping) -> tuple[int, int, int, int]:
+        """Canvas box around the lungs (plus a margin), sides multiples of 2**depth."""
+        rows = np.nonzero(lungs.any(axis=(0, 2)))[0]
+        cols = np.nonzero(lungs.any(axis=(0, 1)))[0]
+        (r0, r1), (c0, c1) = mapping.source_to_canvas(
+            np.array([rows[0], rows[-1]], float), np.array([cols[0], cols[-1]], float)
+        )
+        unit, margin = 2**self.depth, 24
+        box = []
+        for lo, hi in ((r0, r1), (c0, c1)):
+            lo, hi = max(0, int(lo) - margin), min(CANVAS_SIZE, int(np.ceil(hi)) + margin)
+            size = min(CANVAS_SIZE, int(np.ceil((hi - lo) / unit) * unit))
+            lo = min(lo, CANVAS_SIZE - size)
+            box += [lo, lo + size]
+        return tuple(box)  # type: ignore[return-value]
+
+    def _probabilities_to_mask(
+        self, prob_box: np.ndarray, slices: np.ndarray, box: tuple[int, int, int, int],
+        mapping: CanvasMapping, shape: tuple[int, ...],
+    ) -> np.ndarray:
+        """Threshold on the source grid after bilinear inverse mapping, only where needed."""
+        mask = np.zeros(shape, dtype=bool)
+        hot = np.nonzero((prob_box > 0.1).any(axis=(1, 2)))[0]
+        if not len(hot):
+            return mask
+        r0, r1, c0, c1 = box
+        canvas = np.zeros((len(hot), CANVAS_SIZE, CANVAS_SIZE), dtype=np.float32)
+        canvas[:, r0:r1, c0:c1] = prob_box[hot]
+        mask[slices[hot]] = canvas_to_source(canvas, mapping) >= TUMOUR_THRESHOLD
+        return mask
+
+    def _lesions(self, tumour: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, float]) -> list[np.ndarray]:
+        """Connected components touching the lungs, largest first, above the size threshold."""
+        if not tumour.any():
+            return []
+        labels, count = ndimage.label(tumour, structure=np.ones((3, 3, 3), bool))
+        voxel_mm3 = float(np.prod(spacing))
+        sizes = np.bincount(labels.ravel())[1:] * voxel_mm3
+        margin = max(1, int(round(LUNG_MARGIN_MM / min(spacing[1:]))))
+        near_lung = ndimage.binary_dilation(
+            lungs[:, ::2, ::2], structure=_in_plane_disk(max(1, margin // 2))
+        )
+        near_lung = np.repeat(np.repeat(near_lung, 2, axis=1), 2, axis=2)[:, : lungs.shape[1], : lungs.shape[2]]
+        touching = np.zeros(count + 1, dtype=bool)
+        touching[np.unique(labels[near_lung & tumour])] = True
+        keep = [i + 1 for i in np.argsort(sizes)[::-1] if sizes[i] >= MIN_LESION_MM3 and touching[i + 1]]
+        return [labels == i for i in keep]
+
+    def _lung_segment(self, label: str, mask: np.ndarray, side: codes.Code, colour: tuple[int, int, int], voxel_mm3: float) -> Segment:
+        volume_ml = float(mask.sum()) * voxel_mm3 / 1000
+        return Segment(
+            label=label,
+            description=f"{'Left' if side == codes.LEFT else 'Right'} lung",
+            category=codes.ANATOMICAL_STRUCTURE,
+            property_type=codes.LUNG,
+            property_modifier=side,
+            anatomic_region=codes.LUNG,
+            rt_interpreted_type="ORGAN",
+            color_rgb=colour,
+            mask=mask,
+            tracking_id=label,
+            measurements=(Measurement(codes.VOLUME, round(volume_ml, 1), codes.UNIT_ML, description="lung volume"),),
+        )
+
+    def _gtv_segment(self, number: int, mask: np.ndarray, hu: np.ndarray, volume: SeriesVolume) -> Segment:
+        geometry = volume.geometry
+        voxel_mm3 = float(np.prod(geometry.spacing_zyx))
+        values = hu[mask]
+        long_axis, short_axis, key_slice, long_mm, short_mm = recist_axes(mask, geometry.pixel_spacing)
+        label = "GTV" if number == 1 else f"GTV_{number}"
+        measurements = (
+            Measurement(codes.VOLUME, round(float(mask.sum()) * voxel_mm3 / 1000, 2), codes.UNIT_ML, description="tumour volume"),
+            Measurement(codes.DIAMETER, round(long_mm, 1), codes.UNIT_MM, modifier=codes.LONG_AXIS, description="RECIST 1.1 longest axial diameter"),
+            Measurement(codes.DIAMETER, round(short_mm, 1), codes.UNIT_MM, modifier=codes.SHORT_AXIS, description="longest diameter perpendicular to the long axis"),
+            Measurement(codes.MEAN, round(float(values.mean()), 1), codes.UNIT_HU, modifier=codes.MEAN, description="mean attenuation"),
+            Measurement(codes.STANDARD_DEVIATION, round(float(values.std()), 1), codes.UNIT_HU, modifier=codes.STANDARD_DEVIATION, description="attenuation SD"),
+        )
+        return Segment(
+            label=label,
+            description="GTV primary lung tumour" if number == 1 else f"GTV additional lung lesion {number}",
+            category=codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+            property_type=codes.NEOPLASM,
+            anatomic_region=codes.LUNG,
+            rt_interpreted_type="GTV",
+            color_rgb=GTV_COLOUR,
+            mask=mask,
+            tracking_id=label,
+            measurements=measurements,
+            key_slice=key_slice,
+            long_axis=long_axis,
+            short_axis=short_axis,
+        )
+
+
+def _in_plane_disk(radius: int) -> np.ndarray:
+    r = np.arange(-radius, radius + 1)
+    structure = np.zeros((3, 2 * radius + 1, 2 * radius + 1), dtype=bool)
+    structure[1] = r[:, None] ** 2 + r[None, :] ** 2 <= radius**2
+    return structure
+
+
+Axis = tuple[tuple[float, float, float], tuple[float, float, float]]
+
+
+def recist_axes(mask: np.ndarray, pixel_spacing: tuple[float, float]) -> tuple[Axis, Axis, int, float, float]:
+    """RECIST 1.1 longest axial diameter and its longest perpendicular, in mm.
+
+    The long axis is the largest in-plane distance between two lesion pixels over all slices
+    (found on the convex hull of each slice); the short axis is the longest chord perpendicular
+    to it on the same slice.
+
+    Returns
+    -------
+    long_axis, short_axis
+        Endpoints ``((slice, row, col), (slice, row, col))`` as voxel indices.
+    key_slice
+        The slice holding the long axis.
+    long_mm, short_mm
+        Their lengths.
+    """
+    from scipy.spatial import ConvexHull, QhullError
+
+    sr, sc = pixel_spacing
+    best = (-1.0, 0, None, None)
+    for k in np.nonzero(mask.any(axis=(1, 2)))[0]:
+        pts = np.argwhere(mask[k]).astype(float)
+        if len(pts) >= 4:
+            try:
+                pts_hull = pts[ConvexHull(pts * [sr, sc]).vertices]
+            except QhullError:
+                pts_hull = pts
+        else:
+            pts_hull = pts
+        mm = pts_hull * [sr, sc]
+        d2 = ((mm[:, None, :] - mm[None, :, :]) ** 2).sum(-1)
+        i, j = np.unravel_index(int(np.argmax(d2)), d2.shape)
+        if d2[i, j] > best[0]:
+            best = (float(d2[i, j]), int(k), pts_hull[i], pts_hull[j])
+    d2, key, p, q = best
+    long_mm = float(np.sqrt(d2))
+    pts = np.argwhere(mask[key]).astype(float)
+    mm = pts * [sr, sc]
+    u = (q - p) * [sr, sc] / long_mm if long_mm > 0 else np.array([1.0, 0.0])
+    v = np.array([-u[1], u[0]])
+    along, across = mm @ u, mm @ v
+    bins = np.rint(along / min(sr, sc)).astype(int)
+    short_mm, s0, s1 = 0.0, pts[0], pts[0]
+    order = np.argsort(bins, kind="stable")
+    bins_sorted = bins[order]
+    edges = np.r_[0, np.nonzero(np.diff(bins_sorted))[0] + 1, len(order)]
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        members = order[a:b]
+        lo, hi = members[np.argmin(across[members])], members[np.argmax(across[members])]
+        length = float(across[hi] - across[lo])
+        if length > short_mm:
+            short_mm, s0, s1 = length, pts[lo], pts[hi]
+    # A single pixel row still has the width of one pixel.
+    long_mm = max(long_mm, min(sr, sc))
+    short_mm = max(short_mm, min(sr, sc))
+    long_axis = ((float(key), float(p[0]), float(p[1])), (float(key), float(q[0]), float(q[1])))
+    short_axis = ((float(key), float(s0[0]), float(s0[1])), (float(key), float(s1[0]), float(s1[1])))
+    return long_axis, short_axis, key, long_mm, short_mm

@@ -1,0 +1,226 @@
+"""Train (or fine-tune) the CT lung tumour model on arrays; writes weights and a model card.
+
+Cases are HU volumes with tumour masks: synthetic ones from :mod:`ai_engines.ct_lung.synthetic`
+or a site's CT series with RTSTRUCT/SEG ground truth, read into arrays by
+:mod:`dicom_node.training_data` (this package does no DICOM file I/O).  Every case goes through
+the engine's own pre-processing, and the network learns on 2.5-D crops of the 1 mm canvas,
+half of them centred near tumour, so a few minutes on one CPU thread suffice for the demo.
+
+Usage::
+
+    python -m ai_engines.ct_lung.train --synthetic 70 --minutes 8 --out ai_engines/ct_lung/weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ai_engines.ct_lung.preprocess import PREPROCESSING_VERSION, preprocess, resample_to_canvas
+from ai_engines.ct_lung.synthetic import synthetic_chest_ct
+from ai_engines.ct_lung.unet import UNet2D, dice_ce_loss, stack_context
+from ai_engines.models import ModelCard, sha256_of
+
+MODEL_NAME = "ct_lung_unet"
+ARCHITECTURE = {"in_channels": 3, "out_channels": 2, "base_channels": 8, "depth": 4, "dropout": 0.1, "context": 1}
+CROP = 128
+
+
+@dataclass(frozen=True)
+class TrainingCase:
+    """One CT as arrays: HU ``[slice, row, col]``, tumour mask of the same shape, spacing."""
+
+    hu: np.ndarray
+    tumour: np.ndarray
+    pixel_spacing: tuple[float, float]
+    name: str = ""
+
+
+def synthetic_training_cases(count: int, first_seed: int = 0) -> Iterator[TrainingCase]:
+    """Synthetic slabs centred on tumours (about 8 cm of chest), seeds ``first_seed...``."""
+    for seed in range(first_seed, first_seed + count):
+        rng = np.random.default_rng(seed + 7_000_000)
+        thickness = float(rng.choice([1.0, 1.5, 2.0, 2.5, 3.0, 5.0]))
+        n_slices = int(np.clip(80 / thickness, 16, 48))
+        case = synthetic_chest_ct(seed, n_slices=n_slices, slice_thickness=thickness, focus_tumour=True)
+        yield TrainingCase(case.hu, case.tumour, (case.pixel_spacing, case.pixel_spacing), f"synthetic-{seed}")
+
+
+def _to_canvas(case: TrainingCase) -> tuple[np.ndarray, np.ndarray]:
+    canvas, _mapping = preprocess(case.hu, case.pixel_spacing)
+    label_hu, _ = resample_to_canvas(case.tumour.astype(np.float32) * 1000.0 - 1024.0, case.pixel_spacing)
+    label = (label_hu + 1024.0) >= 500.0
+    return canvas, label
+
+
+class _CropSampler:
+    """2.5-D crops from pre-processed cases, half centred near tumour when there is one."""
+
+    def __init__(self, canvases: list[np.ndarray], labels: list[np.ndarray], context: int, rng: np.random.Generator) -> None:
+        self.canvases, self.labels, self.context, self.rng = canvases, labels, context, rng
+        self.tumour_voxels = [np.argwhere(lab) for lab in labels]
+        # Lung-ish voxels (below -760 HU) inside the body, for negative crops.
+        self.lung_voxels = []
+        for canvas in canvases:
+            pts = np.argwhere(canvas[:, ::8, ::8] < 80) * [1, 8, 8]
+            self.lung_voxels.append(pts if len(pts) else np.argwhere(np.ones_like(canvas[:, ::64, ::64])) * [1, 64, 64])
+
+    def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        half = CROP // 2
+        for _ in range(batch):
+            i = int(self.rng.integers(len(self.canvases)))
+            canvas, label = self.canvases[i], self.labels[i]
+            if len(self.tumour_voxels[i]) and self.rng.random() < 0.5:
+                k, r, c = self.tumour_voxels[i][self.rng.integers(len(self.tumour_voxels[i]))]
+                r, c = r + self.rng.integers(-half + 8, half - 8), c + self.rng.integers(-half + 8, half - 8)
+            else:
+                k, r, c = self.lung_voxels[i][self.rng.integers(len(self.lung_voxels[i]))]
+            r0 = int(np.clip(r - half, 0, canvas.shape[1] - CROP))
+            c0 = int(np.clip(c - half, 0, canvas.shape[2] - CROP))
+            x = stack_context(canvas[:, r0 : r0 + CROP, c0 : c0 + CROP], np.array([k]), self.context)[0]
+            y = label[k, r0 : r0 + CROP, c0 : c0 + CROP]
+            if self.rng.random() < 0.5:
+                x, y = x[:, :, ::-1], y[:, ::-1]
+            xs.append(x.astype(np.float32) + self.rng.normal(0, 2.0))
+            ys.append(y)
+        x_t = torch.from_numpy(np.stack(xs)).div_(255.0).contiguous(memory_format=torch.channels_last)
+        return x_t, torch.from_numpy(np.ascontiguousarray(np.stack(ys))).long()
+
+
+def train(
+    cases: Iterable[TrainingCase],
+    out_dir: Path,
+    *,
+    minutes: float = 8.0,
+    max_steps: int | None = None,
+    batch_size: int = 16,
+    learning_rate: float = 2e-3,
+    seed: int = 0,
+    threads: int = 1,
+    init_weights: Path | None = None,
+    version: str = "1.0.0+demo",
+    label: str = "DEMO",
+    training_data: str = "synthetic chest CTs (ai_engines.ct_lung.synthetic)",
+    progress: bool = True,
+) -> ModelCard:
+    """Train the tumour network and write ``<out_dir>/ct_lung_unet.pt`` + ``.json``.
+
+    Parameters
+    ----------
+    cases
+        Training cases (arrays); consumed once and pre-processed in memory.
+    minutes
+        Wall-clock budget of the optimisation (data preparation not included).
+    init_weights
+        A state_dict to fine-tune from (e.g. the packaged demo weights).
+
+    Returns
+    -------
+    ModelCard
+        The card written beside the weights, with the weights' SHA-256.
+    """
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    canvases, labels, names = [], [], []
+    for case in tqdm(list(cases) if not isinstance(cases, list) else cases, desc="pre-processing", disable=not progress):
+        canvas, truth = _to_canvas(case)
+        canvases.append(canvas)
+        labels.append(truth)
+        names.append(case.name)
+    if not canvases:
+        raise ValueError("no training cases")
+    arch = dict(ARCHITECTURE)
+    context = arch.pop("context")
+    model = UNet2D(**arch).to(memory_format=torch.channels_last)
+    if init_weights is not None:
+        model.load_state_dict(torch.load(init_weights, map_location="cpu", weights_only=True))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
+    sampler = _CropSampler(canvases, labels, context, rng)
+    model.train()
+    start = time.monotonic()
+    budget = minutes * 60
+    step, running = 0, None
+    bar = tqdm(total=max_steps or int(budget), desc="training", unit="step" if max_steps else "s", disable=not progress)
+    while True:
+        elapsed = time.monotonic() - start
+        fraction = step / max_steps if max_steps else elapsed / budget
+        if fraction >= 1:
+            break
+        for group in optimiser.param_groups:  # cosine decay over the budget
+            group["lr"] = learning_rate * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * fraction)))
+        x, y = sampler.sample(batch_size)
+        loss = dice_ce_loss(model(x), y)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        step += 1
+        running = float(loss) if running is None else 0.98 * running + 0.02 * float(loss)
+        bar.update(1 if max_steps else int(time.monotonic() - start) - bar.n)
+        bar.set_postfix(loss=f"{running:.3f}", step=step)
+    bar.close()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / f"{MODEL_NAME}.pt"
+    model = model.to(memory_format=torch.contiguous_format)
+    torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
+    card = ModelCard(
+        name=MODEL_NAME,
+        version=version,
+        sha256=sha256_of(weights),
+        intended_use=(
+            "Research only: segmentation of solid primary lung tumours (GTV) on axial chest CT, "
+            "slice thickness 0.5-5 mm, pixel spacing 0.5-1.0 mm."
+        ),
+        training_data=f"{training_data}; {len(canvases)} cases; {step} steps of {batch_size} crops",
+        preprocessing_version=PREPROCESSING_VERSION,
+        architecture=dict(ARCHITECTURE),
+        measured_accuracy={},
+        research_use_only=True,
+        label=label,
+        notes=f"trained {_dt.date.today().isoformat()} in {minutes:g} min on {threads} CPU thread(s), seed {seed}",
+    )
+    card.to_json(out_dir / f"{MODEL_NAME}.json")
+    return card
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--synthetic", type=int, default=70, help="number of synthetic training cases")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True, help="folder for weights + model card")
+    parser.add_argument("--minutes", type=float, default=8.0)
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-weights", type=Path, default=None)
+    parser.add_argument("--version", default="1.0.0+demo")
+    parser.add_argument("--label", default="DEMO")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cases = list(tqdm(synthetic_training_cases(args.synthetic, args.first_seed), total=args.synthetic, desc="generating"))
+    card = train(
+        cases, args.out, minutes=args.minutes, max_steps=args.max_steps, batch_size=args.batch_size,
+        learning_rate=args.lr, seed=args.seed, threads=args.threads, init_weights=args.init_weights,
+        version=args.version, label=args.label,
+    )
+    print(f"wrote {args.out / (MODEL_NAME + '.pt')} sha256 {card.sha256}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,7 +6,7 @@ from alembic import context
 
 import storage.tables  # noqa: F401  (register tables)
 
-# import storage.vault
+import storage.vault  # noqa: F401
 from storage.schema import Base
 
 connection = context.config.attributes.get("connection")

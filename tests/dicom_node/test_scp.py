@@ -100,13 +100,13 @@ def test_duplicate_instances_are_idempotent(node, ct_files):
     assert instances(node) == before
 
 
-@pytest.mark.parametrize("tool,args", [
-    ("dcmcjpeg", ["+e1"]),      # JPEG lossless SV1
-    ("dcmcjpeg", ["+eb"]),      # JPEG baseline (lossy, 8 bit)
-    ("dcmcjpls", []),           # JPEG-LS lossless
-    ("dcmcrle", []),            # RLE
+@pytest.mark.parametrize("tool,args,propose", [
+    ("dcmcjpeg", ["+e1"], "-xs"),    # JPEG lossless SV1
+    ("dcmcjpeg", ["+eb"], "-xy"),    # JPEG baseline (lossy, 8 bit)
+    ("dcmcjpls", [], "-xt"),         # JPEG-LS lossless
+    ("dcmcrle", [], "-xr"),          # RLE
 ])
-def test_compressed_transfer_syntaxes_are_accepted(node, tmp_path, tool, args):
+def test_compressed_transfer_syntaxes_are_accepted(node, tmp_path, tool, args, propose):
     hu = phantom_chest_hu((2, 64, 64))
     if "+eb" in args:  # baseline JPEG is 8-bit only
         hu = (hu - hu.min()) / (hu.max() - hu.min()) * 255 - 1024
@@ -116,9 +116,13 @@ def test_compressed_transfer_syntaxes_are_accepted(node, tmp_path, tool, args):
                           capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     before = instances(node)
-    out = storescu(node, [packed], "-R")  # -R: propose the file's own transfer syntax
+    out = storescu(node, [packed], propose)  # offer the compressed syntax
     assert "Received Store Response (Success)" in out.stderr, out.stdout + out.stderr
     assert instances(node) == before + 1
+    newest = max((node.data_dir / "studies").rglob("*.dcm"), key=lambda p: p.stat().st_mtime)
+    stored = dcmread(newest)
+    assert stored.file_meta.TransferSyntaxUID == dcmread(packed).file_meta.TransferSyntaxUID
+    assert stored.pixel_array.shape == (64, 64)  # and it decodes
 
 
 def test_jpeg2000_is_accepted(node, tmp_path):

@@ -59,6 +59,7 @@ class NodeProcess:
         }
         for section, values in (extra or {}).items():
             sections.setdefault(section, {}).update(values)
+        root.mkdir(parents=True, exist_ok=True)
         self.peers = peers if peers is not None else [
             {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 1}]
         write_config(self.config_path, sections, self.peers)

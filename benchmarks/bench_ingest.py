@@ -9,6 +9,7 @@ Prints seconds per run, images/s and the node/storescp time ratio (target <= 1.5
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -23,10 +24,10 @@ from tests.net import free_port  # noqa: E402
 from tests.nodeproc import NodeProcess  # noqa: E402
 
 
-def send(port: int, aec: str, files: list[Path]) -> float:
+def send(port: int, aec: str, files: list[Path], env: dict) -> float:
     t0 = time.perf_counter()
     out = subprocess.run(["storescu", "-aet", "PACS", "-aec", aec, "127.0.0.1", str(port),
-                          *map(str, files)], capture_output=True, text=True)
+                          *map(str, files)], capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - t0
     if out.returncode != 0:
         raise SystemExit(f"storescu failed: {out.stderr[-2000:]}")
@@ -38,7 +39,13 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--nagle", action="store_true",
+                        help="leave dcmtk's Nagle algorithm on (its default build setting); by "
+                             "default both dcmtk peers run with TCP_NODELAY=1, the fast baseline")
     args = parser.parse_args()
+    # dcmtk reads TCP_NODELAY from the environment; with Nagle on, storescu/storescp stall
+    # ~40 ms per image on delayed ACKs, which would flatter the node.
+    env = dict(os.environ, TCP_NODELAY="0" if args.nagle else "1")
 
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
@@ -53,11 +60,12 @@ def main() -> None:
             out_dir = work / f"storescp-{run}"
             out_dir.mkdir()
             scp = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(out_dir),
-                                    str(port)],
+                                    str(port)], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
             try:
-                scp_times.append(send(port, "STORESCP", files))
+                scp_times.append(send(port, "STORESCP", files, env))
+                assert len(list(out_dir.iterdir())) == len(files), "storescp lost files"
             finally:
                 scp.terminate()
                 scp.wait()
@@ -65,7 +73,7 @@ def main() -> None:
             node = NodeProcess(work / f"node-{run}", quiet_seconds=60)
             node.start()
             try:
-                node_times.append(send(node.port, node.ae_title, files))
+                node_times.append(send(node.port, node.ae_title, files, env))
                 stored = node.status()["instances"]["stored"]
                 assert stored == len(files), f"node indexed {stored}/{len(files)}"
             finally:

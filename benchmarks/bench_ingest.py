@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dicom_node.sample_data import ct_series_datasets, phantom_chest_hu, write_series  # noqa: E402
 from tests.net import free_port  # noqa: E402
 from tests.nodeproc import NodeProcess  # noqa: E402
+from tests.peers import orthanc_server  # noqa: E402
 
 
 def send(port: int, aec: str, files: list[Path], env: dict) -> float:
@@ -39,6 +40,8 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--orthanc", action="store_true",
+                        help="also time Debian's Orthanc (indexed receiver) for context")
     parser.add_argument("--nagle", action="store_true",
                         help="leave dcmtk's Nagle algorithm on (its default build setting); by "
                              "default both dcmtk peers run with TCP_NODELAY=1, the fast baseline")
@@ -54,7 +57,7 @@ def main() -> None:
         size_mb = sum(f.stat().st_size for f in files) / 1e6
         print(f"series: {len(files)} instances, {size_mb:.0f} MB")
 
-        scp_times, node_times = [], []
+        scp_times, node_times, orthanc_times = [], [], []
         for run in range(args.repeat):
             port = free_port()
             out_dir = work / f"storescp-{run}"
@@ -79,11 +82,21 @@ def main() -> None:
             finally:
                 node.stop()
 
+            if args.orthanc:
+                with orthanc_server(work / f"orthanc-{run}") as pacs:
+                    orthanc_times.append(send(pacs.dicom_port, pacs.aet, files, env))
+
         best_scp, best_node = min(scp_times), min(node_times)
         print(f"storescp (plain files):          {best_scp:6.2f} s  "
               f"{len(files) / best_scp:6.0f} img/s  runs {[round(t, 2) for t in scp_times]}")
         print(f"node (de-identified, fsync, db):  {best_node:6.2f} s  "
               f"{len(files) / best_node:6.0f} img/s  runs {[round(t, 2) for t in node_times]}")
+        if orthanc_times:
+            best_orthanc = min(orthanc_times)
+            print(f"Orthanc (indexed, its defaults):  {best_orthanc:6.2f} s  "
+                  f"{len(files) / best_orthanc:6.0f} img/s  runs "
+                  f"{[round(t, 2) for t in orthanc_times]}")
+            print(f"ratio Orthanc/storescp: {best_orthanc / best_scp:.2f}")
         print(f"ratio node/storescp: {best_node / best_scp:.2f}  (target <= 1.5)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -21,6 +21,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from ai_engines.findings import Findings
+from ai_engines.models import ModelIntegrityError, ModelNotFound
 from ai_engines.registry import EngineNotInstalled, get_engine
 from ai_engines.volume import StudyInput
 from dicom_node import __version__
@@ -43,9 +44,18 @@ IMAGE_MODALITIES_WITHOUT_PIXELS = {"RTSTRUCT", "SEG", "SR", "RTPLAN", "RTDOSE", 
 class JobDeclined(Exception):
     """A job that cannot run on this input: terminal, with a stable code."""
 
+    state = "declined"
+
     def __init__(self, code: str, reason: str):
         super().__init__(f"{code}: {reason}")
         self.code, self.reason = code, reason
+
+
+class JobCannotRun(JobDeclined):
+    """The node cannot run the job as configured (e.g. model missing or altered): terminal
+    ``failed`` without retries, since retrying cannot help until an operator acts."""
+
+    state = "failed"
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,10 @@ class JobRunner:
         except EngineNotInstalled as exc:
             raise JobDeclined("ENGINE_NOT_INSTALLED",
                               f"no engine named {job.engine!r} is installed") from exc
+        except ModelIntegrityError as exc:
+            raise JobCannotRun("MODEL_INTEGRITY", str(exc)) from exc
+        except ModelNotFound as exc:
+            raise JobCannotRun("MODEL_NOT_FOUND", str(exc)) from exc
         with self.db.session() as session:
             stored = study_series(session, job.study_id)
             calling_ae = study_calling_ae(session, job.study_id)
@@ -214,9 +228,9 @@ class Worker:
             log.info("job %d %s%s", job.id, outcome.state,
                      f" ({outcome.reason_code})" if outcome.reason_code else "")
         except JobDeclined as exc:
-            self.queue.finish(job.id, self.worker_id, "declined", reason_code=exc.code,
+            self.queue.finish(job.id, self.worker_id, exc.state, reason_code=exc.code,
                               reason=exc.reason)
-            log.warning("job %d declined: %s", job.id, exc.code)
+            log.warning("job %d %s: %s", job.id, exc.state, exc.code)
         except Exception as exc:
             state = self.queue.fail_attempt(
                 job.id, self.worker_id, "ENGINE_ERROR", f"{type(exc).__name__}: {exc}"[:500],

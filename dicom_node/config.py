@@ -128,6 +128,8 @@ class ResultSettings(_Section):
 
 class SenderSettings(_Section):
     max_attempts: int = Field(8, ge=1, le=1000)
+    # A batch whose sender died is picked up again after this long.
+    lease_seconds: float = Field(300.0, gt=0)
     backoff_seconds: float = Field(5.0, ge=0)
     backoff_max_seconds: float = Field(900.0, ge=0)
     poll_seconds: float = Field(1.0, gt=0)

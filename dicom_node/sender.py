@@ -16,13 +16,13 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import StorageCommitmentPushModel
-from storage.vault import Vault
 
 from dicom_node.config import DestinationKind, NodeConfig, Peer
-from dicom_node.deid import Reidentifier, check_clinical, check_research
+from dicom_node.deid import ReidentificationError, Reidentifier, check_clinical, check_research
 from storage.database import Database
 from storage.files import FileStore
 from storage.outbox import ClaimedItem, Outbox
+from storage.vault import Vault, VaultError
 
 log = logging.getLogger("dicom_node.sender")
 
@@ -47,7 +47,11 @@ class Sender:
         self._thread: threading.Thread | None = None
 
     def prepare(self, item: ClaimedItem, peer: Peer) -> Dataset | str:
-        """The dataset as it may leave for ``peer``, or why it must not."""
+        """The dataset as it may leave for ``peer``, or why it must not (leak check).
+
+        Raises ``ReidentificationError``/``VaultError`` when the object cannot be prepared now
+        (study not in the vault, wrong vault key): retried, then ``failed``.
+        """
         ds = dcmread(self.files.absolute(item.path))
         if peer.kind == DestinationKind.CLINICAL:
             ds = self.reidentifier.reidentify(ds)
@@ -58,7 +62,7 @@ class Sender:
 
     def send_once(self) -> int:
         """Deliver one batch (one destination); returns how many items were settled."""
-        items = self.outbox.claim_batch("sender", lease_seconds=600)
+        items = self.outbox.claim_batch("sender", lease_seconds=self.config.sender.lease_seconds)
         if not items:
             return 0
         peer = self.config.peer_by_name(items[0].destination)
@@ -68,7 +72,11 @@ class Sender:
             return len(items)
         ready: list[tuple[ClaimedItem, Dataset]] = []
         for item in items:
-            prepared = self.prepare(item, peer)
+            try:
+                prepared = self.prepare(item, peer)
+            except (ReidentificationError, VaultError) as exc:
+                self._retry(item, f"cannot prepare for {peer.kind}: {type(exc).__name__}", None)
+                continue
             if isinstance(prepared, str):
                 self.outbox.mark_refused(item.id, f"leak check: {prepared}")
                 log.error("outbox item %d refused for %s: %s", item.id, peer.name, prepared)

@@ -8,9 +8,6 @@ import sys
 import threading
 from pathlib import Path
 
-from storage.keys import load_or_create_key
-from storage.vault import Vault
-
 from dicom_node.completion import CompletionTracker
 from dicom_node.config import NodeConfig
 from dicom_node.deid import Pseudonymizer
@@ -20,7 +17,9 @@ from dicom_node.worker import Worker, device_observer_uid
 from storage import migrate
 from storage.database import Database
 from storage.files import FileStore
+from storage.keys import load_or_create_key
 from storage.outbox import Outbox
+from storage.vault import Vault
 
 log = logging.getLogger("dicom_node")
 

@@ -25,7 +25,6 @@ from pynetdicom.events import Event
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 from sqlalchemy.exc import IntegrityError
-from storage.vault import Vault
 
 from dicom_node.config import NodeConfig
 from dicom_node.deid import Pseudonymizer, QuarantineRequired
@@ -34,6 +33,7 @@ from storage.database import Database
 from storage.files import FileStore
 from storage.studies import ReceivedInstance, index_instance
 from storage.tables import utcnow
+from storage.vault import Vault
 
 log = logging.getLogger("dicom_node.scp")
 

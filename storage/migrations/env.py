@@ -5,7 +5,6 @@ from __future__ import annotations
 from alembic import context
 
 import storage.tables  # noqa: F401  (register tables)
-
 import storage.vault  # noqa: F401
 from storage.schema import Base
 

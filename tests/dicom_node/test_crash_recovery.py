@@ -9,12 +9,12 @@ import time
 
 import pytest
 from sqlalchemy import select
-from storage.keys import load_or_create_key
-from storage.vault import Vault
 
 from dicom_node.sample_data import ct_series_datasets, phantom_chest_hu, write_series
 from storage.database import Database
+from storage.keys import load_or_create_key
 from storage.tables import Instance, Job, Study
+from storage.vault import Vault
 from tests.net import need
 from tests.nodeproc import NodeProcess
 

@@ -9,6 +9,7 @@ vault rows are committed.
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import tempfile
 import threading
@@ -50,6 +51,12 @@ COMPRESSED = [uid.RLELossless, uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.
               uid.JPEGLosslessSV1, uid.JPEGLSLossless, uid.JPEGLSNearLossless,
               uid.JPEG2000Lossless, uid.JPEG2000, uid.HTJ2KLossless, uid.HTJ2KLosslessRPCL,
               uid.HTJ2K]
+
+
+def _encode(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def accepted_transfer_syntaxes() -> list[str]:
@@ -196,11 +203,21 @@ class Receiver:
             log.warning("rejected instance from %s: %s", calling_ae, problem)
             return DATASET_DOES_NOT_MATCH_SOP_CLASS
 
+        return self.ingest(ds, calling_ae, original=path, association=id(event.assoc))
+
+    def ingest(self, ds: Dataset, calling_ae: str, *, original: Path | None = None,
+               association: int | None = None) -> int:
+        """De-identify, store durably and index one instance; returns the DIMSE status.
+
+        ``original`` is the file as received (kept encrypted if the instance is quarantined);
+        ``association`` identifies the open association, which holds completion back.
+        """
         try:
             result = self.pseudonymizer.pseudonymize(ds)
         except QuarantineRequired as q:
+            original_bytes = original.read_bytes() if original else _encode(ds)
             with self.db.session() as session:
-                qid = quarantine.keep(session, self.files, self.quarantine_key, path.read_bytes(),
+                qid = quarantine.keep(session, self.files, self.quarantine_key, original_bytes,
                                       calling_ae=calling_ae, sop_class_uid=str(ds.SOPClassUID),
                                       reason_code=q.code, reason=q.reason)
             log.warning("quarantined instance %d from %s: %s", qid, calling_ae, q.code)
@@ -221,8 +238,9 @@ class Receiver:
             patient_pseudonym=str(clean.get("PatientID", "")),
             calling_ae=calling_ae, path=relative, size_bytes=size, sha256=sha,
         )
-        with self._lock:
-            self._open.setdefault(id(event.assoc), set()).add(study_uid)
+        if association is not None:
+            with self._lock:
+                self._open.setdefault(association, set()).add(study_uid)
         mappings = {p: o for p, o in result.uid_mappings.items() if p not in self._recorded}
         for attempt in range(3):
             try:

@@ -160,3 +160,38 @@ def test_leak_check_refuses_a_pseudonym_for_a_clinical_destination(owed, monkeyp
         items = s.query(OutboxItem).all()
     assert {i.state for i in items} == {"refused"}
     assert all(i.reason.startswith("leak check") for i in items)
+
+
+def test_storage_commitment_with_orthanc_is_recorded(owed, tmp_path):
+    from dicom_node.scp import Receiver
+    from storage.outbox import Outbox
+    from tests.peers import orthanc_server
+
+    config, db, files, vault, identity, objects, port = owed
+    node_port = free_port()
+    config = parse_config({
+        **config.model_dump(mode="json", exclude={"peers"}),
+        "node": {**config.node.model_dump(mode="json"), "host": "127.0.0.1", "port": node_port,
+                 "min_free_disk_mb": 1},
+        "peers": [],
+    })
+    with orthanc_server(tmp_path, {"ainode": ["AINODE", "127.0.0.1", node_port]}) as pacs:
+        config = parse_config({**config.model_dump(mode="json"), "peers": [
+            {"name": "pacs", "ae_title": pacs.aet, "host": "127.0.0.1",
+             "port": pacs.dicom_port, "storage_commitment": True}]})
+        receiver = Receiver(config, db, files, None, vault, os.urandom(32),  # type: ignore[arg-type]
+                            on_commitment_report=Outbox(db).record_commitment)
+        receiver.start()
+        try:
+            sender = Sender(config, db, files, vault)
+            assert sender.send_once() == len(objects)
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                with db.session() as s:
+                    states = {i.commitment for i in s.query(OutboxItem)}
+                if states == {"committed"}:
+                    break
+                time.sleep(0.3)
+        finally:
+            receiver.stop()
+    assert states == {"committed"}, states

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from collections.abc import Callable
 
+from dicom_node.background import RepeatingStep
 from dicom_node.config import NodeConfig, Route
 from storage.database import Database
 from storage.jobs import enqueue
@@ -47,8 +47,7 @@ class CompletionTracker:
         self.config = config
         self.db = db
         self.busy_study_uids = busy_study_uids
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.loop = RepeatingStep("completion", self._pass, config.completion.poll_seconds, log)
 
     def run_once(self, now: dt.datetime | None = None) -> list[CompletedStudy]:
         now = now or utcnow()
@@ -65,18 +64,13 @@ class CompletionTracker:
                          engines or "no matching route")
         return done
 
+    def _pass(self) -> bool:
+        self.run_once()
+        return False  # completion is time-driven: always wait for the next poll
+
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="completion", daemon=True)
-        self._thread.start()
+        self.loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.config.completion.poll_seconds):
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("completion pass failed; retrying")
+        self.loop.stop()
+        self.loop.join(timeout=10)

@@ -9,7 +9,6 @@ reason.  Nothing leaves that fails the leak check: such an item is ``refused``, 
 from __future__ import annotations
 
 import logging
-import threading
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -17,6 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from pynetdicom import AE
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
+from dicom_node.background import RepeatingStep
 from dicom_node.config import DestinationKind, NodeConfig, Peer
 from dicom_node.deid import ReidentificationError, Reidentifier, check_clinical, check_research
 from storage.database import Database
@@ -43,8 +43,7 @@ class Sender:
         self.files = files
         self.vault = vault
         self.reidentifier = Reidentifier(vault)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.loop = RepeatingStep("sender", self.send_once, config.sender.poll_seconds, log)
 
     def prepare(self, item: ClaimedItem, peer: Peer) -> Dataset | str:
         """The dataset as it may leave for ``peer``, or why it must not (leak check).
@@ -152,19 +151,8 @@ class Sender:
                     reason, state, item.attempts)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="sender", daemon=True)
-        self._thread.start()
+        self.loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if not self.send_once():
-                    self._stop.wait(self.config.sender.poll_seconds)
-            except Exception:
-                log.exception("sender pass failed; retrying")
-                self._stop.wait(self.config.sender.poll_seconds)
+        self.loop.stop()
+        self.loop.join(timeout=30)

@@ -25,6 +25,7 @@ from ai_engines.models import ModelIntegrityError, ModelNotFound
 from ai_engines.registry import EngineNotInstalled, get_engine
 from ai_engines.volume import StudyInput
 from dicom_node import __version__
+from dicom_node.background import RepeatingStep
 from dicom_node.config import NodeConfig
 from dicom_node.results import ResultOptions, build_result_objects
 from dicom_node.results.sr import build_measurement_report
@@ -205,8 +206,7 @@ class Worker:
         self.queue = JobQueue(db)
         self.runner = JobRunner(config, db, files, device_observer_uid)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{index}:{uuid.uuid4().hex[:6]}"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.loop = RepeatingStep(self.worker_id, self.run_one, config.jobs.poll_seconds, log)
 
     def run_one(self) -> bool:
         """Claim and run one job; False when none was due."""
@@ -246,21 +246,10 @@ class Worker:
             self.queue.renew(job_id, self.worker_id, lease)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.loop, name=self.worker_id, daemon=True)
-        self._thread.start()
+        self.loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        self.loop.stop()
 
     def join(self, timeout: float | None = None) -> None:
-        if self._thread:
-            self._thread.join(timeout)
-
-    def loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if not self.run_one():
-                    self._stop.wait(self.config.jobs.poll_seconds)
-            except Exception:
-                log.exception("worker loop error; continuing")
-                self._stop.wait(self.config.jobs.poll_seconds)
+        self.loop.join(timeout)

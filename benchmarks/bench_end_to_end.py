@@ -9,6 +9,7 @@ job summary (load, engine stages, encode) and the delivery time, so the slowest 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import shutil
@@ -20,8 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sqlalchemy import func, select  # noqa: E402
+
 from ai_engines.ct_lung.synthetic import synthetic_chest_ct  # noqa: E402
 from dicom_node.sample_data import ct_series_datasets, write_series  # noqa: E402
+from storage.database import Database  # noqa: E402
+from storage.tables import OutboxItem  # noqa: E402
 from tests.net import free_port  # noqa: E402
 from tests.nodeproc import NodeProcess  # noqa: E402
 from tests.peers import orthanc_server  # noqa: E402
@@ -61,7 +66,11 @@ def main() -> None:
                         if set(status["outbox"]) <= {"sent", "failed", "refused"}:
                             break
                     time.sleep(0.25)
-                t_done = time.time()
+                db = Database(f"sqlite:///{node.data_dir / 'node.db'}")
+                with db.session() as session:
+                    last_sent = session.scalar(select(func.max(OutboxItem.sent_at)))
+                db.dispose()
+                t_done = last_sent.replace(tzinfo=dt.UTC).timestamp()
                 instances = sum(len(pacs.rest_get(f"/series/{s}")["Instances"])
                                 for s in pacs.rest_get("/series"))
                 jobs = json.loads(node.cli("jobs", "--json").stdout)

@@ -26,7 +26,7 @@ from ai_engines.ct_lung.preprocess import (
     preprocess,
 )
 from ai_engines.ct_lung.train import ARCHITECTURE, MODEL_NAME
-from ai_engines.ct_lung.unet import UNet2D, predict_foreground
+from ai_engines.ct_lung.unet import UNet2D, context_step, predict_foreground
 from ai_engines.engine import (
     CT_IMAGE_STORAGE,
     ENHANCED_CT_IMAGE_STORAGE,
@@ -44,6 +44,7 @@ QC_NO_LUNG_FIELD = "QC_NO_LUNG_FIELD"
 MIN_LUNG_ML = 100.0  # less than this in both lungs: not a chest CT (or not this region)
 TUMOUR_THRESHOLD = 0.5
 MIN_LESION_MM3 = 65.0  # about a 5 mm sphere; smaller components are noise
+MIN_PEAK_PROBABILITY = 0.5  # a lesion's most confident voxel must reach this
 LUNG_MARGIN_MM = 8.0  # a lesion must touch the lungs dilated by this margin
 GTV_COLOUR = (255, 0, 0)
 LUNG_L_COLOUR = (0, 160, 255)
@@ -95,6 +96,7 @@ class CtLungEngine(Engine):
             )
         arch = dict(card.architecture or ARCHITECTURE)
         self.context = int(arch.pop("context", 1))
+        self.context_mm = float(arch.pop("context_mm", 0.0))
         self.model = load_weights(self.files, UNet2D(**arch), self.device)
         self.model = self.model.to(memory_format=torch.channels_last)  # faster CPU convolutions
         self.depth = int(arch.get("depth", 4))
@@ -143,17 +145,18 @@ class CtLungEngine(Engine):
 
         t = time.perf_counter()
         lung_slices = np.nonzero(lungs.both.any(axis=(1, 2)))[0]
-        first = max(int(lung_slices[0]) - self.context, 0)
-        last = min(int(lung_slices[-1]) + self.context, hu.shape[0] - 1)
+        step = context_step(geometry.slice_spacing, self.context_mm)
+        first = max(int(lung_slices[0]) - self.context * step, 0)
+        last = min(int(lung_slices[-1]) + self.context * step, hu.shape[0] - 1)
         canvas, mapping = preprocess(hu[first : last + 1], geometry.pixel_spacing)
         box = self._canvas_box(lungs.both, mapping)
         timings["preprocess"] = time.perf_counter() - t
 
         t = time.perf_counter()
         indices = lung_slices - first
-        prob_box = predict_foreground(self.model, canvas, indices, box, self.context, device=self.device)
-        tumour = self._probabilities_to_mask(prob_box, indices + first, box, mapping, hu.shape)
-        lesions = self._lesions(tumour, lungs.both, geometry.spacing_zyx)
+        prob_box = predict_foreground(self.model, canvas, indices, box, self.context, step, device=self.device)
+        probability = self._probabilities_on_source(prob_box, indices + first, box, mapping, hu.shape)
+        lesions = self._lesions(probability, lungs.both, geometry.spacing_zyx)
         timings["tumour"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -189,28 +192,30 @@ class CtLungEngine(Engine):
             box += [lo, lo + size]
         return tuple(box)  # type: ignore[return-value]
 
-    def _probabilities_to_mask(
+    def _probabilities_on_source(
         self, prob_box: np.ndarray, slices: np.ndarray, box: tuple[int, int, int, int],
         mapping: CanvasMapping, shape: tuple[int, ...],
     ) -> np.ndarray:
-        """Threshold on the source grid after bilinear inverse mapping, only where needed."""
-        mask = np.zeros(shape, dtype=bool)
+        """Tumour probability on the source grid (bilinear inverse mapping, only where needed)."""
+        probability = np.zeros(shape, dtype=np.float16)
         hot = np.nonzero((prob_box > 0.1).any(axis=(1, 2)))[0]
         if not len(hot):
-            return mask
+            return probability
         r0, r1, c0, c1 = box
         canvas = np.zeros((len(hot), CANVAS_SIZE, CANVAS_SIZE), dtype=np.float32)
         canvas[:, r0:r1, c0:c1] = prob_box[hot]
-        mask[slices[hot]] = canvas_to_source(canvas, mapping) >= TUMOUR_THRESHOLD
-        return mask
+        probability[slices[hot]] = canvas_to_source(canvas, mapping)
+        return probability
 
-    def _lesions(self, tumour: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, float]) -> list[np.ndarray]:
-        """Connected components touching the lungs, largest first, above the size threshold."""
+    def _lesions(self, probability: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, float]) -> list[np.ndarray]:
+        """Components touching the lungs, above the size and peak-probability thresholds, largest first."""
+        tumour = probability >= TUMOUR_THRESHOLD
         if not tumour.any():
             return []
         labels, count = ndimage.label(tumour, structure=np.ones((3, 3, 3), bool))
         voxel_mm3 = float(np.prod(spacing))
         sizes = np.bincount(labels.ravel())[1:] * voxel_mm3
+        peaks = ndimage.maximum(probability.astype(np.float32), labels, index=np.arange(1, count + 1))
         margin = max(1, int(round(LUNG_MARGIN_MM / min(spacing[1:]))))
         near_lung = ndimage.binary_dilation(
             lungs[:, ::2, ::2], structure=_in_plane_disk(max(1, margin // 2))
@@ -218,7 +223,10 @@ class CtLungEngine(Engine):
         near_lung = np.repeat(np.repeat(near_lung, 2, axis=1), 2, axis=2)[:, : lungs.shape[1], : lungs.shape[2]]
         touching = np.zeros(count + 1, dtype=bool)
         touching[np.unique(labels[near_lung & tumour])] = True
-        keep = [i + 1 for i in np.argsort(sizes)[::-1] if sizes[i] >= MIN_LESION_MM3 and touching[i + 1]]
+        keep = [
+            i + 1 for i in np.argsort(sizes)[::-1]
+            if sizes[i] >= MIN_LESION_MM3 and touching[i + 1] and peaks[i] >= MIN_PEAK_PROBABILITY
+        ]
         return [labels == i for i in keep]
 
     def _lung_segment(self, label: str, mask: np.ndarray, side: codes.Code, colour: tuple[int, int, int], voxel_mm3: float) -> Segment:

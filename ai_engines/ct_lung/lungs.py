@@ -43,7 +43,7 @@ class LungMasks:
 def _pool(hu: np.ndarray, step: int) -> np.ndarray:
     if step == 1:
         return np.asarray(hu, dtype=np.float32)
-    t = torch.as_tensor(np.asarray(hu, dtype=np.float32))[:, None]
+    t = torch.as_tensor(np.ascontiguousarray(hu, dtype=np.float32))[:, None]
     return F.avg_pool2d(t, step, step, ceil_mode=True)[:, 0].numpy()
 
 

@@ -81,7 +81,7 @@ def resample_to_canvas(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> tu
     with torch.inference_mode():
         for start in range(0, hu.shape[0], _CHUNK):
             # Shift so that zero padding means air.
-            block = torch.as_tensor(np.asarray(hu[start : start + _CHUNK], dtype=np.float32)) - AIR_HU
+            block = torch.as_tensor(np.ascontiguousarray(hu[start : start + _CHUNK], dtype=np.float32)) - AIR_HU
             sampled = F.grid_sample(
                 block[:, None], grid.expand(block.shape[0], -1, -1, -1),
                 mode="bilinear", padding_mode="zeros", align_corners=True,
@@ -105,7 +105,7 @@ def canvas_to_source(values: np.ndarray, mapping: CanvasMapping) -> np.ndarray:
     out = np.empty((values.shape[0], *mapping.source_shape), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, values.shape[0], _CHUNK):
-            block = torch.as_tensor(np.asarray(values[start : start + _CHUNK], dtype=np.float32))
+            block = torch.as_tensor(np.ascontiguousarray(values[start : start + _CHUNK], dtype=np.float32))
             sampled = F.grid_sample(
                 block[:, None], grid.expand(block.shape[0], -1, -1, -1),
                 mode="bilinear", padding_mode="zeros", align_corners=True,

@@ -254,6 +254,7 @@ def synthetic_chest_ct(
     n_tumours: int | None = None,
     diameter_mm: float | None = None,
     focus_tumour: bool = False,
+    slab_position: float | None = None,
     rows: int = ROWS,
 ) -> SyntheticCase:
     """Generate one synthetic chest CT.
@@ -272,6 +273,9 @@ def synthetic_chest_ct(
         Force the diameter of every tumour (default log-uniform 5-60 mm).
     focus_tumour
         Centre the slab of ``n_slices`` on the first tumour (for training crops).
+    slab_position
+        Where a slab of ``n_slices`` lies between the lung bases (0) and the apices (1);
+        default: centred on the lungs.
     """
     rng = np.random.default_rng(seed)
     spacing = float(pixel_spacing if pixel_spacing is not None else rng.uniform(0.6, 0.9))
@@ -316,12 +320,15 @@ def synthetic_chest_ct(
             continue
         specs.append(TumourSpec((float(xc), float(yc), float(zc)), d, kind, side))
 
+    z_low = float(anatomy.diaphragm(np.array(anatomy.cx + anatomy.ca), np.array(anatomy.cy + anatomy.cb))) - 15
+    z_high = anatomy.apex + 20
     if n_slices is None:
-        z_low, z_high = anatomy.diaphragm(np.array(anatomy.cx + anatomy.ca), np.array(anatomy.cy + anatomy.cb)) - 15, anatomy.apex + 20
         n_slices = int(np.ceil((z_high - z_low) / thickness))
-        z0 = float(z_low)
+        z0 = z_low
     elif focus_tumour and specs:
         z0 = specs[0].centre_mm[2] - rng.uniform(0.3, 0.7) * n_slices * thickness
+    elif slab_position is not None:
+        z0 = z_low + float(slab_position) * max(z_high - z_low - n_slices * thickness, 0.0)
     else:
         mid = (anatomy.apex + anatomy.dome_r) / 2
         z0 = mid - n_slices * thickness / 2

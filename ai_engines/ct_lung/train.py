@@ -24,14 +24,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ai_engines.ct_lung.lungs import isolate_lungs
 from ai_engines.ct_lung.preprocess import PREPROCESSING_VERSION, preprocess, resample_to_canvas
 from ai_engines.ct_lung.synthetic import synthetic_chest_ct
-from ai_engines.ct_lung.unet import UNet2D, dice_ce_loss, stack_context
+from ai_engines.ct_lung.unet import UNet2D, context_step, dice_ce_loss, stack_context
 from ai_engines.models import ModelCard, sha256_of
 
 MODEL_NAME = "ct_lung_unet"
-ARCHITECTURE = {"in_channels": 3, "out_channels": 2, "base_channels": 8, "depth": 4, "dropout": 0.1, "context": 1}
+# context: neighbours either side of a slice; context_mm: their spacing (slices are chosen
+# about this far apart whatever the slice thickness, so thin series still show 3-D shape).
+ARCHITECTURE = {
+    "in_channels": 5, "out_channels": 2, "base_channels": 8, "depth": 4, "dropout": 0.1,
+    "context": 2, "context_mm": 3.0,
+}
 CROP = 128
+POSITIVE_FRACTION = 0.4  # crops centred near tumour
+HARD_NEGATIVE_FRACTION = 0.35  # crops centred on dense tissue inside the lungs (vessels, hila)
+HARD_NEGATIVE_MIN_BIN = 180  # about -300 HU on the 8-bit lung window
 
 
 @dataclass(frozen=True)
@@ -41,35 +50,58 @@ class TrainingCase:
     hu: np.ndarray
     tumour: np.ndarray
     pixel_spacing: tuple[float, float]
+    slice_spacing: float
     name: str = ""
 
 
 def synthetic_training_cases(count: int, first_seed: int = 0) -> Iterator[TrainingCase]:
-    """Synthetic slabs centred on tumours (about 8 cm of chest), seeds ``first_seed...``."""
+    """Synthetic slabs (about 8 cm of chest), seeds ``first_seed...``.
+
+    Half are centred on a tumour; the other half lie anywhere from the lung bases to the apices,
+    so the network also sees diaphragm domes, heart and apices without tumour.
+    """
     for seed in range(first_seed, first_seed + count):
         rng = np.random.default_rng(seed + 7_000_000)
         thickness = float(rng.choice([1.0, 1.5, 2.0, 2.5, 3.0, 5.0]))
         n_slices = int(np.clip(80 / thickness, 16, 48))
-        case = synthetic_chest_ct(seed, n_slices=n_slices, slice_thickness=thickness, focus_tumour=True)
-        yield TrainingCase(case.hu, case.tumour, (case.pixel_spacing, case.pixel_spacing), f"synthetic-{seed}")
+        focus = bool(rng.random() < 0.5)
+        case = synthetic_chest_ct(
+            seed, n_slices=n_slices, slice_thickness=thickness, focus_tumour=focus,
+            slab_position=None if focus else float(rng.uniform(0, 1)),
+        )
+        yield TrainingCase(case.hu, case.tumour, (case.pixel_spacing, case.pixel_spacing), thickness, f"synthetic-{seed}")
 
 
-def _to_canvas(case: TrainingCase) -> tuple[np.ndarray, np.ndarray]:
+def _to_canvas(case: TrainingCase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Canvas, tumour label and hard-negative candidates (dense tissue inside the lungs)."""
     canvas, _mapping = preprocess(case.hu, case.pixel_spacing)
-    label_hu, _ = resample_to_canvas(case.tumour.astype(np.float32) * 1000.0 - 1024.0, case.pixel_spacing)
-    label = (label_hu + 1024.0) >= 500.0
-    return canvas, label
+
+    def mask_to_canvas(mask: np.ndarray) -> np.ndarray:
+        values, _ = resample_to_canvas(mask.astype(np.float32) * 1000.0 - 1024.0, case.pixel_spacing)
+        return (values + 1024.0) >= 500.0
+
+    label = mask_to_canvas(case.tumour)
+    lungs = isolate_lungs(case.hu, case.pixel_spacing, case.slice_spacing).both
+    dense = canvas > HARD_NEGATIVE_MIN_BIN
+    hard = mask_to_canvas(lungs) & dense & ~label
+    return canvas, label, hard
 
 
 class _CropSampler:
-    """2.5-D crops from pre-processed cases, half centred near tumour when there is one."""
+    """2.5-D crops: tumour-centred, hard negatives (vessels, hilum, wall) and random lung."""
 
-    def __init__(self, canvases: list[np.ndarray], labels: list[np.ndarray], context: int, rng: np.random.Generator) -> None:
-        self.canvases, self.labels, self.context, self.rng = canvases, labels, context, rng
-        self.tumour_voxels = [np.argwhere(lab) for lab in labels]
-        # Lung-ish voxels (below -760 HU) inside the body, for negative crops.
+    def __init__(
+        self, prepared: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]], context: int, rng: np.random.Generator,
+    ) -> None:
+        self.canvases = [p[0] for p in prepared]
+        self.labels = [p[1] for p in prepared]
+        self.steps = [p[3] for p in prepared]
+        self.context, self.rng = context, rng
+        self.tumour_voxels = [np.argwhere(lab) for lab in self.labels]
+        self.hard_voxels = [np.argwhere(p[2][:, ::2, ::2]) * [1, 2, 2] for p in prepared]
+        # Lung-ish voxels (below -760 HU), for plain negative crops.
         self.lung_voxels = []
-        for canvas in canvases:
+        for canvas in self.canvases:
             pts = np.argwhere(canvas[:, ::8, ::8] < 80) * [1, 8, 8]
             self.lung_voxels.append(pts if len(pts) else np.argwhere(np.ones_like(canvas[:, ::64, ::64])) * [1, 64, 64])
 
@@ -79,14 +111,18 @@ class _CropSampler:
         for _ in range(batch):
             i = int(self.rng.integers(len(self.canvases)))
             canvas, label = self.canvases[i], self.labels[i]
-            if len(self.tumour_voxels[i]) and self.rng.random() < 0.5:
+            draw = self.rng.random()
+            if len(self.tumour_voxels[i]) and draw < POSITIVE_FRACTION:
                 k, r, c = self.tumour_voxels[i][self.rng.integers(len(self.tumour_voxels[i]))]
                 r, c = r + self.rng.integers(-half + 8, half - 8), c + self.rng.integers(-half + 8, half - 8)
+            elif len(self.hard_voxels[i]) and draw < POSITIVE_FRACTION + HARD_NEGATIVE_FRACTION:
+                k, r, c = self.hard_voxels[i][self.rng.integers(len(self.hard_voxels[i]))]
+                r, c = r + self.rng.integers(-half // 2, half // 2), c + self.rng.integers(-half // 2, half // 2)
             else:
                 k, r, c = self.lung_voxels[i][self.rng.integers(len(self.lung_voxels[i]))]
             r0 = int(np.clip(r - half, 0, canvas.shape[1] - CROP))
             c0 = int(np.clip(c - half, 0, canvas.shape[2] - CROP))
-            x = stack_context(canvas[:, r0 : r0 + CROP, c0 : c0 + CROP], np.array([k]), self.context)[0]
+            x = stack_context(canvas[:, r0 : r0 + CROP, c0 : c0 + CROP], np.array([k]), self.context, self.steps[i])[0]
             y = label[k, r0 : r0 + CROP, c0 : c0 + CROP]
             if self.rng.random() < 0.5:
                 x, y = x[:, :, ::-1], y[:, ::-1]
@@ -131,21 +167,20 @@ def train(
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    canvases, labels, names = [], [], []
-    for case in tqdm(list(cases) if not isinstance(cases, list) else cases, desc="pre-processing", disable=not progress):
-        canvas, truth = _to_canvas(case)
-        canvases.append(canvas)
-        labels.append(truth)
-        names.append(case.name)
-    if not canvases:
-        raise ValueError("no training cases")
     arch = dict(ARCHITECTURE)
     context = arch.pop("context")
+    context_mm = arch.pop("context_mm")
+    prepared = []
+    for case in tqdm(list(cases) if not isinstance(cases, list) else cases, desc="pre-processing", disable=not progress):
+        canvas, truth, hard = _to_canvas(case)
+        prepared.append((canvas, truth, hard, context_step(case.slice_spacing, context_mm)))
+    if not prepared:
+        raise ValueError("no training cases")
     model = UNet2D(**arch).to(memory_format=torch.channels_last)
     if init_weights is not None:
         model.load_state_dict(torch.load(init_weights, map_location="cpu", weights_only=True))
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
-    sampler = _CropSampler(canvases, labels, context, rng)
+    sampler = _CropSampler(prepared, context, rng)
     model.train()
     start = time.monotonic()
     budget = minutes * 60
@@ -181,7 +216,7 @@ def train(
             "Research only: segmentation of solid primary lung tumours (GTV) on axial chest CT, "
             "slice thickness 0.5-5 mm, pixel spacing 0.5-1.0 mm."
         ),
-        training_data=f"{training_data}; {len(canvases)} cases; {step} steps of {batch_size} crops",
+        training_data=f"{training_data}; {len(prepared)} cases; {step} steps of {batch_size} crops",
         preprocessing_version=PREPROCESSING_VERSION,
         architecture=dict(ARCHITECTURE),
         measured_accuracy={},

@@ -37,7 +37,7 @@ class UNet2D(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int = 3, out_channels: int = 2, base_channels: int = 8,
+        self, in_channels: int = 5, out_channels: int = 2, base_channels: int = 8,
         depth: int = 4, dropout: float = 0.1,
     ) -> None:
         super().__init__()
@@ -76,16 +76,21 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0
     return ce + (1 - dice)
 
 
-def stack_context(canvas: np.ndarray, indices: np.ndarray, context: int) -> np.ndarray:
-    """2.5-D inputs: for each slice index its ``context`` neighbours on either side (clamped)."""
-    offsets = np.arange(-context, context + 1)
+def stack_context(canvas: np.ndarray, indices: np.ndarray, context: int, step: int = 1) -> np.ndarray:
+    """2.5-D inputs: each slice with ``context`` neighbours either side, ``step`` slices apart (clamped)."""
+    offsets = np.arange(-context, context + 1) * step
     neighbours = np.clip(indices[:, None] + offsets[None, :], 0, canvas.shape[0] - 1)
     return canvas[neighbours]  # (n, 2*context+1, H, W)
 
 
+def context_step(slice_spacing: float, context_mm: float) -> int:
+    """Neighbour distance in slices so the context spans about ``context_mm`` per step."""
+    return max(1, int(round(context_mm / max(slice_spacing, 1e-3))))
+
+
 def predict_foreground(
     model: nn.Module, canvas: np.ndarray, indices: np.ndarray, box: tuple[int, int, int, int],
-    context: int, batch_size: int = 8, device: str = "cpu",
+    context: int, step: int = 1, batch_size: int = 8, device: str = "cpu",
 ) -> np.ndarray:
     """Foreground probability of ``canvas`` slices ``indices`` inside ``box`` (r0, r1, c0, c1).
 
@@ -96,8 +101,9 @@ def predict_foreground(
     with torch.inference_mode():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
-            x = stack_context(canvas[:, r0:r1, c0:c1], chunk, context)
+            x = stack_context(canvas[:, r0:r1, c0:c1], chunk, context, step)
             x = torch.from_numpy(x).to(device=device, dtype=torch.float32).div_(255.0)
+            x = x.contiguous(memory_format=torch.channels_last)
             prob = torch.softmax(model(x), dim=1)[:, 1]
             out[start : start + len(chunk)] = prob.float().cpu().numpy()
     return out

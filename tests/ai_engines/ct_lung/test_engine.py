@@ -1,0 +1,111 @@
+"""CtLungEngine: declines, findings structure, measurements, accuracy on held-out cases."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from ai_engines import codes
+from ai_engines.ct_lung.engine import QC_NO_LUNG_FIELD, CtLungEngine, recist_axes
+from ai_engines.ct_lung.evaluate import dice, evaluate_synthetic
+from ai_engines.ct_lung.synthetic import synthetic_chest_ct
+from ai_engines.registry import get_engine
+from ai_engines.volume import AcquisitionFacts, StudyInput
+
+
+@pytest.fixture(scope="module")
+def engine() -> CtLungEngine:
+    return get_engine("ct_lung", None, "cpu")
+
+
+@pytest.fixture(scope="module")
+def case():
+    return synthetic_chest_ct(100_500, n_slices=24, slice_thickness=3.0, n_tumours=1, diameter_mm=32, focus_tumour=True)
+
+
+def study_of(volume):
+    return StudyInput("2.25.7", (volume,))
+
+
+def test_identity_from_model_card(engine):
+    identity = engine.identity()
+    assert identity.model_sha256 == engine.files.card.sha256
+    assert identity.research_use_only is True
+    assert identity.name == "ct-lung-nsclc"
+
+
+def test_finds_tumour_and_lungs(engine, case):
+    findings = engine.run(study_of(case.to_volume()))
+    assert not findings.declined
+    labels = [s.label for s in findings.segments]
+    assert labels[0] == "GTV" and "Lung_L" in labels and "Lung_R" in labels
+    gtv = findings.segments[0]
+    assert gtv.category == codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE and gtv.property_type == codes.NEOPLASM
+    assert gtv.anatomic_region == codes.LUNG and gtv.rt_interpreted_type == "GTV"
+    assert gtv.mask.shape == case.hu.shape
+    assert dice(gtv.mask, case.tumour) > 0.75
+    names = {(m.name, m.modifier): m.value for m in gtv.measurements}
+    long_mm = names[(codes.DIAMETER, codes.LONG_AXIS)]
+    short_mm = names[(codes.DIAMETER, codes.SHORT_AXIS)]
+    assert 20 < long_mm < 60 and short_mm <= long_mm
+    assert gtv.key_slice is not None and gtv.long_axis[0][0] == gtv.key_slice
+    lung_l = next(s for s in findings.segments if s.label == "Lung_L")
+    assert lung_l.property_modifier == codes.LEFT and lung_l.rt_interpreted_type == "ORGAN"
+    assert set(findings.timings_s) == {"load", "preprocess", "lungs", "tumour", "measure"}
+
+
+def test_no_tumour_case_has_only_lungs(engine):
+    clean = synthetic_chest_ct(100_501, n_slices=20, slice_thickness=5.0, n_tumours=0)
+    findings = engine.run(study_of(clean.to_volume()))
+    assert [s.label for s in findings.segments if s.rt_interpreted_type == "GTV"] == []
+
+
+def test_declines_mr(engine, case):
+    volume = case.to_volume()
+    mr = dataclasses.replace(volume, facts=AcquisitionFacts(modality="MR"))
+    findings = engine.run(study_of(mr))
+    assert findings.decline.code == "QC_WRONG_MODALITY"
+
+
+def test_declines_gap(engine, case):
+    volume = case.to_volume()
+    keep = [k for k in range(volume.shape[0]) if k not in (10, 11)]
+    gapped = dataclasses.replace(
+        volume, voxels=volume.voxels[keep], slices=tuple(volume.slices[k] for k in keep),
+        geometry=dataclasses.replace(volume.geometry, slice_origins=volume.geometry.slice_origins[keep]),
+    )
+    assert engine.run(study_of(gapped)).decline.code == "QC_MISSING_SLICES"
+
+
+def test_declines_lossy(engine, case):
+    volume = case.to_volume()
+    lossy = dataclasses.replace(volume, facts=dataclasses.replace(volume.facts, lossy_compressed=True))
+    assert engine.run(study_of(lossy)).decline.code == "QC_LOSSY_COMPRESSION"
+
+
+def test_declines_without_lungs(engine, case):
+    volume = case.to_volume()
+    soft = np.where(case.hu < -300, 40.0, case.hu).astype(np.float32)
+    soft[:, :, :20] = -1000.0  # keep some air so values still look like HU
+    findings = engine.run(study_of(dataclasses.replace(volume, voxels=soft)))
+    assert findings.decline.code == QC_NO_LUNG_FIELD
+
+
+def test_recist_axes_of_an_ellipse():
+    mask = np.zeros((3, 101, 101), bool)
+    yy, xx = np.mgrid[:101, :101]
+    mask[1] = ((yy - 50) / 10.0) ** 2 + ((xx - 50) / 30.0) ** 2 <= 1
+    long_axis, short_axis, key, long_mm, short_mm = recist_axes(mask, (0.5, 0.5))
+    assert key == 1
+    assert long_mm == pytest.approx(30.0, abs=1.0)  # 60 px * 0.5 mm
+    assert short_mm == pytest.approx(10.0, abs=1.0)
+    assert abs(long_axis[0][1] - long_axis[1][1]) < 2  # horizontal
+
+
+@pytest.mark.slow
+def test_held_out_synthetic_gtv_dice(engine):
+    _results, summary = evaluate_synthetic(engine, 12, progress=False)
+    assert summary["dice_mean"] >= 0.85, summary
+    assert summary["lung_dice_mean"] >= 0.9

@@ -1,0 +1,50 @@
+"""Synthetic chest CTs: deterministic, realistic ranges, ground truth consistent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ai_engines.ct_lung.synthetic import synthetic_chest_ct
+
+
+@pytest.fixture(scope="module")
+def case():
+    return synthetic_chest_ct(3, n_slices=24, slice_thickness=2.5, n_tumours=1, diameter_mm=30, focus_tumour=True)
+
+
+def test_deterministic_by_seed(case):
+    again = synthetic_chest_ct(3, n_slices=24, slice_thickness=2.5, n_tumours=1, diameter_mm=30, focus_tumour=True)
+    assert np.array_equal(case.hu, again.hu) and np.array_equal(case.tumour, again.tumour)
+
+
+def test_ranges_and_geometry(case):
+    assert case.hu.shape == (24, 512, 512)
+    assert 0.6 <= case.pixel_spacing <= 0.9
+    assert case.hu.min() >= -1024 and case.hu.max() > 300  # bone present
+    lung_hu = np.median(case.hu[case.lung_left & ~case.tumour])
+    assert -900 < lung_hu < -780
+
+
+def test_tumour_is_solid_and_inside_the_lungs(case):
+    assert case.tumour.any()
+    assert (case.tumour <= (case.lung_left | case.lung_right)).all()
+    assert -40 < np.median(case.hu[case.tumour]) < 100
+    volume_ml = case.tumour.sum() * case.pixel_spacing**2 * case.slice_thickness / 1000
+    assert 3 < volume_ml < 40  # a 30 mm lesion is about 14 ml
+
+
+def test_left_lung_is_patient_left(case):
+    # Patient left = +x = higher column index.
+    assert np.nonzero(case.lung_left.any((0, 1)))[0].mean() > np.nonzero(case.lung_right.any((0, 1)))[0].mean()
+
+
+def test_case_without_tumour():
+    empty = synthetic_chest_ct(5, n_slices=8, n_tumours=0)
+    assert not empty.tumour.any()
+
+
+def test_to_volume(case):
+    volume = case.to_volume()
+    assert volume.modality == "CT" and volume.shape == case.hu.shape
+    assert volume.geometry.slice_spacing == pytest.approx(case.slice_thickness)

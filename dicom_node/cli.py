@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from dicom_node.config import ConfigError, NodeConfig, load_config
@@ -42,6 +43,18 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.watch:
+        try:
+            while True:
+                print(f"--- {time.strftime('%H:%M:%S')}")
+                _print_status(args)
+                time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return 0
+    return _print_status(args)
+
+
+def _print_status(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from dicom_node.node import open_database
@@ -135,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("status", help="counts of studies, series, jobs by state"))
     p.add_argument("--json", action="store_true")
     p.add_argument("--recent", type=int, default=5, help="recent studies to list")
+    p.add_argument("--watch", type=float, metavar="SECONDS",
+                   help="print again every SECONDS until interrupted")
     p.set_defaults(func=cmd_status)
     p = with_config(sub.add_parser("jobs", help="list, show or retry jobs"))
     p.add_argument("action", nargs="?", choices=["list", "show", "retry"], default="list")

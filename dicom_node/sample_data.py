@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.valuerep import format_number_as_ds
 
 IMPLEMENTATION_UID = "1.2.826.0.1.3680043.8.498.1"
 
@@ -42,6 +43,11 @@ class PatientIdentity:
         family = self.name.split("^")[0]
         return [family, self.patient_id, self.birth_date, self.institution,
                 self.address.split(",")[0], self.accession]
+
+
+def _ds(value: float) -> str:
+    """A decimal string of at most 16 characters, as scanners write them."""
+    return format_number_as_ds(float(value))
 
 
 def _base_dataset(identity: PatientIdentity, sop_class: str, modality: str) -> Dataset:
@@ -115,11 +121,12 @@ def ct_series_datasets(
         ds.InstanceNumber = k + 1
         ds.AcquisitionNumber = 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.ImagePositionPatient = [origin[0], origin[1], origin[2] + k * slice_spacing]
+        ds.ImagePositionPatient = [_ds(origin[0]), _ds(origin[1]),
+                                   _ds(origin[2] + k * slice_spacing)]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = list(pixel_spacing)
-        ds.SliceThickness = slice_spacing
-        ds.SliceLocation = origin[2] + k * slice_spacing
+        ds.PixelSpacing = [_ds(v) for v in pixel_spacing]
+        ds.SliceThickness = _ds(slice_spacing)
+        ds.SliceLocation = _ds(origin[2] + k * slice_spacing)
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.Rows, ds.Columns = stored.shape[1], stored.shape[2]

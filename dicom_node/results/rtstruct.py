@@ -68,7 +68,7 @@ def _ds_text(value: object) -> str:
     """A DS value as it appears in the source, or formatted to <= 16 characters."""
     text = getattr(value, "original_string", None) or str(value)
     if len(text) > 16:
-        text = format_number_as_ds(float(value), allow_auto_format=False)  # type: ignore[arg-type]
+        text = format_number_as_ds(float(value))  # type: ignore[arg-type]
     return text
 
 

@@ -87,6 +87,10 @@ class CaseResult:
     predicted_ml: float
     seconds: float
     declined: str | None = None
+    # Dice of only the predicted lesions that overlap the truth: segmentation quality apart
+    # from false-positive lesions elsewhere (those count in the lung-wise specificity).
+    dice_matched: float = 0.0
+    false_positive_lesions: int = 0
 
 
 def evaluate_case(engine, name: str, study: StudyInput, truth: np.ndarray, lung_left: np.ndarray, lung_right: np.ndarray) -> CaseResult:
@@ -103,12 +107,17 @@ def evaluate_case(engine, name: str, study: StudyInput, truth: np.ndarray, lung_
                           lungwise_detection(truth, empty, lung_left, lung_right), 0,
                           float(truth.sum()) * voxel_ml, 0.0, seconds, findings.decline.code)
     predicted = np.zeros_like(truth)
+    matched = np.zeros_like(truth)
     masks = {s.label: s.mask for s in findings.segments}
-    lesions = 0
+    lesions = false_positives = 0
     for segment in findings.segments:
         if segment.rt_interpreted_type == "GTV":
             predicted |= segment.mask
             lesions += 1
+            if (segment.mask & truth).any():
+                matched |= segment.mask
+            else:
+                false_positives += 1
     return CaseResult(
         case=name,
         has_tumour=bool(truth.any()),
@@ -122,6 +131,8 @@ def evaluate_case(engine, name: str, study: StudyInput, truth: np.ndarray, lung_
         truth_ml=float(truth.sum()) * voxel_ml,
         predicted_ml=float(predicted.sum()) * voxel_ml,
         seconds=seconds,
+        dice_matched=dice(matched, truth),
+        false_positive_lesions=false_positives,
     )
 
 
@@ -140,12 +151,16 @@ def summarise(results: Iterable[CaseResult]) -> dict[str, float]:
     hds = np.array([r.hd95_mm for r in with_tumour]) if with_tumour else np.array([np.nan])
     sds = np.array([r.surface_dice for r in with_tumour]) if with_tumour else np.array([np.nan])
     lung = np.array([[r.lung_dice_left, r.lung_dice_right] for r in results])
+    matched = np.array([r.dice_matched for r in with_tumour]) if with_tumour else np.array([np.nan])
     return {
         "cases": len(results),
         "cases_with_tumour": len(with_tumour),
         "dice_mean": float(np.mean(dices)),
         "dice_median": float(np.median(dices)),
         "dice_sd": float(np.std(dices)),
+        "dice_matched_mean": float(np.mean(matched)),
+        "dice_matched_median": float(np.median(matched)),
+        "false_positive_lesions_per_case": float(np.mean([r.false_positive_lesions for r in results])),
         "hd95_mm_median": float(np.nanmedian(hds)) if np.isfinite(hds).any() else float("nan"),
         "surface_dice_mean": float(np.mean(sds)),
         "lung_dice_mean": float(np.mean(lung)),
@@ -193,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in results:
         print(f"{r.case:>18} tumour={r.has_tumour!s:5} dice={r.dice:.3f} hd95={r.hd95_mm:6.2f} mm "
               f"sdice={r.surface_dice:.3f} lungs={r.lung_dice_left:.3f}/{r.lung_dice_right:.3f} "
-              f"lesions={r.lesions} truth={r.truth_ml:.2f} ml pred={r.predicted_ml:.2f} ml {r.seconds:.1f}s")
+              f"dice_matched={r.dice_matched:.3f} lesions={r.lesions} fp={r.false_positive_lesions} truth={r.truth_ml:.2f} ml pred={r.predicted_ml:.2f} ml {r.seconds:.1f}s")
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.write_text(json.dumps({"cases": [asdict(r) for r in results], "summary": summary}, indent=2, default=str))

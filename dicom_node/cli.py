@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from dicom_node import cli_models
 from dicom_node.config import ConfigError, NodeConfig, load_config
 
 
@@ -163,12 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_config)
     p = with_config(sub.add_parser("migrate", help="upgrade the database schema"))
     p.set_defaults(func=cmd_migrate)
-    try:
-        from dicom_node import cli_models
-    except ImportError:  # model commands arrive with the engines
-        cli_models = None
-    if cli_models is not None:
-        cli_models.register(sub)
+    cli_models.register(sub)
     return parser
 
 

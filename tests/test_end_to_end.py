@@ -18,7 +18,10 @@ import pytest
 from pydicom import dcmread
 
 from ai_engines.ct_lung.synthetic import synthetic_chest_ct
+from ai_engines.registry import get_engine
+from ai_engines.volume import StudyInput
 from dicom_node.sample_data import PatientIdentity, ct_series_datasets, write_series
+from dicom_node.volumes import build_volume
 from tests.net import free_port, need
 from tests.nodeproc import NodeProcess
 from tests.peers import orthanc_server
@@ -101,14 +104,23 @@ def test_orthanc_to_node_and_back(tmp_path):
                                env=dict(os.environ, PYTHON=sys.executable))
         assert check.returncode == 0, check.stdout + check.stderr
 
+    # The SEG that reached the PACS holds exactly what the engine finds on these very files:
+    # de-identification, storage, encoding and re-identification add no error.
+    engine = get_engine("ct_lung", device="cpu")
+    direct = engine.run(StudyInput("2.25.1", (build_volume(
+        [dcmread(p) for p in files]),)))
     seg = hd.seg.Segmentation.from_dataset(next(d for d in results if d.Modality == "SEG"))
-    gtv_numbers = [s.SegmentNumber for s in seg.SegmentSequence
-                   if s.SegmentLabel.upper().startswith("GTV")]
-    assert gtv_numbers
     source_uids = [str(d.SOPInstanceUID) for d in datasets]
-    mask = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=source_uids, segment_numbers=gtv_numbers,
-        combine_segments=True, skip_overlap_checks=True, ignore_spatial_locations=True) > 0
-    score = dice(mask, case.tumour)
-    print(f"GTV Dice against the synthetic ground truth: {score:.3f}")
-    assert score >= 0.85
+    for segment in direct.segments:
+        (number,) = [s.SegmentNumber for s in seg.SegmentSequence
+                     if s.SegmentLabel == segment.label]
+        delivered = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=source_uids, segment_numbers=[number],
+            skip_overlap_checks=True, ignore_spatial_locations=True)[..., 0] > 0
+        assert np.array_equal(delivered, segment.mask), segment.label
+    # The primary GTV lies on the known tumour.  How well it matches is the model's accuracy,
+    # measured over many held-out cases by `dicom-node evaluate-model` (see the model card).
+    primary = next(s for s in direct.segments if s.label == "GTV")
+    score = dice(primary.mask, case.tumour)
+    print(f"primary GTV Dice against the synthetic ground truth: {score:.3f}")
+    assert (primary.mask & case.tumour).sum() > 0.5 * primary.mask.sum()

@@ -121,3 +121,43 @@ def test_late_instances_rerun_the_full_study_as_a_new_revision(node):
     assert jobs == [(1, "cancelled", "SUPERSEDED"), (2, "queued", None)]
     receive(node, datasets[:1])  # a duplicate changes nothing
     assert quiet(node) == []
+
+
+@pytest.mark.slow
+def test_results_go_to_the_sender_and_configured_destinations(tmp_path):
+    from ai_engines.ct_lung.synthetic import synthetic_chest_ct
+    from storage.tables import OutboxItem
+
+    config = parse_config({
+        "node": {"data_dir": str(tmp_path / "var")},
+        "database": {"url": f"sqlite:///{tmp_path / 'var' / 'node.db'}"},
+        "jobs": {"workers": 0},
+        "completion": {"quiet_seconds": 0.05},
+        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104},
+                  {"name": "tps", "ae_title": "PLANNING", "port": 105, "may_send": False,
+                   "accepts": ["RTSTRUCT"]},
+                  {"name": "oldpacs", "ae_title": "OLD", "port": 106, "may_send": False,
+                   "sr_storage": "comprehensive"}],
+        "results": {"destinations": ["tps", "oldpacs"]},
+    })
+    node = Node(config, workers=0, send=False)
+    case = synthetic_chest_ct(11, n_slices=40, n_tumours=1, diameter_mm=30.0,
+                              focus_tumour=True, slice_thickness=2.5)
+    receive(node, ct_series_datasets(case.hu, pixel_spacing=(case.pixel_spacing,) * 2,
+                                     slice_spacing=2.5, origin=case.origin))
+    (job,) = complete_and_run(node)
+    assert job.state == "succeeded", (job.reason_code, job.reason)
+    with node.db.session() as s:
+        owed = {(i.destination, i.modality, i.sop_class_uid) for i in s.scalars(
+            select(OutboxItem))}
+    node.db.dispose()
+    by_peer = {}
+    for destination, modality, sop_class in owed:
+        by_peer.setdefault(destination, set()).add((modality, sop_class))
+    comprehensive_3d, comprehensive = "1.2.840.10008.5.1.4.1.1.88.34", \
+        "1.2.840.10008.5.1.4.1.1.88.33"
+    assert {m for m, _ in by_peer["pacs"]} == {"SEG", "RTSTRUCT", "SR", "OT"}
+    assert ("SR", comprehensive_3d) in by_peer["pacs"]
+    assert {m for m, _ in by_peer["tps"]} == {"RTSTRUCT"}
+    assert ("SR", comprehensive) in by_peer["oldpacs"]
+    assert ("SR", comprehensive_3d) not in by_peer["oldpacs"]

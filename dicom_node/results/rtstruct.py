@@ -17,7 +17,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import RTStructureSetStorage
 from pydicom.valuerep import format_number_as_ds
-from skimage.measure import approximate_polygon, find_contours
+from skimage.measure import find_contours
 
 from ai_engines.findings import Findings, Segment
 from dicom_node.results.options import RTSTRUCT_SERIES_OFFSET, ResultOptions
@@ -33,9 +33,6 @@ from dicom_node.results.source import (
 
 # Detached Study Management SOP Class: what RT Referenced Study items conventionally name.
 DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
-# Douglas-Peucker tolerance in pixels: removes collinear staircase points; far below the
-# 0.35 px distance from the iso-line to the nearest pixel centre, so rasterisation is exact.
-SIMPLIFY_TOLERANCE_PX = 0.1
 # Contours enclosing less than this (in pixel^2) are degenerate; a one-voxel speck is 0.5.
 MIN_CONTOUR_AREA_PX = 0.05
 
@@ -43,6 +40,20 @@ MIN_CONTOUR_AREA_PX = 0.05
 def _polygon_area(points: np.ndarray) -> float:
     rows, cols = points[:, 0], points[:, 1]
     return 0.5 * abs(float(np.dot(rows, np.roll(cols, 1)) - np.dot(cols, np.roll(rows, 1))))
+
+
+def drop_collinear_points(contour: np.ndarray) -> np.ndarray:
+    """The same closed polygon without points that lie on the line through their neighbours.
+
+    Marching squares puts a point on every pixel edge; along straight and 45-degree runs most
+    of them are collinear.  Removing exactly those (vectorised, no tolerance) keeps the polygon
+    identical, so rasterisation stays exact, with a fraction of the points.
+    """
+    before = np.roll(contour, 1, axis=0)
+    after = np.roll(contour, -1, axis=0)
+    d1, d2 = contour - before, after - contour
+    cross = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
+    return contour[np.abs(cross) > 1e-9]
 
 
 def trace_slice_contours(mask_slice: np.ndarray) -> list[np.ndarray]:
@@ -55,9 +66,9 @@ def trace_slice_contours(mask_slice: np.ndarray) -> list[np.ndarray]:
     padded = np.pad(mask_slice.astype(np.float32), 1)
     contours = []
     for contour in find_contours(padded, 0.5):
-        contour = approximate_polygon(contour, SIMPLIFY_TOLERANCE_PX) - 1.0
         if len(contour) > 1 and np.allclose(contour[0], contour[-1]):
             contour = contour[:-1]
+        contour = drop_collinear_points(contour) - 1.0
         if len(contour) < 3 or _polygon_area(contour) < MIN_CONTOUR_AREA_PX:
             continue
         contours.append(contour)

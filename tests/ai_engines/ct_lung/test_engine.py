@@ -64,7 +64,6 @@ def test_no_tumour_case_still_gives_lungs(engine):
     assert "Lung_L" in labels and "Lung_R" in labels
 
 
-@pytest.mark.xfail(reason="the DEMO model has false positives (lung bases, hila); see docs/ct-lung-engine.md", strict=False)
 def test_no_tumour_case_has_no_gtv(engine):
     clean = synthetic_chest_ct(100_501, n_slices=20, slice_thickness=5.0, n_tumours=0)
     findings = engine.run(study_of(clean.to_volume()))
@@ -121,13 +120,40 @@ def held_out_summary(engine):
 
 @pytest.mark.slow
 def test_held_out_synthetic_regression_floor(held_out_summary):
-    # What the DEMO weights measured (docs/ct-lung-engine.md), minus a margin: a regression guard.
-    assert held_out_summary["dice_median"] >= 0.65, held_out_summary
+    # What DEMO weights demo.5 with the false-positive filter measured on these 12 cases (mean 0.67,
+    # median 0.85, no false-positive lesions, sensitivity 0.8), minus a margin: a regression guard.
+    assert held_out_summary["dice_median"] >= 0.78, held_out_summary
+    assert held_out_summary["dice_mean"] >= 0.60, held_out_summary
+    assert held_out_summary["false_positive_lesions_per_case"] <= 0.5, held_out_summary
+    assert held_out_summary["lungwise_specificity"] >= 0.8, held_out_summary
     assert held_out_summary["lung_dice_mean"] >= 0.95
-    assert held_out_summary["lungwise_sensitivity"] >= 0.8
+    assert held_out_summary["lungwise_sensitivity"] >= 0.7, held_out_summary
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="target not reached by the DEMO weights: mean GTV Dice about 0.63 (false positives, small lesions)", strict=False)
+@pytest.mark.xfail(reason="target not reached by the DEMO weights: mean GTV Dice about 0.70 (missed small tumours, under-segmented chest-wall tumours)", strict=False)
 def test_held_out_synthetic_gtv_dice_target(held_out_summary):
     assert held_out_summary["dice_mean"] >= 0.85, held_out_summary
+
+
+def test_false_positive_filter_keeps_tumour_drops_spurious_components():
+    from scipy import ndimage
+
+    from ai_engines.ct_lung.engine import keep_components
+
+    spacing = (2.0, 1.0, 1.0)
+    shape = (30, 80, 80)
+    lungs = np.zeros(shape, bool)
+    lungs[2:28, 5:75, 5:75] = True
+    probability = np.zeros(shape, np.float16)
+    probability[10:20, 10:30, 10:30] = 0.98  # tumour: 20 mm, confident
+    probability[12:17, 50:60, 50:60] = 0.99  # second lesion, 10 mm, confident
+    probability[20, 60:70, 10:20] = 0.99  # one slice thick
+    probability[5:10, 40:48, 60:68] = 0.6  # lukewarm (vessel-like)
+    probability[2, 70:80, 40:50] = 0.99  # first lung slice, outside the lungs (diaphragm dome)
+    probability[22:27, 65:70, 65:70] = 0.99  # 250 mm3: small next to the tumour (relative weight)
+    labels, count = ndimage.label(probability >= 0.5, structure=np.ones((3, 3, 3), bool))
+    kept = keep_components(labels, count, probability, lungs, np.ones(shape, bool), spacing)
+    kept_masks = [labels == k for k in kept]
+    assert len(kept_masks) == 2
+    assert kept_masks[0][15, 20, 20] and kept_masks[1][13, 52, 52]

@@ -94,3 +94,21 @@ def test_worker_processes_share_the_queue(postgres, tmp_path):
     assert {(j.state, j.reason_code) for j in jobs} == {("declined", "ENGINE_NOT_INSTALLED")}
     assert all(j.attempts == 1 for j in jobs)  # nobody ran a job twice
     assert len({j.worker_id.rsplit(":", 2)[0] for j in jobs}) >= 2  # the work was shared
+
+
+def test_vault_insert_if_absent_on_postgres(postgres):
+    import os
+
+    from storage.vault import OriginalIdentity, Vault
+
+    db = Database(postgres.url)
+    migrate.upgrade(db)
+    vault = Vault(db, os.urandom(32))
+    identity = OriginalIdentity("ANON-PG", "2.25.77", b"payload-bytes", 12)
+    for _ in range(2):  # idempotent: the second record changes nothing and does not fail
+        with db.session() as s:
+            vault.record(s, {"2.25.77": "1.2.3.4", "2.25.78": "1.2.3.5"}, identity)
+    assert vault.original_uids(["2.25.77", "2.25.78", "2.25.79"]) == {
+        "2.25.77": "1.2.3.4", "2.25.78": "1.2.3.5"}
+    assert vault.identity_for_study("2.25.77").payload == b"payload-bytes"
+    db.dispose()

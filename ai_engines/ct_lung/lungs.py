@@ -108,6 +108,26 @@ def _split_joined(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, second
 
 
+def _close_and_fill(piece: np.ndarray, disk: np.ndarray, radius: int) -> np.ndarray:
+    """Per-slice closing and hole filling of one lung, computed on its in-plane bounding box.
+
+    A closing with a disk never reaches beyond the box, and background outside the box is
+    connected to the border, so working on the box padded by ``radius`` gives exactly the
+    whole-volume result at a fraction of the cost.  The padding also keeps lungs that touch
+    the first/last rows from being eroded.
+    """
+    rows = np.flatnonzero(piece.any(axis=(0, 2)))
+    cols = np.flatnonzero(piece.any(axis=(0, 1)))
+    if not len(rows):
+        return piece.copy()
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    box = np.pad(piece[:, r0:r1, c0:c1], ((0, 0), (radius, radius), (radius, radius)))
+    closed = ndimage.binary_closing(box, structure=disk)[:, radius:-radius, radius:-radius]
+    out = np.zeros_like(piece)
+    out[:, r0:r1, c0:c1] = ndimage.binary_fill_holes(closed, structure=_SLICE_2D)
+    return out
+
+
 def isolate_lungs(
     hu: np.ndarray, pixel_spacing: tuple[float, float], slice_spacing: float,
     column_is_patient_left: bool = True,
@@ -153,12 +173,7 @@ def isolate_lungs(
         pieces = list(_split_joined(largest))
     radius = max(1, int(round(CLOSING_RADIUS_MM / pixel_mm)))
     disk = _disk(radius)
-    finished = []
-    for piece in pieces:
-        # Pad before closing so lungs touching the volume's first/last rows are not eroded.
-        closed = ndimage.binary_closing(np.pad(piece, ((0, 0), (radius, radius), (radius, radius))), structure=disk)
-        closed = closed[:, radius:-radius, radius:-radius]
-        finished.append(ndimage.binary_fill_holes(closed, structure=_SLICE_2D))
+    finished = [_close_and_fill(piece, disk, radius) for piece in pieces]
     # Keep lungs apart where closing merged them.
     if len(finished) == 2:
         overlap = finished[0] & finished[1]

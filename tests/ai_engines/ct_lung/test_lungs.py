@@ -43,3 +43,20 @@ def test_no_lungs_in_an_abdomen_like_volume():
     hu[:, (yy - 32) ** 2 + (xx - 32) ** 2 < 28**2] = 40.0
     masks = isolate_lungs(hu, (0.8, 0.8), 5.0)
     assert masks.both.sum() == 0
+
+
+def test_closing_on_the_bounding_box_equals_whole_volume_closing():
+    import numpy as np
+    from scipy import ndimage
+
+    from ai_engines.ct_lung import lungs
+
+    rng = np.random.default_rng(0)
+    piece = np.zeros((12, 120, 120), bool)
+    piece[:, 10:118, 30:90] = rng.random((12, 108, 60)) > 0.3
+    piece[:, 0:5, 40:50] = True  # touches the first rows
+    disk, radius = lungs._disk(4), 4
+    whole = ndimage.binary_closing(np.pad(piece, ((0, 0), (radius,) * 2, (radius,) * 2)),
+                                   structure=disk)[:, radius:-radius, radius:-radius]
+    whole = ndimage.binary_fill_holes(whole, structure=lungs._SLICE_2D)
+    assert np.array_equal(lungs._close_and_fill(piece, disk, radius), whole)

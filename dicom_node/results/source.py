@@ -7,9 +7,10 @@ but messages name only counts, shapes and attribute keywords anyway.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -168,6 +169,16 @@ def set_file_meta(ds: Dataset) -> None:
     ds.file_meta = meta
 
 
+def _uid_elements(ds: Dataset) -> Iterator[DataElement]:
+    """Every non-empty UI element of ``ds``, at any sequence depth."""
+    for element in ds:
+        if element.VR == "SQ":
+            for child in element.value:
+                yield from _uid_elements(child)
+        elif element.VR == "UI" and element.value:
+            yield element
+
+
 def replace_generated_uids(ds: Dataset, keep: set[str]) -> None:
     """Replace UIDs a library generated under its own root by fresh ``2.25.`` UIDs.
 
@@ -175,38 +186,22 @@ def replace_generated_uids(ds: Dataset, keep: set[str]) -> None:
     (source and referenced instances) are never touched.
     """
     replacements: dict[str, str] = {}
-
-    def visit(item: Dataset) -> None:
-        for element in item:
-            if element.VR == "SQ":
-                for child in element.value:
-                    visit(child)
-            elif element.VR == "UI" and element.value:
-                values = element.value if element.VM > 1 else [element.value]
-                changed = []
-                for value in values:
-                    value = str(value)
-                    if value not in keep and value.startswith(_FOREIGN_UID_ROOTS):
-                        value = replacements.setdefault(value, new_uid())
-                    changed.append(value)
-                element.value = changed if element.VM > 1 else changed[0]
-
-    visit(ds)
+    for element in _uid_elements(ds):
+        values = element.value if element.VM > 1 else [element.value]
+        changed = []
+        for value in values:
+            value = str(value)
+            if value not in keep and value.startswith(_FOREIGN_UID_ROOTS):
+                value = replacements.setdefault(value, new_uid())
+            changed.append(value)
+        element.value = changed if element.VM > 1 else changed[0]
 
 
 def uids_in(datasets: Sequence[Dataset]) -> set[str]:
     """Every UID value found at any depth of ``datasets`` (to keep them untouched)."""
     found: set[str] = set()
-
-    def visit(item: Dataset) -> None:
-        for element in item:
-            if element.VR == "SQ":
-                for child in element.value:
-                    visit(child)
-            elif element.VR == "UI" and element.value:
-                values = element.value if element.VM > 1 else [element.value]
-                found.update(str(value) for value in values)
-
     for ds in datasets:
-        visit(ds)
+        for element in _uid_elements(ds):
+            values = element.value if element.VM > 1 else [element.value]
+            found.update(str(value) for value in values)
     return found

@@ -39,8 +39,6 @@ from storage.tables import utcnow
 
 log = logging.getLogger("dicom_node.worker")
 
-IMAGE_MODALITIES_WITHOUT_PIXELS = {"RTSTRUCT", "SEG", "SR", "RTPLAN", "RTDOSE", "KO", "PR"}
-
 
 class JobDeclined(Exception):
     """A job that cannot run on this input: terminal, with a stable code."""
@@ -129,8 +127,6 @@ class JobRunner:
         datasets_by_series: dict[str, list[Dataset]] = {}
         volumes = []
         for series in stored:
-            if series.modality in IMAGE_MODALITIES_WITHOUT_PIXELS:
-                continue
             if series.modality not in engine.acceptance.modalities:
                 continue
             datasets = [dcmread(self.files.absolute(p)) for p in series.paths]

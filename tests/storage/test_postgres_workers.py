@@ -64,16 +64,23 @@ def test_threads_claim_each_job_once_on_postgres(postgres):
 
 
 def test_worker_processes_share_the_queue(postgres, tmp_path):
-    node = NodeProcess(tmp_path, database_url=postgres.url)
+    node = NodeProcess(tmp_path, database_url=postgres.url, extra={"jobs": {"poll_seconds": 0.05}})
     db = Database(postgres.url)
     migrate.upgrade(db)
     with db.session() as s:
         s.query(Job).delete()
-    _studies(db, 30, "mr_glioma")  # not installed: each job is declined with a coded reason
+    logs = [tmp_path / f"worker{i}.log" for i in range(3)]
     workers = [subprocess.Popen([sys.executable, "-m", "dicom_node.cli", "worker", "--count",
                                  "2", "--config", str(node.config_path)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-               for _ in range(3)]
+                                stdout=subprocess.DEVNULL, stderr=log.open("w"))
+               for log in logs]
+    # Jobs arrive once every process is polling; otherwise the first process to finish
+    # importing could drain the queue before the others start, and sharing proves nothing.
+    deadline = time.time() + 120
+    while not all("node started" in log.read_text() for log in logs):
+        assert time.time() < deadline and all(w.poll() is None for w in workers)
+        time.sleep(0.2)
+    _studies(db, 30, "mr_glioma")  # not installed: each job is declined with a coded reason
     try:
         deadline = time.time() + 120
         while time.time() < deadline:

@@ -39,7 +39,7 @@ from ai_engines.findings import Decline, EngineIdentity, Findings, Measurement, 
 from ai_engines.models import ModelError, load_weights, locate_model, resolve_device
 from ai_engines.volume import SeriesVolume, StudyInput
 
-ENGINE_VERSION = "1.1.0"  # 1.1.0: false-positive filter (keep_components)
+ENGINE_VERSION = "1.1.1"  # 1.1.0: false-positive filter; 1.1.1: same results, box-restricted lesion search
 QC_NO_LUNG_FIELD = "QC_NO_LUNG_FIELD"
 MIN_LUNG_ML = 100.0  # less than this in both lungs: not a chest CT (or not this region)
 TUMOUR_THRESHOLD = 0.5
@@ -162,7 +162,7 @@ class CtLungEngine(Engine):
         indices = lung_slices - first
         prob_box = predict_foreground(self.model, canvas, indices, box, self.context, step, device=self.device)
         probability = self._probabilities_on_source(prob_box, indices + first, box, mapping, hu.shape)
-        lesions = self._lesions(probability, lungs.both, geometry.spacing_zyx)
+        lesions = lesion_masks(probability, lungs.both, geometry.spacing_zyx)
         timings["tumour"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -213,20 +213,6 @@ class CtLungEngine(Engine):
         probability[slices[hot]] = canvas_to_source(canvas, mapping)
         return probability
 
-    def _lesions(self, probability: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, float]) -> list[np.ndarray]:
-        """Components that pass the false-positive filter (``keep_components``), largest first."""
-        tumour = probability >= TUMOUR_THRESHOLD
-        if not tumour.any():
-            return []
-        labels, count = ndimage.label(tumour, structure=np.ones((3, 3, 3), bool))
-        margin = max(1, int(round(LUNG_MARGIN_MM / min(spacing[1:]))))
-        near_lung = ndimage.binary_dilation(
-            lungs[:, ::2, ::2], structure=_in_plane_disk(max(1, margin // 2))
-        )
-        near_lung = np.repeat(np.repeat(near_lung, 2, axis=1), 2, axis=2)[:, : lungs.shape[1], : lungs.shape[2]]
-        keep = keep_components(labels, count, probability, lungs, near_lung, spacing)
-        return [labels == i for i in keep]
-
     def _lung_segment(self, label: str, mask: np.ndarray, side: codes.Code, colour: tuple[int, int, int], voxel_mm3: float) -> Segment:
         volume_ml = float(mask.sum()) * voxel_mm3 / 1000
         return Segment(
@@ -273,9 +259,42 @@ class CtLungEngine(Engine):
         )
 
 
+def lesion_masks(probability: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, float]) -> list[np.ndarray]:
+    """Components that pass the false-positive filter (``keep_components``), largest first.
+
+    Works inside the box around the candidate voxels (plus the lung margin), so that a
+    600-slice series does not need volume-sized label and distance arrays.
+    """
+    tumour = probability >= TUMOUR_THRESHOLD
+    if not tumour.any():
+        return []
+    margin = max(1, int(round(LUNG_MARGIN_MM / min(spacing[1:]))))
+    box = _box_around(tumour, in_plane_margin=margin + 2)
+    lung_z = np.nonzero(lungs.any(axis=(1, 2)))[0]
+    if not len(lung_z):
+        return []  # no lungs: nothing can touch them
+    lung_z_range = (int(lung_z[0]) - box[0].start, int(lung_z[-1]) - box[0].start)
+    tumour_box, lungs_box = tumour[box], lungs[box]
+    labels, count = ndimage.label(tumour_box, structure=np.ones((3, 3, 3), bool))
+    # Dilation at half resolution (on the even rows and columns of the whole grid, as the
+    # box starts on even indices), then back to full resolution.
+    near_lung = ndimage.binary_dilation(
+        lungs_box[:, ::2, ::2], structure=_in_plane_disk(max(1, margin // 2))
+    )
+    near_lung = np.repeat(np.repeat(near_lung, 2, axis=1), 2, axis=2)[:, : lungs_box.shape[1], : lungs_box.shape[2]]
+    keep = keep_components(labels, count, probability[box], lungs_box, near_lung, spacing,
+                           lung_z_range=lung_z_range)
+    masks = []
+    for i in keep:
+        mask = np.zeros(tumour.shape, dtype=bool)
+        mask[box] = labels == i
+        masks.append(mask)
+    return masks
+
+
 def keep_components(
     labels: np.ndarray, count: int, probability: np.ndarray, lungs: np.ndarray, near_lung: np.ndarray,
-    spacing: tuple[float, float, float],
+    spacing: tuple[float, float, float], lung_z_range: tuple[int, int] | None = None,
 ) -> list[int]:
     """False-positive filter on the tumour components; returns the labels kept, largest first.
 
@@ -290,6 +309,8 @@ def keep_components(
         at the lung bases) thinner than ``MIN_END_SLICES_MM`` along z,
       * and has a probability-weighted volume of at least ``MIN_RELATIVE_WEIGHT`` times the
         largest candidate's.
+    ``lung_z_range`` gives the first and last lung slice (in ``labels``' z indices) when the
+    arrays are a box cut from the series; by default it is found from ``lungs``.
     Thresholds were tuned on validation seeds disjoint from training and held-out seeds.
     """
     if count == 0:
@@ -304,8 +325,10 @@ def keep_components(
     in_lung = np.bincount(lab, weights=lungs[tumour], minlength=count + 1)[1:] * voxel_mm3 / np.maximum(sizes, 1e-9)
     touching = np.zeros(count + 1, dtype=bool)
     touching[np.unique(labels[near_lung & tumour])] = True
-    lung_z = np.nonzero(lungs.any(axis=(1, 2)))[0]
-    z_first, z_last = (int(lung_z[0]), int(lung_z[-1])) if len(lung_z) else (0, labels.shape[0] - 1)
+    if lung_z_range is None:
+        lung_z = np.nonzero(lungs.any(axis=(1, 2)))[0]
+        lung_z_range = (int(lung_z[0]), int(lung_z[-1])) if len(lung_z) else (0, labels.shape[0] - 1)
+    z_first, z_last = lung_z_range
     candidates = []
     for i, box in enumerate(ndimage.find_objects(labels)):
         if box is None:
@@ -325,6 +348,17 @@ def keep_components(
         largest = max(weight[i] for i in candidates)
         candidates = [i for i in candidates if weight[i] >= MIN_RELATIVE_WEIGHT * largest]
     return [i + 1 for i in sorted(candidates, key=lambda i: -sizes[i])]
+
+
+def _box_around(mask: np.ndarray, in_plane_margin: int) -> tuple[slice, slice, slice]:
+    """The bounding box of ``mask`` widened in-plane by ``in_plane_margin``; rows and columns
+    start on even indices (half-resolution steps stay aligned with the whole grid)."""
+    zs, rows, cols = (np.nonzero(mask.any(axis=axes))[0] for axes in ((1, 2), (0, 2), (0, 1)))
+    r0 = max(0, int(rows[0]) - in_plane_margin) // 2 * 2
+    c0 = max(0, int(cols[0]) - in_plane_margin) // 2 * 2
+    return (slice(int(zs[0]), int(zs[-1]) + 1),
+            slice(r0, min(mask.shape[1], int(rows[-1]) + in_plane_margin + 1)),
+            slice(c0, min(mask.shape[2], int(cols[-1]) + in_plane_margin + 1)))
 
 
 def _in_plane_disk(radius: int) -> np.ndarray:

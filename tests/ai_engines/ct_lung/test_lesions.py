@@ -1,0 +1,85 @@
+"""lesion_masks: the box-restricted search gives exactly what a whole-volume search gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from ai_engines.ct_lung.engine import (
+    LUNG_MARGIN_MM,
+    TUMOUR_THRESHOLD,
+    _in_plane_disk,
+    keep_components,
+    lesion_masks,
+)
+
+
+def whole_volume_reference(probability, lungs, spacing):
+    """The same filter on volume-sized arrays (the engine's method before 1.1.1)."""
+    tumour = probability >= TUMOUR_THRESHOLD
+    labels, count = ndimage.label(tumour, structure=np.ones((3, 3, 3), bool))
+    margin = max(1, int(round(LUNG_MARGIN_MM / min(spacing[1:]))))
+    near = ndimage.binary_dilation(lungs[:, ::2, ::2], structure=_in_plane_disk(max(1, margin // 2)))
+    near = np.repeat(np.repeat(near, 2, axis=1), 2, axis=2)[:, : lungs.shape[1], : lungs.shape[2]]
+    return [labels == i for i in keep_components(labels, count, probability, lungs, near, spacing)]
+
+
+def random_case(seed: int, shape=(40, 97, 91)):
+    """Lungs as two boxes, lesion-like blobs inside, at and outside their edges."""
+    rng = np.random.default_rng(seed)
+    lungs = np.zeros(shape, bool)
+    z0, z1 = rng.integers(0, 8), rng.integers(30, 40)
+    lungs[z0:z1, 10:80, 8:40] = True
+    lungs[z0:z1, 10:80, 50:85] = True
+    probability = np.zeros(shape, np.float16)
+    for _ in range(rng.integers(1, 7)):
+        centre = rng.integers(0, shape)
+        radius = rng.uniform(1.5, 9.0, size=3)
+        zz, rr, cc = np.ogrid[: shape[0], : shape[1], : shape[2]]
+        blob = ((zz - centre[0]) / radius[0]) ** 2 + ((rr - centre[1]) / radius[1]) ** 2 + \
+            ((cc - centre[2]) / radius[2]) ** 2 <= 1
+        probability[blob] = np.float16(rng.uniform(0.55, 1.0))
+    # A confident blob a few mm outside the left lung's outer edge: kept only if the lungs'
+    # margin reaches it, which a too-tight box would miss.
+    gap, z = int(rng.integers(2, 14)), int(rng.integers(z0 + 2, z1 - 6))
+    probability[z : z + 5, 40:50, max(0, 8 - gap - 6) : 8 - gap] = 0.99
+    return probability, lungs
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_box_restricted_search_equals_whole_volume(seed):
+    probability, lungs = random_case(seed)
+    spacing = (2.0, 0.7, 0.7) if seed % 2 else (1.0, 0.9, 0.9)
+    got = lesion_masks(probability, lungs, spacing)
+    want = whole_volume_reference(probability, lungs, spacing)
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == lungs.shape and np.array_equal(a, b)
+
+
+def test_some_random_cases_keep_lesions():
+    """The comparison above is not vacuous: several cases keep lesions, several drop some."""
+    kept = [len(lesion_masks(*random_case(seed), (1.0, 0.9, 0.9))) for seed in range(25)]
+    assert sum(k > 0 for k in kept) >= 5
+
+
+def test_no_candidates_no_lesions():
+    probability, lungs = random_case(0)
+    assert lesion_masks(np.zeros_like(probability), lungs, (1.0, 1.0, 1.0)) == []
+    assert lesion_masks(probability, np.zeros_like(lungs), (1.0, 1.0, 1.0)) == []
+
+
+@pytest.mark.parametrize("gap_px", [2, 5, 8, 11, 14])
+def test_lone_lesion_beside_the_lungs(gap_px):
+    """A single candidate a few pixels outside the lungs: the box must still see the lungs
+    within the margin (kept when nearer than LUNG_MARGIN_MM, dropped when farther)."""
+    shape = (30, 60, 60)
+    lungs = np.zeros(shape, bool)
+    lungs[2:28, 10:50, 30:55] = True
+    probability = np.zeros(shape, np.float16)
+    probability[10:16, 25:35, 30 - gap_px - 8 : 30 - gap_px] = 0.99
+    spacing = (2.0, 1.0, 1.0)
+    got = lesion_masks(probability, lungs, spacing)
+    assert len(got) == (1 if gap_px < LUNG_MARGIN_MM else 0)
+    assert [m.sum() for m in got] == [m.sum() for m in whole_volume_reference(probability, lungs, spacing)]

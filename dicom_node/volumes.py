@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.pixels import pixel_array
 
 from ai_engines.volume import AcquisitionFacts, SeriesVolume, SliceReference, VolumeGeometry
 
@@ -64,7 +65,9 @@ def _pixels(ds: Dataset) -> np.ndarray:
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise VolumeError(VOL_NOT_MONOCHROME, f"instance {ds.get('SOPInstanceUID', '?')} is not single-channel")
     try:
-        return ds.pixel_array
+        # Not ds.pixel_array: that keeps a decoded copy on every dataset, which doubles the
+        # memory of a 600-slice series while the datasets are still needed for the results.
+        return pixel_array(ds)
     except Exception as exc:  # pydicom raises several types for missing decoders / bad data
         raise VolumeError(
             VOL_UNDECODABLE,

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from io import BytesIO
 
@@ -23,7 +24,7 @@ from pydicom.dataset import Dataset
 from ai_engines.findings import Findings
 from ai_engines.models import ModelIntegrityError, ModelNotFound
 from ai_engines.registry import EngineNotInstalled, get_engine
-from ai_engines.volume import StudyInput
+from ai_engines.volume import SeriesVolume, StudyInput
 from dicom_node import __version__
 from dicom_node.background import RepeatingStep
 from dicom_node.config import NodeConfig
@@ -34,7 +35,7 @@ from storage import outbox
 from storage.database import Database
 from storage.files import FileStore
 from storage.jobs import ClaimedJob, JobQueue
-from storage.studies import study_calling_ae, study_series
+from storage.studies import StoredSeries, study_calling_ae, study_series
 from storage.tables import utcnow
 
 log = logging.getLogger("dicom_node.worker")
@@ -109,6 +110,25 @@ class JobRunner:
                                              device=self.config.engines.device)
         return self._engines[name]
 
+    def _load(self, stored: Sequence[StoredSeries], modalities: Sequence[str],
+              ) -> tuple[list[SeriesVolume], dict[str, list[Dataset]]]:
+        """Volumes of the series of the given modalities, and their datasets in volume order."""
+        datasets_by_series: dict[str, list[Dataset]] = {}
+        volumes = []
+        for series in stored:
+            if series.modality not in modalities:
+                continue
+            datasets = [dcmread(self.files.absolute(p)) for p in series.paths]
+            try:
+                volume = build_volume(datasets)
+            except VolumeError as exc:
+                raise JobDeclined(exc.code, exc.reason) from exc
+            by_uid = {str(d.SOPInstanceUID): d for d in datasets}
+            datasets_by_series[series.series_uid] = [
+                by_uid[s.sop_instance_uid] for s in volume.slices]
+            volumes.append(volume)
+        return volumes, datasets_by_series
+
     def run(self, job: ClaimedJob) -> JobOutcome:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -124,26 +144,14 @@ class JobRunner:
         with self.db.session() as session:
             stored = study_series(session, job.study_id)
             calling_ae = study_calling_ae(session, job.study_id)
-        datasets_by_series: dict[str, list[Dataset]] = {}
-        volumes = []
-        for series in stored:
-            if series.modality not in engine.acceptance.modalities:
-                continue
-            datasets = [dcmread(self.files.absolute(p)) for p in series.paths]
-            try:
-                volume = build_volume(datasets)
-            except VolumeError as exc:
-                raise JobDeclined(exc.code, exc.reason) from exc
-            by_uid = {str(d.SOPInstanceUID): d for d in datasets}
-            datasets_by_series[series.series_uid] = [
-                by_uid[s.sop_instance_uid] for s in volume.slices]
-            volumes.append(volume)
+        volumes, datasets_by_series = self._load(stored, engine.acceptance.modalities)
         timings["load"] = time.perf_counter() - t0
         if not volumes:
             raise JobDeclined("NO_SUITABLE_SERIES",
                               f"the study holds no series that {job.engine} accepts")
         findings: Findings = engine.run(StudyInput(study_uid=job.study_uid,
                                                    series=tuple(volumes)))
+        volumes.clear()  # the voxels are not needed for encoding; free them before it
         timings.update({f"engine.{k}": v for k, v in findings.timings_s.items()})
         t1 = time.perf_counter()
         source = datasets_by_series[findings.source_series_uid]

@@ -121,8 +121,10 @@ def build_segmentation(
         for number, segment in enumerate(findings.segments, start=1)
     ]
     # (frames, rows, columns, segments): highdicom's layout for several binary segments.
-    pixel_array = np.stack([segment.mask for segment in findings.segments], axis=-1)
-    pixel_array = pixel_array.astype(np.uint8)
+    # Filled in place: stacking booleans and casting would hold the stack twice.
+    pixel_array = np.empty((*findings.segments[0].mask.shape, len(findings.segments)), np.uint8)
+    for index, segment in enumerate(findings.segments):
+        pixel_array[..., index] = segment.mask
     if not pixel_array.any():
         logger.info("all segment masks are empty: writing an all-zero segmentation")
 

@@ -27,7 +27,7 @@ from ai_engines.ct_lung.synthetic import synthetic_chest_ct  # noqa: E402
 from dicom_node.sample_data import ct_series_datasets, write_series  # noqa: E402
 from storage.database import Database  # noqa: E402
 from storage.tables import OutboxItem  # noqa: E402
-from tests.net import free_port  # noqa: E402
+from tests.net import free_port, need  # noqa: E402
 from tests.nodeproc import NodeProcess  # noqa: E402
 from tests.peers import orthanc_server  # noqa: E402
 
@@ -53,7 +53,7 @@ def main() -> None:
                                                        "port": pacs.dicom_port}])
             with node:
                 t0 = time.time()
-                subprocess.run(["storescu", "-aet", pacs.aet, "-aec", "AINODE", "127.0.0.1",
+                subprocess.run([need("storescu"), "-aet", pacs.aet, "-aec", "AINODE", "127.0.0.1",
                                 str(node_port), *map(str, files)], check=True,
                                env=dict(os.environ, TCP_NODELAY="1"), capture_output=True)
                 t_last = time.time()

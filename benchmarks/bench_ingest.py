@@ -20,14 +20,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dicom_node.sample_data import ct_series_datasets, phantom_chest_hu, write_series  # noqa: E402
-from tests.net import free_port  # noqa: E402
+from tests.net import free_port, need  # noqa: E402
 from tests.nodeproc import NodeProcess  # noqa: E402
 from tests.peers import orthanc_server  # noqa: E402
 
 
 def send(port: int, aec: str, files: list[Path], env: dict) -> float:
     t0 = time.perf_counter()
-    out = subprocess.run(["storescu", "-aet", "PACS", "-aec", aec, "127.0.0.1", str(port),
+    out = subprocess.run([need("storescu"), "-aet", "PACS", "-aec", aec, "127.0.0.1", str(port),
                           *map(str, files)], capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - t0
     if out.returncode != 0:
@@ -62,7 +62,7 @@ def main() -> None:
             port = free_port()
             out_dir = work / f"storescp-{run}"
             out_dir.mkdir()
-            scp = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(out_dir),
+            scp = subprocess.Popen([need("storescp"), "-aet", "STORESCP", "-od", str(out_dir),
                                     str(port)], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)

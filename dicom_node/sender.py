@@ -90,7 +90,10 @@ class Sender:
         ae.network_timeout = self.config.node.network_timeout_s
         ae.acse_timeout = 30
         for sop_class in sorted({item.sop_class_uid for item, _ in ready}):
-            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+            # One context per transfer syntax, so each object goes out as it was written
+            # (a structure set with very long contours needs Implicit VR; see rtstruct).
+            ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
+            ae.add_requested_context(sop_class, ImplicitVRLittleEndian)
         if peer.storage_commitment:
             ae.add_requested_context(StorageCommitmentPushModel)
         assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)

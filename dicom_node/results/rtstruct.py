@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.uid import RTStructureSetStorage
+from pydicom.tag import Tag
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RTStructureSetStorage
 from pydicom.valuerep import format_number_as_ds
 from skimage.measure import find_contours
 
@@ -35,6 +38,9 @@ from dicom_node.results.source import (
 DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
 # Contours enclosing less than this (in pixel^2) are degenerate; a one-voxel speck is 0.5.
 MIN_CONTOUR_AREA_PX = 0.05
+CONTOUR_DATA = Tag(0x3006, 0x0050)
+# Explicit VR gives DS a 16-bit length; a longer ContourData needs Implicit VR Little Endian.
+EXPLICIT_VR_MAX_LENGTH = 0xFFFE
 
 
 def _polygon_area(points: np.ndarray) -> float:
@@ -100,19 +106,32 @@ def contour_data(points_rc: np.ndarray, source: Dataset) -> list[str]:
         + points_rc[:, 1:2] * column_spacing * row_direction
         + points_rc[:, 0:1] * row_spacing * column_direction
     )
-    fixed_axes = {
-        axis: _ds_text(source.ImagePositionPatient[axis])
-        for axis in range(3)
-        if row_direction[axis] == 0.0 and column_direction[axis] == 0.0
-    }
-    values: list[str] = []
-    for point in patient:
-        for axis in range(3):
-            text = fixed_axes.get(axis)
-            if text is None:
-                text = format_number_as_ds(float(point[axis]))
-            values.append(text)
-    return values
+    columns = []
+    for axis in range(3):
+        if row_direction[axis] == 0.0 and column_direction[axis] == 0.0:
+            columns.append([_ds_text(source.ImagePositionPatient[axis])] * len(patient))
+        else:
+            columns.append([_ds_number(v) for v in patient[:, axis].tolist()])
+    return [text for point in zip(*columns, strict=True) for text in point]
+
+
+@lru_cache(maxsize=65536)
+def _ds_number(value: float) -> str:
+    # Contour points lie on a half-pixel grid, so few distinct values recur on every slice.
+    return format_number_as_ds(value)
+
+
+def _set_contour_data(contour: Dataset, values: list[str]) -> int:
+    """Set ContourData from DS strings already formatted and validated; returns its length.
+
+    The element is stored encoded: letting pydicom parse a million DS strings back into
+    numbers costs seconds on a 600-slice series and changes nothing in the file.
+    """
+    encoded = "\\".join(values).encode("ascii")
+    if len(encoded) % 2:
+        encoded += b" "
+    contour[CONTOUR_DATA] = RawDataElement(CONTOUR_DATA, "DS", len(encoded), encoded, 0, False, True)
+    return len(encoded)
 
 
 def _image_reference(source: Dataset) -> Dataset:
@@ -137,8 +156,11 @@ def _referenced_frame_of_reference(source_datasets: Sequence[Dataset]) -> Datase
     return frame
 
 
-def _roi_contour(number: int, segment: Segment, source_datasets: Sequence[Dataset]) -> Dataset:
+def _roi_contour(number: int, segment: Segment, source_datasets: Sequence[Dataset],
+                 ) -> tuple[Dataset, int]:
+    """The ROIContourSequence item of one segment, and its longest ContourData in bytes."""
     item = Dataset()
+    longest = 0
     item.ROIDisplayColor = [int(c) for c in segment.color_rgb]
     contours = []
     for k, source in enumerate(source_datasets):
@@ -150,12 +172,12 @@ def _roi_contour(number: int, segment: Segment, source_datasets: Sequence[Datase
             contour.ContourGeometricType = "CLOSED_PLANAR"
             contour.NumberOfContourPoints = len(points)
             contour.ContourNumber = len(contours) + 1
-            contour.ContourData = contour_data(points, source)
+            longest = max(longest, _set_contour_data(contour, contour_data(points, source)))
             contours.append(contour)
     if contours:
         item.ContourSequence = contours
     item.ReferencedROINumber = number
-    return item
+    return item, longest
 
 
 def _check_segments(findings: Findings) -> None:
@@ -193,8 +215,8 @@ def build_rtstruct(
     Returns
     -------
     pydicom.dataset.Dataset
-        The RT Structure Set (Explicit VR Little Endian, file meta set), approval status
-        UNAPPROVED.
+        The RT Structure Set (file meta set: Explicit VR Little Endian, or Implicit VR
+        Little Endian when a contour is too long for Explicit VR), approval status UNAPPROVED.
 
     Raises
     ------
@@ -250,6 +272,7 @@ def build_rtstruct(
     ds.ReferencedFrameOfReferenceSequence = [_referenced_frame_of_reference(source_datasets)]
 
     rois, roi_contours, observations = [], [], []
+    longest = 0
     generation = ascii_text(f"{findings.engine.name} {findings.engine.version}", 64)
     for number, segment in enumerate(findings.segments, start=1):
         roi = Dataset()
@@ -261,7 +284,9 @@ def build_rtstruct(
         roi.ROIGenerationAlgorithm = "AUTOMATIC"
         roi.ROIGenerationDescription = generation
         rois.append(roi)
-        roi_contours.append(_roi_contour(number, segment, source_datasets))
+        roi_contour, longest_here = _roi_contour(number, segment, source_datasets)
+        roi_contours.append(roi_contour)
+        longest = max(longest, longest_here)
         observation = Dataset()
         observation.ObservationNumber = number
         observation.ReferencedROINumber = number
@@ -274,5 +299,8 @@ def build_rtstruct(
     ds.RTROIObservationsSequence = observations
     # Approval: AI contours are never approved by the writer.
     ds.ApprovalStatus = "UNAPPROVED"
-    set_file_meta(ds)
+    # A contour of thousands of points does not fit Explicit VR's 16-bit length; rather than
+    # thin it, the structure set goes out in Implicit VR, which every peer must accept.
+    set_file_meta(ds, ExplicitVRLittleEndian if longest <= EXPLICIT_VR_MAX_LENGTH
+                  else ImplicitVRLittleEndian)
     return ds

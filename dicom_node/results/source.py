@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -158,20 +159,33 @@ def content_label(findings: Findings, suffix: str = "") -> str:
     return (label[:room].rstrip("_") + suffix)[:16]
 
 
-def set_file_meta(ds: Dataset) -> None:
-    """Part 10 meta information for Explicit VR Little Endian."""
+def set_file_meta(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian) -> None:
+    """Part 10 meta information, Explicit VR Little Endian unless told otherwise."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = transfer_syntax
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     ds.file_meta = meta
 
 
 def _uid_elements(ds: Dataset) -> Iterator[DataElement]:
-    """Every non-empty UI element of ``ds``, at any sequence depth."""
-    for element in ds:
+    """Every non-empty UI element of ``ds``, at any sequence depth.
+
+    Only UI and SQ elements are converted from their encoded form: parsing every element of
+    600 source slices (or a million contour coordinates) would cost seconds per result object.
+    """
+    for raw in ds.elements():
+        vr = raw.VR
+        if vr is None:  # read in Implicit VR: the dictionary knows public tags
+            try:
+                vr = dictionary_VR(raw.tag)
+            except KeyError:
+                continue
+        if vr not in ("SQ", "UI"):
+            continue
+        element = ds[raw.tag]
         if element.VR == "SQ":
             for child in element.value:
                 yield from _uid_elements(child)

@@ -204,3 +204,31 @@ def test_rtstruct_rejects_bad_input(findings: Findings, declined_findings: Findi
     twice = (findings.segments[0], findings.segments[0])
     with pytest.raises(ValueError, match="unique"):
         build_rtstruct(dataclasses.replace(findings, segments=twice), source_datasets, options)
+
+
+def test_contour_too_long_for_explicit_vr_goes_out_implicit(
+    tmp_path: Path, options: ResultOptions, findings: Findings,
+    dciodvfy_errors: Callable[[Path], list[str]],
+) -> None:
+    """A jagged outline of thousands of points exceeds Explicit VR's 64 KiB element length:
+    the structure set is written in Implicit VR instead of silently turning DS into UN."""
+    datasets = ct_series_datasets(np.full((3, 512, 512), -800.0), pixel_spacing=(0.7421875,) * 2,
+                                  origin=(-189.62890625, -189.62890625, -123.4567))
+    mask = np.zeros((3, 512, 512), dtype=bool)
+    for r in range(10, 500):
+        shift = 2 * (r % 2)  # both side edges zigzag by two pixels on every row
+        mask[1, r, 6 + shift : 505 - shift] = True
+    segment = Segment(label="Jagged", description="long contour", category=codes.ANATOMICAL_STRUCTURE,
+                      property_type=codes.LUNG, rt_interpreted_type="ORGAN",
+                      color_rgb=(1, 2, 3), mask=mask)
+    jagged = dataclasses.replace(findings, segments=(segment,),
+                                 source_series_uid=datasets[0].SeriesInstanceUID)
+    rt = build_rtstruct(jagged, datasets, options)
+    path = save(rt, tmp_path / "rt.dcm")
+    back = pydicom.dcmread(path)
+    assert back.file_meta.TransferSyntaxUID == pydicom.uid.ImplicitVRLittleEndian
+    (contour,) = back.ROIContourSequence[0].ContourSequence
+    assert contour["ContourData"].VR == "DS"
+    assert len(contour.ContourData) == 3 * int(contour.NumberOfContourPoints) > 3 * 2000
+    assert dice(rasterize(back, 1, datasets), mask) >= 0.99
+    assert dciodvfy_errors(path) == []

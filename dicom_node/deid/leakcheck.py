@@ -12,11 +12,16 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from dicom_node.deid.reidentify import decode_payload
+from dicom_node.elements import elements_with_vr
 from storage.vault import OriginalIdentity, Vault
 
 _PSEUDONYM = re.compile(r"ANON[-^][A-Z2-7]{10}")
-_TEXT_VRS = {"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR", "DA", "DT", "TM",
-             "DS", "IS", "AS", "UI"}
+# VRs that can carry an identifier.  DS and IS are left out: they are numbers by definition
+# (a structure set holds a million contour coordinates), and a numeric accession number
+# found inside a coordinate would be a false alarm, not a leak.
+_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR", "DA", "DT",
+                       "TM", "AS", "UI"})
+_WALKED_VRS = _TEXT_VRS | {"SQ"}
 
 
 def _where(path: str, elem: DataElement) -> str:
@@ -25,7 +30,7 @@ def _where(path: str, elem: DataElement) -> str:
 
 
 def _walk(ds: Dataset, path: str = ""):  # noqa: ANN202 - generator of (where, element, values)
-    for elem in ds:
+    for elem in elements_with_vr(ds, _WALKED_VRS):
         if elem.VR == "SQ":
             for index, item in enumerate(elem.value or ()):
                 yield from _walk(item, f"{path}{elem.keyword or elem.tag}[{index}]/")

@@ -10,12 +10,12 @@ import re
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from ai_engines.findings import Findings
+from dicom_node.elements import elements_with_vr
 
 # PyPI-free implementation identification of the node's result writers.
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.1"
@@ -171,26 +171,16 @@ def set_file_meta(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian) ->
 
 
 def _uid_elements(ds: Dataset) -> Iterator[DataElement]:
-    """Every non-empty UI element of ``ds``, at any sequence depth.
-
-    Only UI and SQ elements are converted from their encoded form: parsing every element of
-    600 source slices (or a million contour coordinates) would cost seconds per result object.
-    """
-    for raw in ds.elements():
-        vr = raw.VR
-        if vr is None:  # read in Implicit VR: the dictionary knows public tags
-            try:
-                vr = dictionary_VR(raw.tag)
-            except KeyError:
-                continue
-        if vr not in ("SQ", "UI"):
-            continue
-        element = ds[raw.tag]
+    """Every non-empty UI element of ``ds``, at any sequence depth."""
+    for element in elements_with_vr(ds, _UI_OR_SQ):
         if element.VR == "SQ":
             for child in element.value:
                 yield from _uid_elements(child)
         elif element.VR == "UI" and element.value:
             yield element
+
+
+_UI_OR_SQ = frozenset({"UI", "SQ"})
 
 
 def replace_generated_uids(ds: Dataset, keep: set[str]) -> None:

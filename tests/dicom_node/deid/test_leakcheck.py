@@ -59,3 +59,16 @@ def test_research_unknown_study(vault) -> None:  # noqa: ANN001
     ds = Dataset()
     ds.StudyInstanceUID = "2.25.42"
     assert check_research(ds, vault) != []
+
+
+def test_numbers_are_not_identifiers(pseudonymizer, vault) -> None:  # noqa: ANN001
+    """Contour coordinates (DS) that happen to contain a numeric accession number or patient
+    ID are numbers, not leaks; the same digits in a text attribute are."""
+    identity = PatientIdentity(patient_id="4711", accession="8342")
+    _, result = _ingest(pseudonymizer, vault, identity)
+    ds = copy.deepcopy(result.dataset)
+    ds.ContourData = ["-4711.5", "18342.25", "3"]
+    ds.SliceLocation = "4711"
+    assert check_research(ds, vault) == []
+    ds.ImageComments = "ref 8342"
+    assert check_research(ds, vault) == ["original accession number in (0020,4000) ImageComments"]

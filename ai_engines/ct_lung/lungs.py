@@ -11,6 +11,7 @@ on the source grid.  Left and right follow the patient (LPS: patient left = +x).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ class LungMasks:
     right: np.ndarray
     airway_found: bool
 
-    @property
+    @cached_property
     def both(self) -> np.ndarray:
         return self.left | self.right
 
@@ -65,6 +66,29 @@ def _outside_air(air: np.ndarray) -> np.ndarray:
     return border[labels]
 
 
+def _smooth_where(hu_small: np.ndarray, needed: np.ndarray) -> np.ndarray:
+    """Gaussian-smoothed HU (sigma 0.5 slice, 1 pixel) wherever ``needed``; +inf elsewhere.
+
+    Only the box around ``needed``, widened by the kernel radius, is filtered: each value
+    there is exactly what filtering the whole volume gives, at a fraction of the cost.
+    """
+    sigma, truncate = (0.5, 1.0, 1.0), 4.0
+    smooth = np.full(hu_small.shape, np.inf, dtype=np.float32)
+    if not needed.any():
+        return smooth
+    box = []
+    for axis, s in enumerate(sigma):
+        radius = int(truncate * s + 0.5)
+        other = tuple(a for a in range(3) if a != axis)
+        hit = np.flatnonzero(needed.any(axis=other))
+        box.append(slice(max(0, hit[0] - radius), min(needed.shape[axis], hit[-1] + radius + 1)))
+    box = tuple(box)
+    smooth[box] = ndimage.gaussian_filter(np.asarray(hu_small[box], dtype=np.float32), sigma,
+                                          truncate=truncate)
+    smooth[~needed] = np.inf  # near the box's edges the values are not the whole-volume ones
+    return smooth
+
+
 def _airways(hu_small: np.ndarray, internal_air: np.ndarray, pixel_mm: float, slice_mm: float) -> np.ndarray | None:
     """Trachea and main bronchi grown from the trachea in the most superior slices.
 
@@ -72,7 +96,7 @@ def _airways(hu_small: np.ndarray, internal_air: np.ndarray, pixel_mm: float, sl
     """
     n = hu_small.shape[0]
     rows, cols = hu_small.shape[1:]
-    smooth = ndimage.gaussian_filter(hu_small, (0.5, 1.0, 1.0))
+    smooth = _smooth_where(hu_small, internal_air)
     # Look for a round, central, small air region in the top slices.
     for k in range(n - 1, max(n - 1 - int(40 / max(slice_mm, 0.5)), -1), -1):
         labels, count = ndimage.label(internal_air[k] & (smooth[k] < -900))

@@ -70,30 +70,47 @@ def _sampling_grid(src: tuple[int, int], dst: tuple[int, int], to_source: callab
     return torch.from_numpy(np.stack([gx, gy], axis=-1).astype(np.float32))[None]
 
 
+def _canvas_blocks(hu: np.ndarray, pixel_spacing: tuple[float, float]):  # noqa: ANN202
+    """(mapping, iterator of (start, HU canvas block)): bilinear, ``_CHUNK`` slices at a time."""
+    mapping = CanvasMapping((hu.shape[1], hu.shape[2]), (float(pixel_spacing[0]), float(pixel_spacing[1])))
+    grid = _sampling_grid(mapping.source_shape, (CANVAS_SIZE, CANVAS_SIZE), mapping.canvas_to_source)
+
+    def blocks():  # noqa: ANN202
+        with torch.inference_mode():
+            for start in range(0, hu.shape[0], _CHUNK):
+                # Shift so that zero padding means air.
+                block = torch.as_tensor(np.ascontiguousarray(hu[start : start + _CHUNK], dtype=np.float32)) - AIR_HU
+                sampled = F.grid_sample(
+                    block[:, None], grid.expand(block.shape[0], -1, -1, -1),
+                    mode="bilinear", padding_mode="zeros", align_corners=True,
+                )
+                yield start, sampled[:, 0].numpy() + AIR_HU
+
+    return mapping, blocks()
+
+
 def resample_to_canvas(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> tuple[np.ndarray, CanvasMapping]:
     """Bilinear resampling of ``hu[slice, row, col]`` onto the 1 mm, 512 x 512 canvas (HU).
 
     Outside the field of view the canvas holds air (-1024 HU).
     """
-    mapping = CanvasMapping((hu.shape[1], hu.shape[2]), (float(pixel_spacing[0]), float(pixel_spacing[1])))
-    grid = _sampling_grid(mapping.source_shape, (CANVAS_SIZE, CANVAS_SIZE), mapping.canvas_to_source)
+    mapping, blocks = _canvas_blocks(hu, pixel_spacing)
     out = np.empty((hu.shape[0], CANVAS_SIZE, CANVAS_SIZE), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, hu.shape[0], _CHUNK):
-            # Shift so that zero padding means air.
-            block = torch.as_tensor(np.ascontiguousarray(hu[start : start + _CHUNK], dtype=np.float32)) - AIR_HU
-            sampled = F.grid_sample(
-                block[:, None], grid.expand(block.shape[0], -1, -1, -1),
-                mode="bilinear", padding_mode="zeros", align_corners=True,
-            )
-            out[start : start + block.shape[0]] = sampled[:, 0].numpy() + AIR_HU
+    for start, block in blocks:
+        out[start : start + len(block)] = block
     return out, mapping
 
 
 def preprocess(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> tuple[np.ndarray, CanvasMapping]:
-    """The published pipeline: uint8 canvas ``[slice, 512, 512]`` and its mapping."""
-    canvas_hu, mapping = resample_to_canvas(hu, pixel_spacing)
-    return window_to_bins(canvas_hu), mapping
+    """The published pipeline: uint8 canvas ``[slice, 512, 512]`` and its mapping.
+
+    Binned block by block, so a 600-slice series never holds a float canvas.
+    """
+    mapping, blocks = _canvas_blocks(hu, pixel_spacing)
+    out = np.empty((hu.shape[0], CANVAS_SIZE, CANVAS_SIZE), dtype=np.uint8)
+    for start, block in blocks:
+        out[start : start + len(block)] = window_to_bins(block)
+    return out, mapping
 
 
 def canvas_to_source(values: np.ndarray, mapping: CanvasMapping) -> np.ndarray:

@@ -5,18 +5,21 @@ result objects).
 
     python benchmarks/bench_job_memory.py [--slices 600]
 
-Prints the job's stage times and the process's peak resident memory (target <= 4 GB).
+Prints the job's stage times with the highest resident memory sampled in each, and the
+process's peak resident memory (target <= 4 GB).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -57,14 +60,48 @@ def run_job(ct_dir: Path, work: Path) -> dict:
     time.sleep(0.05)
     node.completion.run_once()
     rss_before_job = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sampler = RssSampler()
+    sampler.start()
     t1 = time.perf_counter()
     Worker(config, node.db, node.files, "2.25.1").run_one()
+    job_s = time.perf_counter() - t1
+    sampler.stop()
     job = JobQueue(node.db).list()[0]
-    return {"ingest_s": round(ingest, 1), "job_s": round(time.perf_counter() - t1, 1),
+    timings = (job.summary or {}).get("timings_s") or {}
+    return {"ingest_s": round(ingest, 1), "job_s": round(job_s, 1),
             "state": job.state, "reason": job.reason_code,
-            "timings_s": (job.summary or {}).get("timings_s"),
+            "timings_s": timings, "stage_peak_rss_mib": sampler.peaks(t1, timings),
             "peak_rss_before_job_mib": round(rss_before_job),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+class RssSampler(threading.Thread):
+    """Samples the process's resident memory every 20 ms (from /proc/self/statm)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, float]] = []
+        self._stop_event = threading.Event()
+        self._page_mib = os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.02):
+            with open("/proc/self/statm") as statm:
+                resident_pages = int(statm.read().split()[1])
+            self.samples.append((time.perf_counter(), resident_pages * self._page_mib))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+    def peaks(self, start: float, timings: dict[str, float]) -> dict[str, int]:
+        """Highest sample within each stage, the stages laid end to end from ``start``."""
+        out, t = {}, start
+        for stage, seconds in timings.items():
+            inside = [rss for when, rss in self.samples if t <= when <= t + seconds]
+            out[stage] = round(max(inside)) if inside else None
+            t += seconds
+        return out
 
 
 def main() -> None:
@@ -88,8 +125,10 @@ def main() -> None:
         result = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{args.slices} slices: ingest {result['ingest_s']} s, job {result['job_s']} s "
               f"({result['state']} {result['reason'] or ''})")
+        peaks = result["stage_peak_rss_mib"]
         for stage, seconds in (result["timings_s"] or {}).items():
-            print(f"  {stage:20s} {seconds:7.2f} s")
+            peak = f"peak RSS {peaks[stage]} MiB" if peaks.get(stage) else ""
+            print(f"  {stage:20s} {seconds:7.2f} s  {peak}")
         print(f"peak RSS before the job {result['peak_rss_before_job_mib']} MiB; "
               f"peak RSS of the process {result['peak_rss_mib']} MiB (target <= 4096 MiB)")
     finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ai_engines.engine import Engine
 
-# name -> "module:class"; the class is constructed with (model_dir=..., device=...).
+# name -> "module:class"; the class is constructed with (model_dir=..., device=..., threads=...).
 _ENGINES: dict[str, str] = {
     "ct_lung": "ai_engines.ct_lung.engine:CtLungEngine",
 }
@@ -31,7 +31,8 @@ def available_engines() -> list[str]:
     return sorted(_ENGINES)
 
 
-def get_engine(name: str, model_dir: Path | None = None, device: str = "auto") -> Engine:
+def get_engine(name: str, model_dir: Path | None = None, device: str = "auto",
+               threads: int | None = None) -> Engine:
     """Construct the engine called ``name``.
 
     Parameters
@@ -42,6 +43,8 @@ def get_engine(name: str, model_dir: Path | None = None, device: str = "auto") -
         Site folder with validated weights; files there replace packaged ones by name.
     device
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
+    threads
+        CPU threads for inference (``None``: torch's default, one per core).
 
     Raises
     ------
@@ -55,4 +58,4 @@ def get_engine(name: str, model_dir: Path | None = None, device: str = "auto") -
         raise EngineNotInstalled(name)
     module_name, class_name = target.split(":")
     engine_class = getattr(importlib.import_module(module_name), class_name)
-    return engine_class(model_dir=model_dir, device=device)
+    return engine_class(model_dir=model_dir, device=device, threads=threads)

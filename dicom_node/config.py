@@ -140,6 +140,8 @@ class EngineSettings(_Section):
     # A site folder with validated weights; files there replace the packaged ones by name.
     model_dir: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # CPU threads for inference in this process; 0: one per core (torch's default).
+    cpu_threads: int = Field(0, ge=0, le=256)
 
 
 class NodeConfig(_Section):

@@ -106,8 +106,10 @@ class JobRunner:
 
     def engine(self, name: str):  # noqa: ANN201
         if name not in self._engines:
-            self._engines[name] = get_engine(name, model_dir=self.config.engines.model_dir,
-                                             device=self.config.engines.device)
+            settings = self.config.engines
+            self._engines[name] = get_engine(name, model_dir=settings.model_dir,
+                                             device=settings.device,
+                                             threads=settings.cpu_threads or None)
         return self._engines[name]
 
     def _load(self, stored: Sequence[StoredSeries], modalities: Sequence[str],

@@ -108,3 +108,14 @@ def test_wrong_modality_declines():
     ct = mr_series("T1")
     ct = SeriesVolume(ct.series_uid, ct.frame_of_reference_uid, ct.voxels, ct.geometry, ct.slices, AcquisitionFacts(modality="CT"))
     assert GliomaLike().run(StudyInput("2.25.1", (ct,))).decline.code == "QC_WRONG_MODALITY"
+
+
+def test_threads_reach_torch():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        get_engine("ct_lung", device="cpu", threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

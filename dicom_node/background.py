@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 
 class RepeatingStep:
-    """Run ``step`` again at once while it reports work done, else after ``poll_seconds``.
+    """Run ``step`` again at once while it reports work done, else after ``poll_seconds``
+    or as soon as :meth:`wake` is called (an earlier stage handed it work).
 
     An exception in a step is logged and the loop goes on after the poll interval: a stage
     never dies silently on one bad item.
@@ -21,6 +22,7 @@ class RepeatingStep:
         self.poll_seconds = poll_seconds
         self.log = log
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -30,6 +32,11 @@ class RepeatingStep:
     def stop(self) -> None:
         """Ask the loop to stop after the current step."""
         self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Run the step now instead of at the end of the poll interval."""
+        self._wake.set()
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread:
@@ -43,4 +50,5 @@ class RepeatingStep:
                 self.log.exception("%s: step failed; continuing", self.name)
                 worked = False
             if not worked:
-                self._stop.wait(self.poll_seconds)
+                self._wake.wait(self.poll_seconds)
+            self._wake.clear()

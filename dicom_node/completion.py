@@ -43,10 +43,12 @@ class CompletionTracker:
     """Periodically completes quiet studies and queues one job per matching route."""
 
     def __init__(self, config: NodeConfig, db: Database,
-                 busy_study_uids: Callable[[], set[str]] = set):
+                 busy_study_uids: Callable[[], set[str]] = set,
+                 on_jobs_queued: Callable[[], None] | None = None):
         self.config = config
         self.db = db
         self.busy_study_uids = busy_study_uids
+        self.on_jobs_queued = on_jobs_queued
         self.loop = RepeatingStep("completion", self._pass, config.completion.poll_seconds, log)
 
     def run_once(self, now: dt.datetime | None = None) -> list[CompletedStudy]:
@@ -65,7 +67,9 @@ class CompletionTracker:
         return done
 
     def _pass(self) -> bool:
-        self.run_once()
+        done = self.run_once()
+        if done and self.on_jobs_queued:
+            self.on_jobs_queued()
         return False  # completion is time-driven: always wait for the next poll
 
     def start(self) -> None:

@@ -76,15 +76,24 @@ class Node:
                                      Pseudonymizer(config.deid, uid_secret), self.vault,
                                      vault_key, on_commitment_report=Outbox(self.db)
                                      .record_commitment)
-        if complete:
-            busy = self.receiver.busy_study_uids if self.receiver else set
-            self.completion = CompletionTracker(config, self.db, busy)
-        count = config.jobs.workers if workers is None else workers
-        observer = device_observer_uid(uid_secret)
-        self.workers = [Worker(config, self.db, self.files, observer, i) for i in range(count)]
         if send:
             self.sender = Sender(config, self.db, self.files, self.vault)
+        # Each stage wakes the next when it hands it work; polling stays as the fallback
+        # (and is all that separate `dicom-node worker` processes have).
+        count = config.jobs.workers if workers is None else workers
+        observer = device_observer_uid(uid_secret)
+        wake_sender = self.sender.loop.wake if self.sender else None
+        self.workers = [Worker(config, self.db, self.files, observer, i,
+                               on_job_finished=wake_sender) for i in range(count)]
+        if complete:
+            busy = self.receiver.busy_study_uids if self.receiver else set
+            self.completion = CompletionTracker(config, self.db, busy,
+                                                on_jobs_queued=self._wake_workers)
         self._stopped = threading.Event()
+
+    def _wake_workers(self) -> None:
+        for worker in self.workers:
+            worker.loop.wake()
 
     def start(self) -> None:
         if self.receiver:

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from io import BytesIO
 
@@ -207,8 +207,10 @@ class Worker:
     """A loop that claims and runs jobs until stopped; several may run side by side."""
 
     def __init__(self, config: NodeConfig, db: Database, files: FileStore,
-                 device_observer_uid: str, index: int = 0):
+                 device_observer_uid: str, index: int = 0,
+                 on_job_finished: Callable[[], None] | None = None):
         self.config = config
+        self.on_job_finished = on_job_finished  # e.g. wake the sender: results may be owed
         self.queue = JobQueue(db)
         self.runner = JobRunner(config, db, files, device_observer_uid)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{index}:{uuid.uuid4().hex[:6]}"
@@ -244,6 +246,8 @@ class Worker:
             log.exception("job %d attempt failed; now %s", job.id, state)
         finally:
             heartbeat.set()
+        if self.on_job_finished:
+            self.on_job_finished()
         return True
 
     def _renew(self, job_id: int, done: threading.Event) -> None:

@@ -35,6 +35,48 @@ def send(port: int, aec: str, files: list[Path], env: dict) -> float:
     return elapsed
 
 
+def in_process_stages(files: list[Path], work: Path) -> None:
+    """Where an instance's time goes without the network: the receiver's own steps, timed."""
+    from pydicom import dcmread
+
+    from dicom_node.config import parse_config
+    from dicom_node.node import Node
+
+    config = parse_config({
+        "node": {"data_dir": str(work / "var"), "min_free_disk_mb": 1},
+        "database": {"url": f"sqlite:///{work / 'var' / 'node.db'}"},
+        "jobs": {"workers": 0}, "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104}],
+    })
+    node = Node(config, workers=0, complete=False, send=False)
+    spent = {"read": 0.0, "de-identify": 0.0, "encode + write + fsync": 0.0}
+
+    def timed(name: str, function):  # noqa: ANN001, ANN202
+        def wrapper(*args, **kwargs):  # noqa: ANN202
+            t = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - t
+        return wrapper
+
+    receiver = node.receiver
+    receiver.pseudonymizer.pseudonymize = timed("de-identify", receiver.pseudonymizer.pseudonymize)
+    receiver.files.write_stream = timed("encode + write + fsync", receiver.files.write_stream)
+    total = 0.0
+    for path in files:
+        t = time.perf_counter()
+        ds = dcmread(path)
+        spent["read"] += time.perf_counter() - t
+        t = time.perf_counter()
+        assert receiver.ingest(ds, "PACS") == 0
+        total += time.perf_counter() - t
+    spent["index + vault transaction"] = total - spent["de-identify"] - spent["encode + write + fsync"]
+    node.db.dispose()
+    n = len(files)
+    print("in process, per instance (no network): " + ", ".join(
+        f"{name} {seconds / n * 1000:.1f} ms" for name, seconds in spent.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--slices", type=int, default=300)
@@ -98,6 +140,7 @@ def main() -> None:
                   f"{[round(t, 2) for t in orthanc_times]}")
             print(f"ratio Orthanc/storescp: {best_orthanc / best_scp:.2f}")
         print(f"ratio node/storescp: {best_node / best_scp:.2f}  (target <= 1.5)")
+        in_process_stages(files, work / "stages")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -26,7 +26,7 @@ from sqlalchemy import func, select  # noqa: E402
 from ai_engines.ct_lung.synthetic import synthetic_chest_ct  # noqa: E402
 from dicom_node.sample_data import ct_series_datasets, write_series  # noqa: E402
 from storage.database import Database  # noqa: E402
-from storage.tables import OutboxItem  # noqa: E402
+from storage.tables import Job, OutboxItem  # noqa: E402
 from tests.net import free_port, need  # noqa: E402
 from tests.nodeproc import NodeProcess  # noqa: E402
 from tests.peers import orthanc_server  # noqa: E402
@@ -69,6 +69,9 @@ def main() -> None:
                 db = Database(f"sqlite:///{node.data_dir / 'node.db'}")
                 with db.session() as session:
                     last_sent = session.scalar(select(func.max(OutboxItem.sent_at)))
+                    job_row = session.scalars(select(Job)).first()
+                    created, started, finished = (job_row.created_at, job_row.started_at,
+                                                  job_row.finished_at)
                 db.dispose()
                 t_done = last_sent.replace(tzinfo=dt.UTC).timestamp()
                 instances = sum(len(pacs.rest_get(f"/series/{s}")["Instances"])
@@ -81,6 +84,14 @@ def main() -> None:
               f"{expected}; instances in Orthanc: {instances}")
         for stage, seconds in (summary.get("timings_s") or {}).items():
             print(f"  {stage:24s} {seconds:7.2f} s")
+        def epoch(moment: dt.datetime) -> float:
+            return moment.replace(tzinfo=dt.UTC).timestamp()
+
+        print(f"  {'completion -> job queued':24s} {epoch(created) - t_last - args.quiet:7.2f} s"
+              "  (after the quiet period)")
+        print(f"  {'queued -> job started':24s} {epoch(started) - epoch(created):7.2f} s")
+        print(f"  {'job (all stages above)':24s} {epoch(finished) - epoch(started):7.2f} s")
+        print(f"  {'send (job end -> last ack)':24s} {t_done - epoch(finished):7.2f} s")
         latency = t_done - t_last - args.quiet
         print(f"last instance (after quiet period) -> last result acknowledged: "
               f"{latency:.1f} s  (target <= 30 s)")

@@ -22,7 +22,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from ai_engines.findings import Findings
-from ai_engines.models import ModelIntegrityError, ModelNotFound
+from ai_engines.models import ModelError, ModelIntegrityError, ModelNotFound
 from ai_engines.registry import EngineNotInstalled, get_engine
 from ai_engines.volume import SeriesVolume, StudyInput
 from dicom_node import __version__
@@ -93,6 +93,7 @@ class JobRunner:
         self.db = db
         self.files = files
         self._engines: dict[str, object] = {}
+        self._engines_lock = threading.Lock()
         self.options = ResultOptions(
             manufacturer=config.results.manufacturer,
             manufacturer_model_name="dicom-ai-node",
@@ -105,12 +106,25 @@ class JobRunner:
         )
 
     def engine(self, name: str):  # noqa: ANN201
-        if name not in self._engines:
-            settings = self.config.engines
-            self._engines[name] = get_engine(name, model_dir=settings.model_dir,
-                                             device=settings.device,
-                                             threads=settings.cpu_threads or None)
-        return self._engines[name]
+        with self._engines_lock:
+            if name not in self._engines:
+                settings = self.config.engines
+                self._engines[name] = get_engine(name, model_dir=settings.model_dir,
+                                                 device=settings.device,
+                                                 threads=settings.cpu_threads or None)
+            return self._engines[name]
+
+    def preload(self) -> None:
+        """Construct the engines of the enabled routes now (torch import, weights, checksum),
+        so the first study after a start does not wait for them.  A missing or corrupt model
+        is only logged here; its jobs get the coded reason when they run."""
+        for name in sorted({r.engine for r in self.config.routes if r.enabled}):
+            try:
+                self.engine(name)
+            except EngineNotInstalled:
+                log.info("route engine %s is not installed; its jobs will be declined", name)
+            except ModelError as exc:
+                log.error("engine %s cannot load its model: %s", name, exc)
 
     def _load(self, stored: Sequence[StoredSeries], modalities: Sequence[str],
               ) -> tuple[list[SeriesVolume], dict[str, list[Dataset]]]:
@@ -133,7 +147,7 @@ class JobRunner:
 
     def run(self, job: ClaimedJob) -> JobOutcome:
         timings: dict[str, float] = {}
-        t0 = time.perf_counter()
+        t_setup = time.perf_counter()
         try:
             engine = self.engine(job.engine)
         except EngineNotInstalled as exc:
@@ -143,6 +157,11 @@ class JobRunner:
             raise JobCannotRun("MODEL_INTEGRITY", str(exc)) from exc
         except ModelNotFound as exc:
             raise JobCannotRun("MODEL_NOT_FOUND", str(exc)) from exc
+        except ModelError as exc:  # e.g. weights made for another pre-processing version
+            raise JobCannotRun("MODEL_INVALID", str(exc)) from exc
+        t0 = time.perf_counter()
+        if t0 - t_setup > 0.05:
+            timings["engine setup"] = t0 - t_setup  # first job of this worker: model loaded
         with self.db.session() as session:
             stored = study_series(session, job.study_id)
             calling_ae = study_calling_ae(session, job.study_id)
@@ -256,6 +275,8 @@ class Worker:
             self.queue.renew(job_id, self.worker_id, lease)
 
     def start(self) -> None:
+        threading.Thread(target=self.runner.preload, name=f"{self.worker_id}-preload",
+                         daemon=True).start()
         self.loop.start()
 
     def stop(self) -> None:

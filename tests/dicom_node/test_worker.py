@@ -161,3 +161,25 @@ def test_results_go_to_the_sender_and_configured_destinations(tmp_path):
     assert {m for m, _ in by_peer["tps"]} == {"RTSTRUCT"}
     assert ("SR", comprehensive) in by_peer["oldpacs"]
     assert ("SR", comprehensive_3d) not in by_peer["oldpacs"]
+
+
+def test_workers_load_their_route_engines_at_start(tmp_path):
+    """The first study after a start does not wait for torch and the weights; routes whose
+    engine is not installed (MR, NM) are only logged."""
+    config = parse_config({
+        "node": {"data_dir": str(tmp_path / "var")},
+        "database": {"url": f"sqlite:///{tmp_path / 'var' / 'node.db'}"},
+        "jobs": {"workers": 1, "poll_seconds": 60},
+        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104}],
+    })
+    node = Node(config, receive=False, complete=False, send=False)
+    node.start()
+    try:
+        runner = node.workers[0].runner
+        deadline = time.monotonic() + 60
+        while "ct_lung" not in runner._engines and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert set(runner._engines) == {"ct_lung"}
+    finally:
+        node.stop()
+        node.db.dispose()

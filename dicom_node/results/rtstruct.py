@@ -131,6 +131,9 @@ def _set_contour_data(contour: Dataset, values: list[str]) -> int:
     if len(encoded) % 2:
         encoded += b" "
     contour[CONTOUR_DATA] = RawDataElement(CONTOUR_DATA, "DS", len(encoded), encoded, 0, False, True)
+    # Declare the item Explicit VR Little Endian, default character set (the values are
+    # ASCII): otherwise pydicom decodes every raw element of a new item again when writing.
+    contour.set_original_encoding(False, True, "iso8859")
     return len(encoded)
 
 

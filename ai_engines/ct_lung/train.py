@@ -9,6 +9,9 @@ half of them centred near tumour, so a few minutes on one CPU thread suffice for
 Usage::
 
     python -m ai_engines.ct_lung.train --synthetic 70 --minutes 8 --out ai_engines/ct_lung/weights
+    python -m ai_engines.ct_lung.train --curated --synthetic 160 --first-seed 4000 --loss small \
+        --slice-first 0.5 --warmup-steps 200 --lr 5e-4 --minutes 30 \
+        --init-weights ai_engines/ct_lung/weights/ct_lung_unet.pt --out /tmp/step1
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
 from ai_engines.ct_lung.lungs import isolate_lungs
@@ -41,6 +45,7 @@ CROP = 128
 POSITIVE_FRACTION = 0.4  # crops centred near tumour
 HARD_NEGATIVE_FRACTION = 0.35  # crops centred on dense tissue inside the lungs (vessels, hila)
 HARD_NEGATIVE_MIN_BIN = 180  # about -300 HU on the 8-bit lung window
+BORDER_MM = 16  # hard negatives also on the tissue just outside the lungs (hila, mediastinum, wall)
 
 
 @dataclass(frozen=True)
@@ -72,8 +77,42 @@ def synthetic_training_cases(count: int, first_seed: int = 0) -> Iterator[Traini
         yield TrainingCase(case.hu, case.tumour, (case.pixel_spacing, case.pixel_spacing), thickness, f"synthetic-{seed}")
 
 
-def _to_canvas(case: TrainingCase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Canvas, tumour label and hard-negative candidates (dense tissue inside the lungs)."""
+def curated_training_cases(
+    count: int, first_seed: int = 4000, *, small: float = 0.35, medium: float = 0.25, large: float = 0.15,
+) -> Iterator[TrainingCase]:
+    """Synthetic slabs that over-represent the hard tumours, seeds ``first_seed...``.
+
+    Fractions ``small`` (one 5-14 mm tumour, log-uniform; thin slabs of about 5 cm, since the
+    network sees only +-6 mm of context), ``medium`` (14-35 mm) and ``large`` (35-60 mm, mostly
+    against the chest wall or the mediastinum: a tumour that large seldom fits elsewhere) are
+    slabs centred on their tumour; the rest have no tumour and lie anywhere from the lung bases
+    to the apices (diaphragm domes, heart, hila, apices as negatives).
+    """
+    for seed in range(first_seed, first_seed + count):
+        rng = np.random.default_rng(seed + 8_000_000)
+        thickness = float(rng.choice([1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0]))
+        draw = float(rng.random())
+        if draw < small:
+            diameter, span = float(np.exp(rng.uniform(np.log(5), np.log(14)))), 50.0
+        elif draw < small + medium:
+            diameter, span = float(np.exp(rng.uniform(np.log(14), np.log(35)))), 80.0
+        elif draw < small + medium + large:
+            diameter, span = float(rng.uniform(35, 60)), 100.0
+        else:
+            diameter, span = None, 80.0
+        n_slices = int(np.clip(span / thickness, 16, 48))
+        if diameter is None:
+            case = synthetic_chest_ct(seed, n_slices=n_slices, slice_thickness=thickness, n_tumours=0,
+                                      slab_position=float(rng.uniform(0, 1)))
+        else:
+            case = synthetic_chest_ct(seed, n_slices=n_slices, slice_thickness=thickness, n_tumours=1,
+                                      diameter_mm=diameter, focus_tumour=True)
+        yield TrainingCase(case.hu, case.tumour, (case.pixel_spacing, case.pixel_spacing), thickness, f"synthetic-{seed}")
+
+
+def _to_canvas(case: TrainingCase) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Canvas, tumour label, hard-negative candidates (dense tissue inside the lungs) and
+    hard-negative points just outside the lungs (:func:`_border_points`)."""
     canvas, _mapping = preprocess(case.hu, case.pixel_spacing)
 
     def mask_to_canvas(mask: np.ndarray) -> np.ndarray:
@@ -81,10 +120,24 @@ def _to_canvas(case: TrainingCase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return (values + 1024.0) >= 500.0
 
     label = mask_to_canvas(case.tumour)
-    lungs = isolate_lungs(case.hu, case.pixel_spacing, case.slice_spacing).both
+    lungs = mask_to_canvas(isolate_lungs(case.hu, case.pixel_spacing, case.slice_spacing).both)
     dense = canvas > HARD_NEGATIVE_MIN_BIN
-    hard = mask_to_canvas(lungs) & dense & ~label
-    return canvas, label, hard
+    hard = lungs & dense & ~label
+    return canvas, label, hard, _border_points(canvas, label, lungs)
+
+
+def _border_points(canvas: np.ndarray, label: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+    """Points (slice, row, col) on dense tissue within ``BORDER_MM`` outside the lungs, not tumour.
+
+    Hilar vessels and mediastinal or diaphragmatic tissue next to the lung were the demo
+    model's false positives; crops centred there teach it that they are not tumour (4 mm grid).
+    """
+    from scipy import ndimage
+
+    lung = lungs[:, ::4, ::4]
+    ring = ndimage.binary_dilation(lung, structure=np.ones((1, 3, 3), bool), iterations=BORDER_MM // 4) & ~lung
+    ring &= ~label[:, ::4, ::4] & (canvas[:, ::4, ::4] > HARD_NEGATIVE_MIN_BIN)
+    return np.argwhere(ring) * [1, 4, 4]
 
 
 class _CropSampler:
@@ -92,13 +145,20 @@ class _CropSampler:
 
     def __init__(
         self, prepared: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]], context: int, rng: np.random.Generator,
+        slice_first: float = 0.0, border_share: float = 0.0,
     ) -> None:
         self.canvases = [p[0] for p in prepared]
         self.labels = [p[1] for p in prepared]
         self.steps = [p[3] for p in prepared]
         self.context, self.rng = context, rng
+        self.slice_first = slice_first
         self.tumour_voxels = [np.argwhere(lab) for lab in self.labels]
-        self.hard_voxels = [np.argwhere(p[2][:, ::2, ::2]) * [1, 2, 2] for p in prepared]
+        # Slices holding tumour, so a crop can pick a slice first: the thin first and last
+        # slices of a tumour (and small tumours) are then seen as often as its middle.
+        self.tumour_slices = [np.unique(v[:, 0]) for v in self.tumour_voxels]
+        self.hard_voxels = [p[2] if p[2].ndim == 2 else np.argwhere(p[2][:, ::2, ::2]) * [1, 2, 2] for p in prepared]
+        self.border_voxels = [p[4] if len(p) > 4 else np.zeros((0, 3), int) for p in prepared]
+        self.border_share = border_share
         # Lung-ish voxels (below -760 HU), for plain negative crops.
         self.lung_voxels = []
         for canvas in self.canvases:
@@ -113,10 +173,17 @@ class _CropSampler:
             canvas, label = self.canvases[i], self.labels[i]
             draw = self.rng.random()
             if len(self.tumour_voxels[i]) and draw < POSITIVE_FRACTION:
-                k, r, c = self.tumour_voxels[i][self.rng.integers(len(self.tumour_voxels[i]))]
+                voxels = self.tumour_voxels[i]
+                if self.rng.random() < self.slice_first:
+                    k = self.tumour_slices[i][self.rng.integers(len(self.tumour_slices[i]))]
+                    voxels = voxels[voxels[:, 0] == k]
+                k, r, c = voxels[self.rng.integers(len(voxels))]
                 r, c = r + self.rng.integers(-half + 8, half - 8), c + self.rng.integers(-half + 8, half - 8)
             elif len(self.hard_voxels[i]) and draw < POSITIVE_FRACTION + HARD_NEGATIVE_FRACTION:
-                k, r, c = self.hard_voxels[i][self.rng.integers(len(self.hard_voxels[i]))]
+                points = self.hard_voxels[i]
+                if len(self.border_voxels[i]) and self.rng.random() < self.border_share:
+                    points = self.border_voxels[i]
+                k, r, c = points[self.rng.integers(len(points))]
                 r, c = r + self.rng.integers(-half // 2, half // 2), c + self.rng.integers(-half // 2, half // 2)
             else:
                 k, r, c = self.lung_voxels[i][self.rng.integers(len(self.lung_voxels[i]))]
@@ -130,6 +197,31 @@ class _CropSampler:
             ys.append(y)
         x_t = torch.from_numpy(np.stack(xs)).div_(255.0).contiguous(memory_format=torch.channels_last)
         return x_t, torch.from_numpy(np.ascontiguousarray(np.stack(ys))).long()
+
+
+def small_object_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, max_weight: float = 4.0) -> torch.Tensor:
+    """Cross-entropy with small tumours weighted up, plus batch and per-crop soft Dice.
+
+    The plain batch Dice is dominated by the large tumours in a batch and a 6 mm nodule is a
+    few dozen pixels of cross-entropy, so the network learned to ignore small nodules.  Here a
+    crop's tumour pixels weigh ``sqrt(300 / area)`` (1...``max_weight``), and the soft Dice of
+    each crop holding tumour counts as much as the batch Dice.
+    """
+    target = target.long()
+    fg = target.float()
+    area = fg.sum(dim=(1, 2))
+    weight = torch.clamp(torch.sqrt(300.0 / area.clamp(min=1.0)), 1.0, max_weight)
+    pixel_weight = 1.0 + fg * (weight[:, None, None] - 1.0)
+    ce = (F.cross_entropy(logits, target, reduction="none") * pixel_weight).sum() / pixel_weight.sum()
+    prob = torch.softmax(logits, dim=1)[:, 1]
+    batch_dice = (2 * (prob * fg).sum() + smooth) / (prob.sum() + fg.sum() + smooth)
+    loss = ce + 0.5 * (1 - batch_dice)
+    has = area > 0
+    if bool(has.any()):
+        inter = (prob * fg).sum(dim=(1, 2))[has]
+        crop_dice = (2 * inter + smooth) / (prob.sum(dim=(1, 2))[has] + area[has] + smooth)
+        loss = loss + 0.5 * (1 - crop_dice.mean())
+    return loss
 
 
 def train(
@@ -147,6 +239,10 @@ def train(
     label: str = "DEMO",
     training_data: str = "synthetic chest CTs (ai_engines.ct_lung.synthetic)",
     progress: bool = True,
+    loss: str = "dice_ce",
+    slice_first: float = 0.0,
+    warmup_steps: int = 0,
+    border_share: float = 0.0,
 ) -> ModelCard:
     """Train the tumour network and write ``<out_dir>/ct_lung_unet.pt`` + ``.json``.
 
@@ -158,6 +254,17 @@ def train(
         Wall-clock budget of the optimisation (data preparation not included).
     init_weights
         A state_dict to fine-tune from (e.g. the packaged demo weights).
+    loss
+        ``"dice_ce"`` (batch soft Dice + cross-entropy) or ``"small"``
+        (:func:`small_object_loss`: small tumours weighted up, per-crop Dice).
+    slice_first
+        Fraction of the tumour crops that pick a tumour slice first (then a voxel on it), so
+        small tumours and the ends of large ones are seen more often.
+    warmup_steps
+        Linear learning-rate warm-up (useful when fine-tuning with a new loss).
+    border_share
+        Share of the hard-negative crops centred on dense tissue just outside the lungs
+        (hila, mediastinum, diaphragm, chest wall) instead of inside them.
 
     Returns
     -------
@@ -171,16 +278,19 @@ def train(
     context = arch.pop("context")
     context_mm = arch.pop("context_mm")
     prepared = []
-    for case in tqdm(list(cases) if not isinstance(cases, list) else cases, desc="pre-processing", disable=not progress):
-        canvas, truth, hard = _to_canvas(case)
-        prepared.append((canvas, truth, hard, context_step(case.slice_spacing, context_mm)))
+    for case in tqdm(cases, desc="pre-processing", disable=not progress):
+        canvas, truth, hard, border = _to_canvas(case)
+        # Only the (subsampled) hard-negative points are kept, not the mask: less memory.
+        hard_points = np.argwhere(hard[:, ::2, ::2]) * [1, 2, 2]
+        prepared.append((canvas, truth, hard_points, context_step(case.slice_spacing, context_mm), border))
     if not prepared:
         raise ValueError("no training cases")
     model = UNet2D(**arch).to(memory_format=torch.channels_last)
     if init_weights is not None:
         model.load_state_dict(torch.load(init_weights, map_location="cpu", weights_only=True))
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
-    sampler = _CropSampler(prepared, context, rng)
+    sampler = _CropSampler(prepared, context, rng, slice_first=slice_first, border_share=border_share)
+    loss_fn = small_object_loss if loss == "small" else dice_ce_loss
     model.train()
     start = time.monotonic()
     budget = minutes * 60
@@ -193,13 +303,15 @@ def train(
             break
         for group in optimiser.param_groups:  # cosine decay over the budget
             group["lr"] = learning_rate * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * fraction)))
+            if step < warmup_steps:
+                group["lr"] *= (step + 1) / warmup_steps
         x, y = sampler.sample(batch_size)
-        loss = dice_ce_loss(model(x), y)
+        value = loss_fn(model(x), y)
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         optimiser.step()
         step += 1
-        running = float(loss) if running is None else 0.98 * running + 0.02 * float(loss)
+        running = float(value.detach()) if running is None else 0.98 * running + 0.02 * float(value.detach())
         bar.update(1 if max_steps else int(time.monotonic() - start) - bar.n)
         bar.set_postfix(loss=f"{running:.3f}", step=step)
     bar.close()
@@ -242,16 +354,23 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--init-weights", type=Path, default=None)
     parser.add_argument("--version", default="1.0.0+demo")
     parser.add_argument("--label", default="DEMO")
+    parser.add_argument("--curated", action="store_true", help="case mix of curated_training_cases (small, large, no tumour)")
+    parser.add_argument("--loss", choices=("dice_ce", "small"), default="dice_ce")
+    parser.add_argument("--slice-first", type=float, default=0.0)
+    parser.add_argument("--border-share", type=float, default=0.0)
+    parser.add_argument("--warmup-steps", type=int, default=0)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cases = list(tqdm(synthetic_training_cases(args.synthetic, args.first_seed), total=args.synthetic, desc="generating"))
+    source = curated_training_cases if args.curated else synthetic_training_cases
+    cases = tqdm(source(args.synthetic, args.first_seed), total=args.synthetic, desc="generating")
     card = train(
         cases, args.out, minutes=args.minutes, max_steps=args.max_steps, batch_size=args.batch_size,
         learning_rate=args.lr, seed=args.seed, threads=args.threads, init_weights=args.init_weights,
-        version=args.version, label=args.label,
+        version=args.version, label=args.label, loss=args.loss, slice_first=args.slice_first,
+        border_share=args.border_share, warmup_steps=args.warmup_steps,
     )
     print(f"wrote {args.out / (MODEL_NAME + '.pt')} sha256 {card.sha256}")
     return 0

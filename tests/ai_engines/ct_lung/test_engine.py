@@ -120,18 +120,18 @@ def held_out_summary(engine):
 
 @pytest.mark.slow
 def test_held_out_synthetic_regression_floor(held_out_summary):
-    # What DEMO weights demo.5 with the false-positive filter measured on these 12 cases (mean 0.67,
-    # median 0.85, no false-positive lesions, sensitivity 0.8), minus a margin: a regression guard.
-    assert held_out_summary["dice_median"] >= 0.78, held_out_summary
-    assert held_out_summary["dice_mean"] >= 0.60, held_out_summary
-    assert held_out_summary["false_positive_lesions_per_case"] <= 0.5, held_out_summary
-    assert held_out_summary["lungwise_specificity"] >= 0.8, held_out_summary
+    # What DEMO weights demo.6 with the false-positive filter measured on these 12 cases (mean 0.77,
+    # median 0.92, no false-positive lesions, sensitivity 0.9), minus a margin: a regression guard.
+    assert held_out_summary["dice_median"] >= 0.85, held_out_summary
+    assert held_out_summary["dice_mean"] >= 0.70, held_out_summary
+    assert held_out_summary["false_positive_lesions_per_case"] <= 0.25, held_out_summary
+    assert held_out_summary["lungwise_specificity"] >= 0.9, held_out_summary
     assert held_out_summary["lung_dice_mean"] >= 0.95
-    assert held_out_summary["lungwise_sensitivity"] >= 0.7, held_out_summary
+    assert held_out_summary["lungwise_sensitivity"] >= 0.8, held_out_summary
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="target not reached by the DEMO weights: mean GTV Dice about 0.70 (missed small tumours, under-segmented chest-wall tumours)", strict=False)
+@pytest.mark.xfail(reason="target not reached by the DEMO weights: mean GTV Dice about 0.83 (under-segmented ~70 ml chest-wall tumours, an occasional missed sub-centimetre nodule)", strict=False)
 def test_held_out_synthetic_gtv_dice_target(held_out_summary):
     assert held_out_summary["dice_mean"] >= 0.85, held_out_summary
 

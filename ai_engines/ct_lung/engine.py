@@ -174,8 +174,10 @@ class CtLungEngine(Engine):
         notes = [f"{len(lesions)} lesion(s) above {MIN_LESION_MM3:g} mm3"]
         if self.files.card.label:
             notes.append(f"model {self.files.card.name} {self.files.card.version} [{self.files.card.label}]")
-        if not lungs.airway_found:
+        if lungs.airway == "not in view":
             notes.append("trachea not in the field of view; airway removal skipped")
+        elif lungs.airway == "leaked":
+            notes.append("airway growing ran into the lungs; airway removal skipped")
         return Findings(
             engine=self.identity(), source_series_uid=volume.series_uid, segments=tuple(segments),
             notes=tuple(notes), timings_s=timings,

@@ -34,7 +34,13 @@ class LungMasks:
 
     left: np.ndarray
     right: np.ndarray
-    airway_found: bool
+    # "removed": trachea and main bronchi found and taken out; "leaked": a trachea was found
+    # but growing it ran into the lungs at every threshold; "not in view": no trachea.
+    airway: str
+
+    @property
+    def airway_found(self) -> bool:
+        return self.airway == "removed"
 
     @cached_property
     def both(self) -> np.ndarray:
@@ -89,10 +95,13 @@ def _smooth_where(hu_small: np.ndarray, needed: np.ndarray) -> np.ndarray:
     return smooth
 
 
-def _airways(hu_small: np.ndarray, internal_air: np.ndarray, pixel_mm: float, slice_mm: float) -> np.ndarray | None:
+def _airways(hu_small: np.ndarray, internal_air: np.ndarray, pixel_mm: float, slice_mm: float,
+             ) -> tuple[np.ndarray | None, str]:
     """Trachea and main bronchi grown from the trachea in the most superior slices.
 
-    Returns None when no trachea is visible (scan starting below the carina).
+    Returns the airway mask (None when there is none to remove) and what happened:
+    ``"removed"``, ``"leaked"`` (the grown tree exceeded ``MAX_AIRWAY_ML`` at every threshold)
+    or ``"not in view"`` (no trachea: a scan starting below the carina).
     """
     n = hu_small.shape[0]
     rows, cols = hu_small.shape[1:]
@@ -112,9 +121,9 @@ def _airways(hu_small: np.ndarray, internal_air: np.ndarray, pixel_mm: float, sl
                     tree_labels, _ = ndimage.label(internal_air & (smooth < threshold))
                     tree = tree_labels == tree_labels[seed]
                     if tree.sum() * pixel_mm**2 * slice_mm / 1000 <= MAX_AIRWAY_ML:
-                        return ndimage.binary_dilation(tree, structure=_SLICE_2D, iterations=2)
-                return None
-    return None
+                        return ndimage.binary_dilation(tree, structure=_SLICE_2D, iterations=2), "removed"
+                return None, "leaked"
+    return None, "not in view"
 
 
 def _split_joined(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -175,13 +184,13 @@ def isolate_lungs(
     small = _pool(hu, step)
     air = small < LUNG_THRESHOLD_HU
     internal = air & ~_outside_air(air)
-    airway = _airways(small, internal, pixel_mm, max(slice_spacing, 0.5))
+    airway, airway_status = _airways(small, internal, pixel_mm, max(slice_spacing, 0.5))
     candidates = internal & ~airway if airway is not None else internal
     labels, count = ndimage.label(candidates)
     voxel_ml = pixel_mm**2 * max(slice_spacing, 0.5) / 1000
     empty = np.zeros(hu.shape, dtype=bool)
     if not count:
-        return LungMasks(empty, empty.copy(), airway is not None)
+        return LungMasks(empty, empty.copy(), airway_status)
     sizes = np.bincount(labels.ravel())[1:] * voxel_ml
     order = np.argsort(sizes)[::-1]
     largest = labels == order[0] + 1
@@ -211,4 +220,4 @@ def isolate_lungs(
     # Higher column = patient left when columns run towards +x.
     left_index = int(np.argmax(centroids)) if column_is_patient_left else int(np.argmin(centroids))
     left, right = masks[left_index], masks[1 - left_index]
-    return LungMasks(left, right, airway is not None)
+    return LungMasks(left, right, airway_status)

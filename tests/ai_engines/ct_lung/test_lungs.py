@@ -60,3 +60,13 @@ def test_closing_on_the_bounding_box_equals_whole_volume_closing():
                                    structure=disk)[:, radius:-radius, radius:-radius]
     whole = ndimage.binary_fill_holes(whole, structure=lungs._SLICE_2D)
     assert np.array_equal(lungs._close_and_fill(piece, disk, radius), whole)
+
+
+def test_airway_status_says_what_happened(case):
+    """Found and removed, leaked into the lungs, or not in view: three different notes."""
+    masks = isolate_lungs(case.hu, (case.pixel_spacing,) * 2, case.slice_thickness)
+    assert masks.airway in ("removed", "leaked", "not in view")
+    assert masks.airway_found == (masks.airway == "removed")
+    below_carina = isolate_lungs(case.hu[: case.hu.shape[0] // 3], (case.pixel_spacing,) * 2,
+                                 case.slice_thickness)
+    assert below_carina.airway == "not in view"

@@ -8,24 +8,32 @@ source series 600 pixel-data elements, so walks that only care about a few VRs a
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 
-def elements_with_vr(ds: Dataset, vrs: frozenset[str]) -> Iterator[DataElement]:
-    """The top-level elements of ``ds`` whose VR is in ``vrs``, decoded; the rest untouched.
+def vr_of(tag: int, raw_vr: str | None) -> str:
+    """The element's VR, from the stream or (Implicit VR) the data dictionary; ``"UN"`` for a
+    tag the dictionary does not know, the first choice for an ambiguous one."""
+    if raw_vr:
+        return raw_vr
+    return _dictionary_vr(tag)
 
-    Elements read in Implicit VR carry no VR: public tags are looked up in the dictionary,
-    private tags without one are skipped (pydicom would make them UN).
-    """
+
+@lru_cache(maxsize=4096)
+def _dictionary_vr(tag: int) -> str:
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+    return vr.split(" or ")[0] if " or " in vr else vr
+
+
+def elements_with_vr(ds: Dataset, vrs: frozenset[str]) -> Iterator[DataElement]:
+    """The top-level elements of ``ds`` whose VR is in ``vrs``, decoded; the rest untouched."""
     for raw in ds.elements():
-        vr = raw.VR
-        if vr is None:
-            try:
-                vr = dictionary_VR(raw.tag)
-            except KeyError:
-                continue
-        if vr in vrs or any(v in vrs for v in vr.split(" or ")):
+        if vr_of(int(raw.tag), raw.VR) in vrs:
             yield ds[raw.tag]

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
 from dicom_node.config import DeidSettings
 from dicom_node.deid.uids import CLASS_UID_TAGS, is_well_known
+from dicom_node.elements import vr_of
 
 TABLE_PATH = Path(__file__).with_name("ps315_e1_1.json")
 
@@ -87,22 +87,6 @@ def options_from_settings(settings: DeidSettings) -> frozenset[str]:
 def load_table(path: Path = TABLE_PATH) -> dict:
     """The generated table (parsed once per process)."""
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def vr_of(tag: int, raw_vr: str | None) -> str:
-    """The element's VR, from the stream or (implicit VR) the data dictionary."""
-    if raw_vr:
-        return raw_vr
-    return _dictionary_vr(tag)
-
-
-@lru_cache(maxsize=4096)
-def _dictionary_vr(tag: int) -> str:
-    try:
-        vr = dictionary_VR(tag)
-    except KeyError:
-        return "UN"
-    return vr.split(" or ")[0] if " or " in vr else vr
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from dicom_node.deid.profile import (
     Profile,
     options_from_settings,
     parse_private_allowlist,
-    vr_of,
 )
 from dicom_node.deid.uids import UidMapper
+from dicom_node.elements import vr_of
 from storage.vault import OriginalIdentity
 
 __all__ = ["OriginalIdentity", "PseudonymizedInstance", "Pseudonymizer", "QuarantineRequired",

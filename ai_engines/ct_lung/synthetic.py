@@ -253,6 +253,7 @@ def synthetic_chest_ct(
     slice_thickness: float | None = None,
     n_tumours: int | None = None,
     diameter_mm: float | None = None,
+    kind: str | None = None,
     focus_tumour: bool = False,
     slab_position: float | None = None,
     rows: int = ROWS,
@@ -271,12 +272,17 @@ def synthetic_chest_ct(
         ``None`` draws 0 (15 %), 1 (70 %) or 2 (15 %).
     diameter_mm
         Force the diameter of every tumour (default log-uniform 5-60 mm).
+    kind
+        Force where every tumour lies: ``"juxtapleural"``, ``"central"`` (against the
+        mediastinum) or ``"peripheral"`` (default: drawn 35/30/35 % per tumour).
     focus_tumour
         Centre the slab of ``n_slices`` on the first tumour (for training crops).
     slab_position
         Where a slab of ``n_slices`` lies between the lung bases (0) and the apices (1);
         default: centred on the lungs.
     """
+    if kind not in (None, "juxtapleural", "central", "peripheral"):
+        raise ValueError(f"unknown tumour kind {kind!r}")
     rng = np.random.default_rng(seed)
     spacing = float(pixel_spacing if pixel_spacing is not None else rng.uniform(0.6, 0.9))
     thickness = float(slice_thickness if slice_thickness is not None else rng.choice([1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0]))
@@ -293,10 +299,11 @@ def synthetic_chest_ct(
         d = float(diameter_mm if diameter_mm is not None else np.exp(rng.uniform(np.log(5), np.log(60))))
         side = str(rng.choice(["L", "R"]))
         sign = 1.0 if side == "L" else -1.0
-        kind = str(rng.choice(["juxtapleural", "central", "peripheral"], p=[0.35, 0.3, 0.35]))
+        drawn = str(rng.choice(["juxtapleural", "central", "peripheral"], p=[0.35, 0.3, 0.35]))
+        where = kind or drawn
         zc = rng.uniform(anatomy.dome_r + 30, anatomy.apex - 25)
         yc = anatomy.cy + rng.uniform(-0.6, 0.6) * anatomy.cb
-        if kind == "central":
+        if where == "central":
             xs = anatomy.cx + sign * np.arange(10, anatomy.ca, 1.0)
         else:
             xs = anatomy.cx + sign * np.arange(anatomy.ca, 10, -1.0)
@@ -304,21 +311,21 @@ def synthetic_chest_ct(
         if not inside.any():
             continue
         edge = xs[np.argmax(inside)]
-        if kind == "juxtapleural":
+        if where == "juxtapleural":
             xc = edge - sign * d * 0.3
-        elif kind == "central":
+        elif where == "central":
             xc = edge + sign * d * 0.3
         else:
             inner = xs[inside]
             xc = float(rng.choice(inner[len(inner) // 4 : max(len(inner) // 4 + 1, 3 * len(inner) // 4)]))
-            if kind == "peripheral" and abs(xc - edge) < d / 2 + 3:
+            if where == "peripheral" and abs(xc - edge) < d / 2 + 3:
                 continue
         centre = np.array([xc, yc, zc])
         if not anatomy.lung_region(*centre[:, None]).item():
             continue
         if any(np.linalg.norm(centre - np.array(s.centre_mm)) < (d + s.diameter_mm) / 2 + 10 for s in specs):
             continue
-        specs.append(TumourSpec((float(xc), float(yc), float(zc)), d, kind, side))
+        specs.append(TumourSpec((float(xc), float(yc), float(zc)), d, where, side))
 
     z_low = float(anatomy.diaphragm(np.array(anatomy.cx + anatomy.ca), np.array(anatomy.cy + anatomy.cb))) - 15
     z_high = anatomy.apex + 20

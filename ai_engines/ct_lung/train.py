@@ -79,6 +79,7 @@ def synthetic_training_cases(count: int, first_seed: int = 0) -> Iterator[Traini
 
 def curated_training_cases(
     count: int, first_seed: int = 4000, *, small: float = 0.35, medium: float = 0.25, large: float = 0.15,
+    central: float = 0.0,
 ) -> Iterator[TrainingCase]:
     """Synthetic slabs that over-represent the hard tumours, seeds ``first_seed...``.
 
@@ -86,7 +87,9 @@ def curated_training_cases(
     network sees only +-6 mm of context), ``medium`` (14-35 mm) and ``large`` (35-60 mm, mostly
     against the chest wall or the mediastinum: a tumour that large seldom fits elsewhere) are
     slabs centred on their tumour; the rest have no tumour and lie anywhere from the lung bases
-    to the apices (diaphragm domes, heart, hila, apices as negatives).
+    to the apices (diaphragm domes, heart, hila, apices as negatives).  ``central`` (drawn
+    after the others) adds slabs with one 14-60 mm tumour against the mediastinum, which the
+    network tends to take for mediastinum.
     """
     for seed in range(first_seed, first_seed + count):
         rng = np.random.default_rng(seed + 8_000_000)
@@ -98,15 +101,18 @@ def curated_training_cases(
             diameter, span = float(np.exp(rng.uniform(np.log(14), np.log(35)))), 80.0
         elif draw < small + medium + large:
             diameter, span = float(rng.uniform(35, 60)), 100.0
+        elif draw < small + medium + large + central:
+            diameter, span = float(np.exp(rng.uniform(np.log(14), np.log(60)))), 100.0
         else:
             diameter, span = None, 80.0
+        kind = "central" if small + medium + large <= draw < small + medium + large + central else None
         n_slices = int(np.clip(span / thickness, 16, 48))
         if diameter is None:
             case = synthetic_chest_ct(seed, n_slices=n_slices, slice_thickness=thickness, n_tumours=0,
                                       slab_position=float(rng.uniform(0, 1)))
         else:
             case = synthetic_chest_ct(seed, n_slices=n_slices, slice_thickness=thickness, n_tumours=1,
-                                      diameter_mm=diameter, focus_tumour=True)
+                                      diameter_mm=diameter, kind=kind, focus_tumour=True)
         yield TrainingCase(case.hu, case.tumour, (case.pixel_spacing, case.pixel_spacing), thickness, f"synthetic-{seed}")
 
 

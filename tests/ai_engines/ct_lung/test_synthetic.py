@@ -48,3 +48,19 @@ def test_to_volume(case):
     volume = case.to_volume()
     assert volume.modality == "CT" and volume.shape == case.hu.shape
     assert volume.geometry.slice_spacing == pytest.approx(case.slice_thickness)
+
+
+def test_forced_kind_places_the_tumour_against_the_mediastinum():
+    central = synthetic_chest_ct(11, n_slices=12, slice_thickness=2.5, n_tumours=1, diameter_mm=25,
+                                 kind="central", focus_tumour=True)
+    assert [spec.kind for spec in central.tumours] == ["central"]
+    lung = central.lung_left if central.tumours[0].side == "L" else central.lung_right
+    midline = central.hu.shape[2] / 2
+    tumour_offset = abs(np.nonzero(central.tumour)[2].mean() - midline)
+    lung_offset = abs(np.nonzero(lung)[2].mean() - midline)
+    assert tumour_offset < lung_offset  # nearer the midline than its lung's centre
+
+
+def test_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="kind"):
+        synthetic_chest_ct(1, n_slices=4, kind="hilar")

@@ -361,6 +361,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--version", default="1.0.0+demo")
     parser.add_argument("--label", default="DEMO")
     parser.add_argument("--curated", action="store_true", help="case mix of curated_training_cases (small, large, no tumour)")
+    for share, default, what in (("small", 0.35, "one 5-14 mm tumour"), ("medium", 0.25, "one 14-35 mm tumour"),
+                                 ("large", 0.15, "one 35-60 mm tumour"), ("central", 0.0, "one 14-60 mm tumour against the mediastinum")):
+        parser.add_argument(f"--{share}", type=float, default=default, help=f"with --curated: share of slabs with {what}")
     parser.add_argument("--loss", choices=("dice_ce", "small"), default="dice_ce")
     parser.add_argument("--slice-first", type=float, default=0.0)
     parser.add_argument("--border-share", type=float, default=0.0)
@@ -370,8 +373,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    source = curated_training_cases if args.curated else synthetic_training_cases
-    cases = tqdm(source(args.synthetic, args.first_seed), total=args.synthetic, desc="generating")
+    if args.curated:
+        generated = curated_training_cases(args.synthetic, args.first_seed, small=args.small, medium=args.medium,
+                                           large=args.large, central=args.central)
+    else:
+        generated = synthetic_training_cases(args.synthetic, args.first_seed)
+    cases = tqdm(generated, total=args.synthetic, desc="generating")
     card = train(
         cases, args.out, minutes=args.minutes, max_steps=args.max_steps, batch_size=args.batch_size,
         learning_rate=args.lr, seed=args.seed, threads=args.threads, init_weights=args.init_weights,

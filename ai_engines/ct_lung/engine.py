@@ -39,7 +39,7 @@ from ai_engines.findings import Decline, EngineIdentity, Findings, Measurement, 
 from ai_engines.models import ModelError, load_weights, locate_model, resolve_device
 from ai_engines.volume import SeriesVolume, StudyInput
 
-ENGINE_VERSION = "1.1.1"  # 1.1.0: false-positive filter; 1.1.1: same results, box-restricted lesion search
+ENGINE_VERSION = "1.2.0"  # 1.1.0: false-positive filter; 1.1.1: same results, box-restricted lesion search; 1.2.0: airway grown from the lumen (was often skipped)
 QC_NO_LUNG_FIELD = "QC_NO_LUNG_FIELD"
 MIN_LUNG_ML = 100.0  # less than this in both lungs: not a chest CT (or not this region)
 TUMOUR_THRESHOLD = 0.5

@@ -116,8 +116,13 @@ def _airways(hu_small: np.ndarray, internal_air: np.ndarray, pixel_mm: float, sl
         for area, (r, c), label in zip(areas, centres, range(1, count + 1), strict=True):
             central = abs(c - cols / 2) < 0.15 * cols and abs(r - rows / 2) < 0.3 * rows
             if 60 <= area <= 700 and central:
-                seed = (k, *np.argwhere(labels == label)[0])
+                # Seed on the darkest pixel, deep in the lumen: an edge pixel (partial volume
+                # with the wall) can lie above a growing threshold and seed nothing.
+                region = np.argwhere(labels == label)
+                seed = (k, *region[np.argmin(smooth[k][tuple(region.T)])])
                 for threshold in AIRWAY_THRESHOLD_HU:
+                    if not smooth[seed] < threshold:
+                        continue
                     tree_labels, _ = ndimage.label(internal_air & (smooth < threshold))
                     tree = tree_labels == tree_labels[seed]
                     if tree.sum() * pixel_mm**2 * slice_mm / 1000 <= MAX_AIRWAY_ML:

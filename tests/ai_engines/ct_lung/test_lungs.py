@@ -70,3 +70,46 @@ def test_airway_status_says_what_happened(case):
     below_carina = isolate_lungs(case.hu[: case.hu.shape[0] // 3], (case.pixel_spacing,) * 2,
                                  case.slice_thickness)
     assert below_carina.airway == "not in view"
+
+
+def _trachea_phantom(lung_joined: bool) -> np.ndarray:
+    """Soft tissue with a vertical air tube (trachea: -1000 HU lumen, a -915 HU partial-volume
+    rim) and, when ``lung_joined``, a large air block joined to the tube (a leak path)."""
+    hu = np.full((30, 96, 96), 40.0, dtype=np.float32)
+    yy, xx = np.mgrid[:96, :96]
+    r = np.hypot(yy - 48, xx - 48)
+    hu[:, r <= 8] = -915.0
+    hu[:, r <= 6.5] = -1000.0
+    if lung_joined:
+        hu[2:28, 20:90, 60:94] = -1000.0  # a lung-sized air block (over 300 ml)...
+        hu[2:28, 46:51, 48:60] = -1000.0  # ...reached from the tube
+    return hu
+
+
+def test_airway_grows_from_the_lumen_not_from_its_rim():
+    from ai_engines.ct_lung import lungs
+
+    hu = _trachea_phantom(lung_joined=False)
+    internal = hu < lungs.LUNG_THRESHOLD_HU
+    tree, status = lungs._airways(hu, internal, 1.2, 5.0)
+    assert status == "removed"
+    assert tree[:, 48, 48].all()  # the whole tube, top to bottom
+
+
+def test_airway_that_runs_into_a_lung_is_reported_as_leaked():
+    from ai_engines.ct_lung import lungs
+
+    hu = _trachea_phantom(lung_joined=True)
+    tree, status = lungs._airways(hu, hu < lungs.LUNG_THRESHOLD_HU, 1.2, 5.0)
+    assert (tree, status) == (None, "leaked")
+
+
+def test_trachea_removed_from_a_full_chest():
+    full = synthetic_chest_ct(4242, n_slices=60, slice_thickness=5.0)
+    masks = isolate_lungs(full.hu, (full.pixel_spacing,) * 2, full.slice_thickness)
+    assert masks.airway == "removed"
+    centre = full.hu.shape[2] // 2
+    top = (slice(-3, None), slice(None), slice(centre - 40, centre + 40))
+    lumen = full.hu[top] < -950
+    assert lumen.sum() > 100 and not masks.both[top][lumen].any()  # trachea is not lung
+    assert dice(masks.left, full.lung_left) >= 0.95 and dice(masks.right, full.lung_right) >= 0.95

@@ -100,7 +100,8 @@ def _airways(hu_small: np.ndarray, internal_air: np.ndarray, pixel_mm: float, sl
     """Trachea and main bronchi grown from the trachea in the most superior slices.
 
     Returns the airway mask (None when there is none to remove) and what happened:
-    ``"removed"``, ``"leaked"`` (the grown tree exceeded ``MAX_AIRWAY_ML`` at every threshold)
+    ``"removed"``, ``"leaked"`` (the grown tree exceeded ``MAX_AIRWAY_ML`` at every threshold
+    the lumen is dark enough for)
     or ``"not in view"`` (no trachea: a scan starting below the carina).
     """
     n = hu_small.shape[0]
@@ -122,7 +123,7 @@ def _airways(hu_small: np.ndarray, internal_air: np.ndarray, pixel_mm: float, sl
                 seed = (k, *region[np.argmin(smooth[k][tuple(region.T)])])
                 for threshold in AIRWAY_THRESHOLD_HU:
                     if not smooth[seed] < threshold:
-                        continue
+                        break  # thresholds only go down from here
                     tree_labels, _ = ndimage.label(internal_air & (smooth < threshold))
                     tree = tree_labels == tree_labels[seed]
                     if tree.sum() * pixel_mm**2 * slice_mm / 1000 <= MAX_AIRWAY_ML:

@@ -95,6 +95,7 @@ def curated_training_cases(
         rng = np.random.default_rng(seed + 8_000_000)
         thickness = float(rng.choice([1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0]))
         draw = float(rng.random())
+        kind = None
         if draw < small:
             diameter, span = float(np.exp(rng.uniform(np.log(5), np.log(14)))), 50.0
         elif draw < small + medium:
@@ -102,10 +103,9 @@ def curated_training_cases(
         elif draw < small + medium + large:
             diameter, span = float(rng.uniform(35, 60)), 100.0
         elif draw < small + medium + large + central:
-            diameter, span = float(np.exp(rng.uniform(np.log(14), np.log(60)))), 100.0
+            diameter, span, kind = float(np.exp(rng.uniform(np.log(14), np.log(60)))), 100.0, "central"
         else:
             diameter, span = None, 80.0
-        kind = "central" if small + medium + large <= draw < small + medium + large + central else None
         n_slices = int(np.clip(span / thickness, 16, 48))
         if diameter is None:
             case = synthetic_chest_ct(seed, n_slices=n_slices, slice_thickness=thickness, n_tumours=0,

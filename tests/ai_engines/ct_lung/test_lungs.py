@@ -113,3 +113,17 @@ def test_trachea_removed_from_a_full_chest():
     lumen = full.hu[top] < -950
     assert lumen.sum() > 100 and not masks.both[top][lumen].any()  # trachea is not lung
     assert dice(masks.left, full.lung_left) >= 0.95 and dice(masks.right, full.lung_right) >= 0.95
+
+
+def test_no_specks_of_airway_rim_left_in_the_lungs():
+    from scipy import ndimage
+
+    from ai_engines.ct_lung.lungs import _SLICE_2D, MIN_ISLAND_MM2
+
+    full = synthetic_chest_ct(11, n_slices=60, slice_thickness=5.0)
+    masks = isolate_lungs(full.hu, (full.pixel_spacing,) * 2, full.slice_thickness)
+    assert masks.airway == "removed"
+    for lung in (masks.left, masks.right):
+        labels, _ = ndimage.label(lung, structure=_SLICE_2D)
+        smallest = np.bincount(labels.ravel())[1:].min() * full.pixel_spacing**2
+        assert smallest >= MIN_ISLAND_MM2  # each piece becomes an RTSTRUCT contour

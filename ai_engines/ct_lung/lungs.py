@@ -5,7 +5,8 @@ body) removed; trachea and main bronchi grown from the trachea and removed; the 
 connected air components kept as lungs (split at the anterior/posterior junction when they
 touch); per-slice closing and hole filling bring vessels, airway walls and tumours surrounded
 by lung back in; in-plane specks left by the airway's rim are dropped.  Works at about 1.4 mm
-in-plane (mean-pooled) for speed and returns masks on the source grid.  Left and right follow the patient (LPS: patient left = +x).
+in-plane (mean-pooled) for speed and returns masks on the source grid.  Left and right follow
+the patient (LPS: patient left = +x).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ MAX_AIRWAY_ML = 250.0  # a grown "airway" larger than this has leaked into the l
 WORKING_SPACING_MM = 1.2  # in-plane pooling target
 CLOSING_RADIUS_MM = 4.0
 MIN_LUNG_ML = 50.0
-MIN_ISLAND_MM2 = 20.0  # smaller in-plane pieces of a lung are airway-wall partial volume, not lung
+# Smaller in-plane pieces of a lung are dropped: mostly the airway's partial-volume rim (a real
+# lung tip that small holds under 0.1 ml per 5 mm slice).
+MIN_ISLAND_MM2 = 20.0
 _SLICE_2D = np.zeros((3, 3, 3), dtype=bool)  # in-plane connectivity only
 _SLICE_2D[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
 

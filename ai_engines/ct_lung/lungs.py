@@ -151,6 +151,15 @@ def _split_joined(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, second
 
 
+def _in_plane_bounds(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """Rows and columns of ``mask``'s bounding box over all slices (None when empty)."""
+    rows = np.flatnonzero(mask.any(axis=(0, 2)))
+    if not len(rows):
+        return None
+    cols = np.flatnonzero(mask.any(axis=(0, 1)))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
 def _drop_specks(mask: np.ndarray, pixel_mm2: float) -> np.ndarray:
     """``mask`` without its in-plane pieces smaller than ``MIN_ISLAND_MM2``, slice by slice.
 
@@ -158,11 +167,10 @@ def _drop_specks(mask: np.ndarray, pixel_mm2: float) -> np.ndarray:
     specks of one or two pixels that stay joined to a lung through the slices; each would
     become its own contour in the RTSTRUCT.
     """
-    rows = np.flatnonzero(mask.any(axis=(0, 2)))
-    cols = np.flatnonzero(mask.any(axis=(0, 1)))
-    if not len(rows):
+    bounds = _in_plane_bounds(mask)
+    if bounds is None:
         return mask
-    box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))  # labels stay small
+    box = (slice(None), *bounds)  # labels stay small
     labels, _ = ndimage.label(mask[box], structure=_SLICE_2D)
     keep = np.bincount(labels.ravel()) * pixel_mm2 >= MIN_ISLAND_MM2
     keep[0] = False
@@ -179,15 +187,13 @@ def _close_and_fill(piece: np.ndarray, disk: np.ndarray, radius: int) -> np.ndar
     whole-volume result at a fraction of the cost.  The padding also keeps lungs that touch
     the first/last rows from being eroded.
     """
-    rows = np.flatnonzero(piece.any(axis=(0, 2)))
-    cols = np.flatnonzero(piece.any(axis=(0, 1)))
-    if not len(rows):
+    bounds = _in_plane_bounds(piece)
+    if bounds is None:
         return piece.copy()
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    box = np.pad(piece[:, r0:r1, c0:c1], ((0, 0), (radius, radius), (radius, radius)))
+    box = np.pad(piece[:, bounds[0], bounds[1]], ((0, 0), (radius, radius), (radius, radius)))
     closed = ndimage.binary_closing(box, structure=disk)[:, radius:-radius, radius:-radius]
     out = np.zeros_like(piece)
-    out[:, r0:r1, c0:c1] = ndimage.binary_fill_holes(closed, structure=_SLICE_2D)
+    out[:, bounds[0], bounds[1]] = ndimage.binary_fill_holes(closed, structure=_SLICE_2D)
     return out
 
 

@@ -150,8 +150,8 @@ class _CropSampler:
     """2.5-D crops: tumour-centred, hard negatives (vessels, hilum, wall) and random lung."""
 
     def __init__(
-        self, prepared: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]], context: int, rng: np.random.Generator,
-        slice_first: float = 0.0, border_share: float = 0.0,
+        self, prepared: list[tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]], context: int,
+        rng: np.random.Generator, slice_first: float = 0.0, border_share: float = 0.0,
     ) -> None:
         self.canvases = [p[0] for p in prepared]
         self.labels = [p[1] for p in prepared]
@@ -162,8 +162,9 @@ class _CropSampler:
         # Slices holding tumour, so a crop can pick a slice first: the thin first and last
         # slices of a tumour (and small tumours) are then seen as often as its middle.
         self.tumour_slices = [np.unique(v[:, 0]) for v in self.tumour_voxels]
-        self.hard_voxels = [p[2] if p[2].ndim == 2 else np.argwhere(p[2][:, ::2, ::2]) * [1, 2, 2] for p in prepared]
-        self.border_voxels = [p[4] if len(p) > 4 else np.zeros((0, 3), int) for p in prepared]
+        # (canvas, label, hard-negative points, context step, border points) per case; see train().
+        self.hard_voxels = [p[2] for p in prepared]
+        self.border_voxels = [p[4] for p in prepared]
         self.border_share = border_share
         # Lung-ish voxels (below -760 HU), for plain negative crops.
         self.lung_voxels = []

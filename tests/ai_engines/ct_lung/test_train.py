@@ -1,0 +1,30 @@
+"""Training: a short run writes weights the engine accepts; the loss and case mix do what they say."""
+
+from __future__ import annotations
+
+import torch
+
+from ai_engines.ct_lung.engine import CtLungEngine
+from ai_engines.ct_lung.train import curated_training_cases, small_object_loss, train
+from ai_engines.models import sha256_of
+
+
+def test_a_short_fine_tune_writes_weights_the_engine_loads(tmp_path):
+    cases = curated_training_cases(2, 7000, small=0.5, medium=0.5, large=0.0)
+    card = train(cases, tmp_path, max_steps=3, batch_size=4, progress=False, loss="small",
+                 slice_first=0.5, border_share=0.5, warmup_steps=2, version="0.0.1+test")
+    assert card.sha256 == sha256_of(tmp_path / "ct_lung_unet.pt")
+    assert "2 cases; 3 steps of 4 crops" in card.training_data
+    engine = CtLungEngine(model_dir=tmp_path, device="cpu")
+    assert engine.identity().model_sha256 == card.sha256
+
+
+def test_small_object_loss_weighs_up_a_missed_small_tumour_only():
+    logits = torch.zeros(2, 2, 32, 32)
+    logits[:, 0] = 4.0  # confident background everywhere: every tumour pixel is missed
+    small = torch.zeros(2, 32, 32, dtype=torch.long)
+    small[0, 10:13, 10:13] = 1  # 9 pixels: weight sqrt(300 / 9), capped at 4
+    large = torch.zeros(2, 32, 32, dtype=torch.long)
+    large[0, :20, :20] = 1  # 400 pixels: weight 1
+    assert small_object_loss(logits, small) > small_object_loss(logits, small, max_weight=1.0)
+    assert torch.isclose(small_object_loss(logits, large), small_object_loss(logits, large, max_weight=1.0))

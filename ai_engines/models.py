@@ -96,8 +96,11 @@ def packaged_weights_dir(engine: str) -> Path:
     return _PACKAGE_ROOT / engine / "weights"
 
 
-def locate_model(engine: str, model_name: str, model_dir: Path | None = None) -> ModelFiles:
+def locate_model(engine: str, model_name: str, model_dir: Path | None = None, packaged: bool = True) -> ModelFiles:
     """Find a model's weight file and card, site folder first.
+
+    ``packaged=False`` looks in ``model_dir`` only: for a model that must come from the same
+    folder as another one (a site's detector is not paired with the packaged demo helper).
 
     Raises
     ------
@@ -105,7 +108,7 @@ def locate_model(engine: str, model_name: str, model_dir: Path | None = None) ->
         Neither location holds both ``<model_name>.pt`` and ``<model_name>.json``.
     """
     searched = []
-    for folder, source in ((model_dir, "site"), (packaged_weights_dir(engine), "package")):
+    for folder, source in ((model_dir, "site"), (packaged_weights_dir(engine) if packaged else None, "package")):
         if folder is None:
             continue
         folder = Path(folder)

@@ -22,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--data-dir", type=Path, help="folder of CT series with RTSTRUCT or SEG")
     train.add_argument("--roi-pattern", default=None, help="regular expression for the tumour ROI name")
     train.add_argument("--out", type=Path, required=True, help="folder for weights + model card")
+    train.add_argument("--model", choices=("ct_lung_unet", "ct_lung_unet_extent"), default="ct_lung_unet",
+                       help="the detector, or the extent model that delineates what the detector found "
+                            "(a site folder needs both to use its own extent model)")
     train.add_argument("--minutes", type=float, default=8.0)
     train.add_argument("--threads", type=int, default=1)
     train.add_argument("--seed", type=int, default=0)
@@ -63,6 +66,7 @@ def _train(args: argparse.Namespace) -> int:
     card = train(
         cases, args.out, minutes=args.minutes, threads=args.threads, seed=args.seed,
         init_weights=args.init_weights, version=args.version, label=args.label, training_data=data,
+        model_name=args.model,
     )
     print(f"wrote {args.out} model {card.name} {card.version} sha256 {card.sha256}")
     return 0

@@ -3,13 +3,15 @@
 After Primakov et al., "Automated detection and segmentation of non-small cell lung cancer
 computed tomography images", Nat Commun 13, 3423 (2022): rule-based lung isolation, 2-D U-Net
 tumour segmentation on the published pre-processing, largest component as the primary GTV,
-further components above a size threshold as additional lesions.  Measurements per lesion:
+further components above a size threshold as additional lesions; a second network of the same
+shape delineates the extent of each lesion the first one found.  Measurements per lesion:
 volume, RECIST 1.1 longest axial diameter and its perpendicular, mean and SD of HU.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ from ai_engines.ct_lung.preprocess import (
     canvas_to_source,
     preprocess,
 )
-from ai_engines.ct_lung.train import ARCHITECTURE, MODEL_NAME
+from ai_engines.ct_lung.train import ARCHITECTURE, EXTENT_MODEL_NAME, MODEL_NAME
 from ai_engines.ct_lung.unet import UNet2D, context_step, predict_foreground
 from ai_engines.engine import (
     CT_IMAGE_STORAGE,
@@ -36,10 +38,17 @@ from ai_engines.engine import (
     SeriesRequirement,
 )
 from ai_engines.findings import Decline, EngineIdentity, Findings, Measurement, Segment
-from ai_engines.models import ModelError, load_weights, locate_model, resolve_device
+from ai_engines.models import (
+    ModelError,
+    ModelFiles,
+    ModelNotFound,
+    load_weights,
+    locate_model,
+    resolve_device,
+)
 from ai_engines.volume import SeriesVolume, StudyInput
 
-ENGINE_VERSION = "1.2.0"  # 1.1.0: false-positive filter; 1.1.1: same results, box-restricted lesion search; 1.2.0: airway grown from the lumen (was often skipped)
+ENGINE_VERSION = "1.3.0"  # 1.1.0: false-positive filter; 1.1.1: same results, box-restricted lesion search; 1.2.0: airway grown from the lumen (was often skipped); 1.3.0: extent model
 QC_NO_LUNG_FIELD = "QC_NO_LUNG_FIELD"
 MIN_LUNG_ML = 100.0  # less than this in both lungs: not a chest CT (or not this region)
 TUMOUR_THRESHOLD = 0.5
@@ -52,9 +61,20 @@ MIN_MEAN_PROBABILITY = 0.85  # hilar vessels and diaphragm domes come out lukewa
 MIN_Z_EXTENT_MM = 6.0  # spurious findings are often one or two thin slices thick
 MIN_END_SLICES_MM = 15.0  # extra-pulmonary blobs on the first/last lung slice thinner than this are dropped
 MIN_RELATIVE_WEIGHT = 0.1  # probability-weighted volume relative to the largest candidate
+EXTENT_MARGIN_MM = 20.0  # the extent model looks this far above and below each detected lesion
 GTV_COLOUR = (255, 0, 0)
 LUNG_L_COLOUR = (0, 160, 255)
 LUNG_R_COLOUR = (0, 200, 120)
+
+
+@dataclass(frozen=True)
+class _Network:
+    """A loaded tumour network and the 2.5-D context its card asks for."""
+
+    model: torch.nn.Module
+    context: int
+    context_mm: float
+    depth: int
 
 
 class CtLungEngine(Engine):
@@ -94,26 +114,42 @@ class CtLungEngine(Engine):
     def __init__(self, model_dir: Path | None = None, device: str = "auto", threads: int | None = None) -> None:
         self.device = resolve_device(device)
         self.files = locate_model("ct_lung", MODEL_NAME, model_dir)
-        card = self.files.card
+        self.detector = self._load(self.files)
+        # The extent model comes from the detector's own folder: a site's detector is never
+        # paired with the packaged demo one.  Without it, lesions keep the detector's extent.
+        try:
+            self.extent_files: ModelFiles | None = locate_model(
+                "ct_lung", EXTENT_MODEL_NAME, model_dir if self.files.source == "site" else None,
+                packaged=self.files.source == "package",
+            )
+        except ModelNotFound:
+            self.extent_files = None
+        self.extent = self._load(self.extent_files) if self.extent_files else None
+        if threads is not None:
+            torch.set_num_threads(threads)
+
+    def _load(self, files: ModelFiles) -> _Network:
+        card = files.card
         if card.preprocessing_version != PREPROCESSING_VERSION:
             raise ModelError(
                 f"{card.name} {card.version} was trained with pre-processing "
                 f"{card.preprocessing_version}; this engine implements {PREPROCESSING_VERSION}"
             )
         arch = dict(card.architecture or ARCHITECTURE)
-        self.context = int(arch.pop("context", 1))
-        self.context_mm = float(arch.pop("context_mm", 0.0))
-        self.model = load_weights(self.files, UNet2D(**arch), self.device)
-        self.model = self.model.to(memory_format=torch.channels_last)  # faster CPU convolutions
-        self.depth = int(arch.get("depth", 4))
-        if threads is not None:
-            torch.set_num_threads(threads)
+        context = int(arch.pop("context", 1))
+        context_mm = float(arch.pop("context_mm", 0.0))
+        model = load_weights(files, UNet2D(**arch), self.device)
+        model = model.to(memory_format=torch.channels_last)  # faster CPU convolutions
+        return _Network(model, context, context_mm, int(arch.get("depth", 4)))
 
     def identity(self) -> EngineIdentity:
         card = self.files.card
+        version = f"{self.version}+{card.name}-{card.version}"
+        if self.extent_files:
+            version += f"+extent-{self.extent_files.card.version}"
         return EngineIdentity(
             name="ct-lung-nsclc",
-            version=f"{self.version}+{card.name}-{card.version}",
+            version=version,
             model_name=card.name,
             model_sha256=card.sha256,
             research_use_only=card.research_use_only,
@@ -151,19 +187,31 @@ class CtLungEngine(Engine):
 
         t = time.perf_counter()
         lung_slices = np.nonzero(lungs.both.any(axis=(1, 2)))[0]
-        step = context_step(geometry.slice_spacing, self.context_mm)
-        first = max(int(lung_slices[0]) - self.context * step, 0)
-        last = min(int(lung_slices[-1]) + self.context * step, hu.shape[0] - 1)
+        networks = [n for n in (self.detector, self.extent) if n is not None]
+        reach = max(n.context * context_step(geometry.slice_spacing, n.context_mm) for n in networks)
+        first = max(int(lung_slices[0]) - reach, 0)
+        last = min(int(lung_slices[-1]) + reach, hu.shape[0] - 1)
         canvas, mapping = preprocess(hu[first : last + 1], geometry.pixel_spacing)
-        box = self._canvas_box(lungs.both, mapping)
+        box = self._canvas_box(lungs.both, mapping, max(n.depth for n in networks))
         timings["preprocess"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        indices = lung_slices - first
-        prob_box = predict_foreground(self.model, canvas, indices, box, self.context, step, device=self.device)
-        probability = self._probabilities_on_source(prob_box, indices + first, box, mapping, hu.shape)
+        probability = self._probabilities(self.detector, canvas, lung_slices, first, box, mapping, hu.shape, geometry.slice_spacing)
         lesions = lesion_masks(probability, lungs.both, geometry.spacing_zyx)
+        del probability
         timings["tumour"] = time.perf_counter() - t
+
+        if self.extent is not None and lesions:
+            t = time.perf_counter()
+            margin = int(np.ceil(EXTENT_MARGIN_MM / geometry.slice_spacing))
+            lesion_z = np.nonzero(np.any([m.any(axis=(1, 2)) for m in lesions], axis=0))[0]
+            z0, z1 = int(lesion_z[0]) - margin, int(lesion_z[-1]) + margin
+            near = lung_slices[(lung_slices >= z0) & (lung_slices <= z1)]
+            z0, z1 = int(near[0]), int(near[-1])
+            extent = self._probabilities(self.extent, canvas, near, first, box, mapping,
+                                         (z1 - z0 + 1, *hu.shape[1:]), geometry.slice_spacing, offset=z0)
+            lesions = refine_extent(lesions, extent, z0)
+            timings["extent"] = time.perf_counter() - t
 
         t = time.perf_counter()
         segments = [self._lung_segment("Lung_L", lungs.left, codes.LEFT, LUNG_L_COLOUR, voxel_mm3),
@@ -184,14 +232,14 @@ class CtLungEngine(Engine):
         )
 
     # ------------------------------------------------------------ stages
-    def _canvas_box(self, lungs: np.ndarray, mapping: CanvasMapping) -> tuple[int, int, int, int]:
+    def _canvas_box(self, lungs: np.ndarray, mapping: CanvasMapping, depth: int) -> tuple[int, int, int, int]:
         """Canvas box around the lungs (plus a margin), sides multiples of 2**depth."""
         rows = np.nonzero(lungs.any(axis=(0, 2)))[0]
         cols = np.nonzero(lungs.any(axis=(0, 1)))[0]
         (r0, r1), (c0, c1) = mapping.source_to_canvas(
             np.array([rows[0], rows[-1]], float), np.array([cols[0], cols[-1]], float)
         )
-        unit, margin = 2**self.depth, 24
+        unit, margin = 2**depth, 24
         box = []
         for lo, hi in ((r0, r1), (c0, c1)):
             lo, hi = max(0, int(lo) - margin), min(CANVAS_SIZE, int(np.ceil(hi)) + margin)
@@ -200,19 +248,23 @@ class CtLungEngine(Engine):
             box += [lo, lo + size]
         return tuple(box)  # type: ignore[return-value]
 
-    def _probabilities_on_source(
-        self, prob_box: np.ndarray, slices: np.ndarray, box: tuple[int, int, int, int],
-        mapping: CanvasMapping, shape: tuple[int, ...],
+    def _probabilities(
+        self, network: _Network, canvas: np.ndarray, slices: np.ndarray, first: int,
+        box: tuple[int, int, int, int], mapping: CanvasMapping, shape: tuple[int, ...],
+        slice_spacing: float, offset: int = 0,
     ) -> np.ndarray:
-        """Tumour probability on the source grid (bilinear inverse mapping, only where needed)."""
+        """Tumour probability of source ``slices`` (canvas starts at slice ``first``) on a
+        source-grid array of ``shape`` whose slice 0 is source slice ``offset``."""
+        step = context_step(slice_spacing, network.context_mm)
+        prob_box = predict_foreground(network.model, canvas, slices - first, box, network.context, step, device=self.device)
         probability = np.zeros(shape, dtype=np.float16)
-        hot = np.nonzero((prob_box > 0.1).any(axis=(1, 2)))[0]
+        hot = np.nonzero((prob_box > 0.1).any(axis=(1, 2)))[0]  # only where needed: bilinear inverse mapping
         if not len(hot):
             return probability
         r0, r1, c0, c1 = box
-        canvas = np.zeros((len(hot), CANVAS_SIZE, CANVAS_SIZE), dtype=np.float32)
-        canvas[:, r0:r1, c0:c1] = prob_box[hot]
-        probability[slices[hot]] = canvas_to_source(canvas, mapping)
+        on_canvas = np.zeros((len(hot), CANVAS_SIZE, CANVAS_SIZE), dtype=np.float32)
+        on_canvas[:, r0:r1, c0:c1] = prob_box[hot]
+        probability[slices[hot] - offset] = canvas_to_source(on_canvas, mapping)
         return probability
 
     def _lung_segment(self, label: str, mask: np.ndarray, side: codes.Code, colour: tuple[int, int, int], voxel_mm3: float) -> Segment:
@@ -350,6 +402,48 @@ def keep_components(
         largest = max(weight[i] for i in candidates)
         candidates = [i for i in candidates if weight[i] >= MIN_RELATIVE_WEIGHT * largest]
     return [i + 1 for i in sorted(candidates, key=lambda i: -sizes[i])]
+
+
+def refine_extent(lesions: list[np.ndarray], extent_probability: np.ndarray, z0: int) -> list[np.ndarray]:
+    """Each detected lesion joined with the extent model's components that overlap it, largest first.
+
+    The detector (with ``keep_components``) decides *whether* there is a lesion; the extent
+    model, trained on large and central tumours, decides *how far* it reaches: where a tumour
+    fills the lung from the mediastinum to the chest wall, the detector sees no lung around
+    it and stops short.  Extent components that touch no detected lesion are ignored, so the
+    extent model never adds a lesion; lesions joined by one extent component become one.
+
+    Parameters
+    ----------
+    lesions
+        Detected lesion masks on the source grid.
+    extent_probability
+        The extent model's probability on source slices ``z0`` onwards (same rows and columns).
+    z0
+        Source slice of ``extent_probability[0]``.
+    """
+    extent = extent_probability >= TUMOUR_THRESHOLD
+    if not lesions or not extent.any():
+        return lesions
+    box = _box_around(extent, in_plane_margin=0)
+    labels, _ = ndimage.label(extent[box], structure=np.ones((3, 3, 3), bool))
+    on_source = (slice(z0 + box[0].start, z0 + box[0].stop), box[1], box[2])
+    groups: list[tuple[set[int], list[int]]] = []  # (extent components, lesions) joined
+    for i, lesion in enumerate(lesions):
+        ids = set(np.unique(labels[lesion[on_source]]).tolist()) - {0}
+        joined = [g for g in groups if g[0] & ids]
+        for g in joined:
+            groups.remove(g)
+        groups.append((ids.union(*(g[0] for g in joined)), [i, *(j for g in joined for j in g[1])]))
+    refined = []
+    for ids, members in groups:
+        mask = lesions[members[0]].copy()
+        for i in members[1:]:
+            mask |= lesions[i]
+        if ids:
+            mask[on_source] |= np.isin(labels, sorted(ids))
+        refined.append(mask)
+    return sorted(refined, key=lambda m: -int(m.sum()))
 
 
 def _box_around(mask: np.ndarray, in_plane_margin: int) -> tuple[slice, slice, slice]:

@@ -34,7 +34,18 @@ from ai_engines.ct_lung.synthetic import synthetic_chest_ct
 from ai_engines.ct_lung.unet import UNet2D, context_step, dice_ce_loss, stack_context
 from ai_engines.models import ModelCard, sha256_of
 
-MODEL_NAME = "ct_lung_unet"
+MODEL_NAME = "ct_lung_unet"  # the detector: finds the lesions
+EXTENT_MODEL_NAME = "ct_lung_unet_extent"  # same network, delineates the lesions the detector found
+INTENDED_USE = {
+    MODEL_NAME: (
+        "Research only: segmentation of solid primary lung tumours (GTV) on axial chest CT, "
+        "slice thickness 0.5-5 mm, pixel spacing 0.5-1.0 mm."
+    ),
+    EXTENT_MODEL_NAME: (
+        "Research only: extent of the lung tumours that ct_lung_unet detected on axial chest CT "
+        "(slice thickness 0.5-5 mm, pixel spacing 0.5-1.0 mm); never used to detect."
+    ),
+}
 # context: neighbours either side of a slice; context_mm: their spacing (slices are chosen
 # about this far apart whatever the slice thickness, so thin series still show 3-D shape).
 ARCHITECTURE = {
@@ -250,8 +261,9 @@ def train(
     slice_first: float = 0.0,
     warmup_steps: int = 0,
     border_share: float = 0.0,
+    model_name: str = MODEL_NAME,
 ) -> ModelCard:
-    """Train the tumour network and write ``<out_dir>/ct_lung_unet.pt`` + ``.json``.
+    """Train the tumour network and write ``<out_dir>/<model_name>.pt`` + ``.json``.
 
     Parameters
     ----------
@@ -272,12 +284,17 @@ def train(
     border_share
         Share of the hard-negative crops centred on dense tissue just outside the lungs
         (hila, mediastinum, diaphragm, chest wall) instead of inside them.
+    model_name
+        ``MODEL_NAME`` (the detector) or ``EXTENT_MODEL_NAME`` (the extent model, best trained
+        on slabs with large and central tumours: it only delineates what the detector found).
 
     Returns
     -------
     ModelCard
         The card written beside the weights, with the weights' SHA-256.
     """
+    if model_name not in INTENDED_USE:
+        raise ValueError(f"unknown model name {model_name!r}; expected one of {sorted(INTENDED_USE)}")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -324,17 +341,14 @@ def train(
     bar.close()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights = out_dir / f"{MODEL_NAME}.pt"
+    weights = out_dir / f"{model_name}.pt"
     model = model.to(memory_format=torch.contiguous_format)
     torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, weights)
     card = ModelCard(
-        name=MODEL_NAME,
+        name=model_name,
         version=version,
         sha256=sha256_of(weights),
-        intended_use=(
-            "Research only: segmentation of solid primary lung tumours (GTV) on axial chest CT, "
-            "slice thickness 0.5-5 mm, pixel spacing 0.5-1.0 mm."
-        ),
+        intended_use=INTENDED_USE[model_name],
         training_data=f"{training_data}; {len(prepared)} cases; {step} steps of {batch_size} crops",
         preprocessing_version=PREPROCESSING_VERSION,
         architecture=dict(ARCHITECTURE),
@@ -343,7 +357,7 @@ def train(
         label=label,
         notes=f"trained {_dt.date.today().isoformat()} in {minutes:g} min on {threads} CPU thread(s), seed {seed}",
     )
-    card.to_json(out_dir / f"{MODEL_NAME}.json")
+    card.to_json(out_dir / f"{model_name}.json")
     return card
 
 
@@ -352,6 +366,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--synthetic", type=int, default=70, help="number of synthetic training cases")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="folder for weights + model card")
+    parser.add_argument("--model", choices=tuple(INTENDED_USE), default=MODEL_NAME,
+                        help="the detector or the extent model (which delineates what the detector found)")
     parser.add_argument("--minutes", type=float, default=8.0)
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -384,9 +400,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cases, args.out, minutes=args.minutes, max_steps=args.max_steps, batch_size=args.batch_size,
         learning_rate=args.lr, seed=args.seed, threads=args.threads, init_weights=args.init_weights,
         version=args.version, label=args.label, loss=args.loss, slice_first=args.slice_first,
-        border_share=args.border_share, warmup_steps=args.warmup_steps,
+        border_share=args.border_share, warmup_steps=args.warmup_steps, model_name=args.model,
     )
-    print(f"wrote {args.out / (MODEL_NAME + '.pt')} sha256 {card.sha256}")
+    print(f"wrote {args.out / (args.model + '.pt')} sha256 {card.sha256}")
     return 0
 
 

@@ -65,13 +65,20 @@ def test_missing_model(tmp_path):
         models.locate_model("ct_lung", "no_such_model", tmp_path)
 
 
-def test_packaged_demo_model_verifies():
-    files = models.locate_model("ct_lung", "ct_lung_unet")
+@pytest.mark.parametrize("name", ["ct_lung_unet", "ct_lung_unet_extent"])
+def test_packaged_demo_model_verifies(name):
+    files = models.locate_model("ct_lung", name)
     assert files.source == "package"
     models.verify(files)
     assert files.card.research_use_only
     assert files.card.label == "DEMO"
     assert files.weights.stat().st_size < 5_000_000
+
+
+def test_site_only_lookup_does_not_fall_back_to_the_package(tmp_path):
+    with pytest.raises(ModelNotFound):
+        models.locate_model("ct_lung", "ct_lung_unet_extent", tmp_path, packaged=False)
+    assert models.locate_model("ct_lung", "ct_lung_unet_extent", tmp_path).source == "package"
 
 
 def test_site_folder_overrides_packaged(tmp_path):

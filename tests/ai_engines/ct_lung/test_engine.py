@@ -34,6 +34,11 @@ def test_identity_from_model_card(engine):
     assert identity.model_sha256 == engine.files.card.sha256
     assert identity.research_use_only is True
     assert identity.name == "ct-lung-nsclc"
+    # Both packaged models named; short enough for a DICOM LO (64 characters).
+    assert engine.extent_files.source == "package"
+    assert identity.version == (f"{engine.version}+ct_lung_unet-{engine.files.card.version}"
+                                f"+extent-{engine.extent_files.card.version}")
+    assert len(identity.version) <= 64
 
 
 def test_finds_tumour_and_lungs(engine, case):
@@ -53,7 +58,7 @@ def test_finds_tumour_and_lungs(engine, case):
     assert gtv.key_slice is not None and gtv.long_axis[0][0] == gtv.key_slice
     lung_l = next(s for s in findings.segments if s.label == "Lung_L")
     assert lung_l.property_modifier == codes.LEFT and lung_l.rt_interpreted_type == "ORGAN"
-    assert set(findings.timings_s) == {"load", "preprocess", "lungs", "tumour", "measure"}
+    assert set(findings.timings_s) == {"load", "preprocess", "lungs", "tumour", "extent", "measure"}
 
 
 def test_no_tumour_case_still_gives_lungs(engine):

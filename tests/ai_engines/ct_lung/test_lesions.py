@@ -1,4 +1,5 @@
-"""lesion_masks: the box-restricted search gives exactly what a whole-volume search gives."""
+"""lesion_masks: the box-restricted search gives exactly what a whole-volume search gives;
+refine_extent: the extent model widens detected lesions and never adds one."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ai_engines.ct_lung.engine import (
     _in_plane_disk,
     keep_components,
     lesion_masks,
+    refine_extent,
 )
 
 
@@ -83,3 +85,45 @@ def test_lone_lesion_beside_the_lungs(gap_px):
     got = lesion_masks(probability, lungs, spacing)
     assert len(got) == (1 if gap_px < LUNG_MARGIN_MM else 0)
     assert [m.sum() for m in got] == [m.sum() for m in whole_volume_reference(probability, lungs, spacing)]
+
+
+def box_mask(shape, z, r, c):
+    mask = np.zeros(shape, bool)
+    mask[z[0]:z[1], r[0]:r[1], c[0]:c[1]] = True
+    return mask
+
+
+def test_extent_widens_a_detected_lesion_on_its_slab_only():
+    shape = (30, 60, 60)
+    lesion = box_mask(shape, (10, 14), (20, 30), (20, 30))  # the detector stopped short
+    z0 = 5  # the extent model ran on slices 5..24
+    extent = np.zeros((20, 60, 60), np.float16)
+    extent[3:12, 15:40, 15:35] = 0.9  # slices 8..16: the whole tumour
+    (refined,) = refine_extent([lesion], extent, z0)
+    expected = box_mask(shape, (8, 17), (15, 40), (15, 35)) | lesion
+    assert np.array_equal(refined, expected)
+    assert lesion.sum() == 400  # the detector's mask itself is not modified
+
+
+def test_extent_components_touching_no_lesion_add_nothing():
+    shape = (20, 60, 60)
+    lesion = box_mask(shape, (5, 9), (10, 20), (10, 20))
+    extent = np.zeros(shape, np.float16)
+    extent[5:9, 40:50, 40:50] = 0.99  # the extent model's own finding: not a lesion
+    extent[5:9, 10:20, 10:20] = 0.4  # below the threshold over the lesion
+    refined = refine_extent([lesion], extent, 0)
+    assert len(refined) == 1 and np.array_equal(refined[0], lesion)
+    assert refine_extent([], extent, 0) == []
+
+
+def test_lesions_joined_by_one_extent_component_become_one_largest_first():
+    shape = (20, 80, 80)
+    small = box_mask(shape, (5, 8), (10, 14), (10, 14))
+    part_a = box_mask(shape, (5, 10), (40, 46), (10, 16))
+    part_b = box_mask(shape, (5, 10), (40, 46), (30, 36))
+    extent = np.zeros(shape, np.float16)
+    extent[5:10, 40:46, 10:36] = 0.95  # one mass under both parts
+    refined = refine_extent([part_a, small, part_b], extent, 0)
+    assert len(refined) == 2
+    assert np.array_equal(refined[0], box_mask(shape, (5, 10), (40, 46), (10, 36)))
+    assert np.array_equal(refined[1], small)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ai_engines.ct_lung.engine import CtLungEngine
-from ai_engines.ct_lung.train import curated_training_cases, small_object_loss, train
+from ai_engines.ct_lung.train import (
+    EXTENT_MODEL_NAME,
+    MODEL_NAME,
+    curated_training_cases,
+    small_object_loss,
+    train,
+)
 from ai_engines.models import sha256_of
 
 
@@ -17,6 +24,26 @@ def test_a_short_fine_tune_writes_weights_the_engine_loads(tmp_path):
     assert "2 cases; 3 steps of 4 crops" in card.training_data
     engine = CtLungEngine(model_dir=tmp_path, device="cpu")
     assert engine.identity().model_sha256 == card.sha256
+    # A site folder without its own extent model is not paired with the packaged demo one.
+    assert engine.extent is None and "extent" not in engine.identity().version
+
+
+def test_a_site_extent_model_is_used_from_the_detectors_folder(tmp_path):
+    cases = list(curated_training_cases(1, 7100, small=0.0, medium=0.0, large=1.0))
+    detector = train(cases, tmp_path, max_steps=1, batch_size=2, progress=False, version="0.0.1+det")
+    extent = train(cases, tmp_path, max_steps=1, batch_size=2, progress=False, version="0.0.1+ext",
+                   model_name=EXTENT_MODEL_NAME)
+    assert (detector.name, extent.name) == (MODEL_NAME, EXTENT_MODEL_NAME)
+    assert "never used to detect" in extent.intended_use
+    engine = CtLungEngine(model_dir=tmp_path, device="cpu")
+    assert engine.files.source == "site" and engine.extent_files.source == "site"
+    assert engine.extent_files.card.sha256 == sha256_of(tmp_path / f"{EXTENT_MODEL_NAME}.pt")
+    assert engine.identity().version.endswith("+extent-0.0.1+ext")
+
+
+def test_unknown_model_name_is_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match="unknown model name"):
+        train([], tmp_path, max_steps=1, model_name="ct_lung_unet_v2")
 
 
 def test_small_object_loss_weighs_up_a_missed_small_tumour_only():

@@ -118,9 +118,9 @@ def test_orthanc_to_node_and_back(tmp_path):
             source_sop_instance_uids=source_uids, segment_numbers=[number],
             skip_overlap_checks=True, ignore_spatial_locations=True)[..., 0] > 0
         assert np.array_equal(delivered, segment.mask), segment.label
-    # The primary GTV lies on the known tumour.  How well it matches is the model's accuracy,
-    # measured over many held-out cases by `dicom-node evaluate-model` (see the model card).
+    # The primary GTV lies on the known tumour (0.88 measured with engine 1.3.0); the accuracy
+    # over the 20 held-out cases is tests/ai_engines/ct_lung/test_engine.py's target test.
     primary = next(s for s in direct.segments if s.label == "GTV")
     score = dice(primary.mask, case.tumour)
     print(f"primary GTV Dice against the synthetic ground truth: {score:.3f}")
-    assert (primary.mask & case.tumour).sum() > 0.5 * primary.mask.sum()
+    assert score >= 0.85

@@ -119,16 +119,16 @@ def test_recist_axes_of_an_ellipse():
 
 @pytest.fixture(scope="module")
 def held_out_summary(engine):
-    _results, summary = evaluate_synthetic(engine, 12, progress=False)
+    # The project's held-out set: the 20 cases the README and the model card report.
+    _results, summary = evaluate_synthetic(engine, 20, progress=False)
     return summary
 
 
 @pytest.mark.slow
 def test_held_out_synthetic_regression_floor(held_out_summary):
-    # What DEMO weights demo.6 with the false-positive filter (engine 1.1.1 and 1.2.0) measured on these 12 cases (mean 0.77,
-    # median 0.92, no false-positive lesions, sensitivity 0.9), minus a margin: a regression guard.
+    # Engine 1.3.0 with demo.6 + extent demo.7 measured on these 20 cases: mean 0.87, median 0.91,
+    # no false-positive lesions, sensitivity 0.94, specificity 1.0; minus a margin: a regression guard.
     assert held_out_summary["dice_median"] >= 0.85, held_out_summary
-    assert held_out_summary["dice_mean"] >= 0.70, held_out_summary
     assert held_out_summary["false_positive_lesions_per_case"] <= 0.25, held_out_summary
     assert held_out_summary["lungwise_specificity"] >= 0.9, held_out_summary
     assert held_out_summary["lung_dice_mean"] >= 0.95
@@ -136,8 +136,8 @@ def test_held_out_synthetic_regression_floor(held_out_summary):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="target not reached by the DEMO weights: mean GTV Dice about 0.83 (under-segmented ~70 ml tumours filling the lung from mediastinum to chest wall, an occasional missed sub-centimetre nodule)", strict=False)
 def test_held_out_synthetic_gtv_dice_target(held_out_summary):
+    # The goal: mean GTV Dice >= 0.85 on the held-out synthetic cases.
     assert held_out_summary["dice_mean"] >= 0.85, held_out_summary
 
 

@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     peaks.wrap(ct_engine, "isolate_lungs", "lungs")
     peaks.wrap(ct_engine, "preprocess", "preprocess")
     peaks.wrap(ct_engine, "predict_foreground", "tumour")
+    peaks.wrap(ct_engine, "refine_extent", "extent")
     peaks.wrap(ct_engine, "recist_axes", "measure")
     # Warm-up (first-call allocations, oneDNN kernels).
     engine.run(StudyInput("warm", (synthetic_chest_ct(1, n_slices=20, slice_thickness=5.0).to_volume(),)))
@@ -77,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         gtv = [s for s in findings.segments if s.rt_interpreted_type == "GTV"]
         print(f"\n{n} slices x 512 x 512, {thickness} mm (synthetic data generated in {generated:.1f} s)")
-        for stage in ("load", "preprocess", "lungs", "tumour", "measure"):
-            print(f"  {stage:<10} {findings.timings_s.get(stage, float('nan')):7.2f} s   peak {peaks.peaks.get(stage, 0.0):8.1f} MiB (tracemalloc)")
+        for stage, seconds in findings.timings_s.items():
+            print(f"  {stage:<10} {seconds:7.2f} s   peak {peaks.peaks.get(stage, 0.0):8.1f} MiB (tracemalloc)")
         print(f"  {'total':<10} {total:7.2f} s   process max RSS {rss_mb:.0f} MiB")
         print(f"  lesions {len(gtv)}; truth {case.tumour.sum()} voxels; "
               f"dice {2 * (gtv[0].mask & case.tumour).sum() / (gtv[0].mask.sum() + case.tumour.sum()):.3f}" if gtv else "  no lesion found")

@@ -152,7 +152,8 @@ class CtLungEngine(Engine):
             version=version,
             model_name=card.name,
             model_sha256=card.sha256,
-            research_use_only=card.research_use_only,
+            # Research use if either model is: both shape every GTV.
+            research_use_only=card.research_use_only or bool(self.extent_files and self.extent_files.card.research_use_only),
             intended_use=card.intended_use,
         )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -39,6 +41,11 @@ def test_a_site_extent_model_is_used_from_the_detectors_folder(tmp_path):
     assert engine.files.source == "site" and engine.extent_files.source == "site"
     assert engine.extent_files.card.sha256 == sha256_of(tmp_path / f"{EXTENT_MODEL_NAME}.pt")
     assert engine.identity().version.endswith("+extent-0.0.1+ext")
+    # A site-validated detector with a research-only extent model: results stay research use.
+    replace(detector, research_use_only=False).to_json(tmp_path / f"{MODEL_NAME}.json")
+    assert CtLungEngine(model_dir=tmp_path, device="cpu").identity().research_use_only is True
+    replace(extent, research_use_only=False).to_json(tmp_path / f"{EXTENT_MODEL_NAME}.json")
+    assert CtLungEngine(model_dir=tmp_path, device="cpu").identity().research_use_only is False
 
 
 def test_unknown_model_name_is_refused_before_training(tmp_path):

@@ -3,7 +3,9 @@
 
     python benchmarks/bench_ingest.py [--slices 300] [--size 512] [--repeat 2]
 
-Prints seconds per run, images/s and the node/storescp time ratio (target <= 1.5).
+Prints seconds per run, images/s and the node/storescp time ratio (target <= 1.5), and the
+floor of any pynetdicom-based receiver: a pynetdicom C-STORE SCP whose handler answers Success
+at once, without reading, writing or indexing anything (what the node is built on).
 """
 
 from __future__ import annotations
@@ -33,6 +35,21 @@ def send(port: int, aec: str, files: list[Path], env: dict) -> float:
     if out.returncode != 0:
         raise SystemExit(f"storescu failed: {out.stderr[-2000:]}")
     return elapsed
+
+
+def pynetdicom_floor(files: list[Path], env: dict) -> float:
+    """storescu -> a pynetdicom SCP that answers Success at once (data set kept in memory)."""
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+    ae = AE(ae_title="FLOOR")
+    ae.supported_contexts = AllStoragePresentationContexts
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
+    try:
+        return send(port, "FLOOR", files, env)
+    finally:
+        server.shutdown()
 
 
 def in_process_stages(files: list[Path], work: Path) -> None:
@@ -99,7 +116,7 @@ def main() -> None:
         size_mb = sum(f.stat().st_size for f in files) / 1e6
         print(f"series: {len(files)} instances, {size_mb:.0f} MB")
 
-        scp_times, node_times, orthanc_times = [], [], []
+        scp_times, node_times, orthanc_times, floor_times = [], [], [], []
         for run in range(args.repeat):
             port = free_port()
             out_dir = work / f"storescp-{run}"
@@ -124,6 +141,8 @@ def main() -> None:
             finally:
                 node.stop()
 
+            floor_times.append(pynetdicom_floor(files, env))
+
             if args.orthanc:
                 with orthanc_server(work / f"orthanc-{run}") as pacs:
                     orthanc_times.append(send(pacs.dicom_port, pacs.aet, files, env))
@@ -139,7 +158,11 @@ def main() -> None:
                   f"{len(files) / best_orthanc:6.0f} img/s  runs "
                   f"{[round(t, 2) for t in orthanc_times]}")
             print(f"ratio Orthanc/storescp: {best_orthanc / best_scp:.2f}")
-        print(f"ratio node/storescp: {best_node / best_scp:.2f}  (target <= 1.5)")
+        best_floor = min(floor_times)
+        print(f"pynetdicom, answers at once:      {best_floor:6.2f} s  "
+              f"{len(files) / best_floor:6.0f} img/s  runs {[round(t, 2) for t in floor_times]}")
+        print(f"ratio node/storescp: {best_node / best_scp:.2f}  (target <= 1.5); "
+              f"floor of a pynetdicom receiver: {best_floor / best_scp:.2f}")
         in_process_stages(files, work / "stages")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from ai_engines import codes
 from ai_engines.ct_lung.engine import QC_NO_LUNG_FIELD, CtLungEngine, recist_axes
 from ai_engines.ct_lung.evaluate import dice, evaluate_synthetic
 from ai_engines.ct_lung.synthetic import synthetic_chest_ct
+from ai_engines.models import locate_model
 from ai_engines.registry import get_engine
 from ai_engines.volume import AcquisitionFacts, StudyInput
 
@@ -115,6 +117,31 @@ def test_recist_axes_of_an_ellipse():
     assert long_mm == pytest.approx(30.0, abs=1.0)  # 60 px * 0.5 mm
     assert short_mm == pytest.approx(10.0, abs=1.0)
     assert abs(long_axis[0][1] - long_axis[1][1]) < 2  # horizontal
+
+
+def test_extent_model_completes_and_joins_a_large_central_tumour(engine, tmp_path):
+    # A 60 mm tumour against the mediastinum: the detector alone stops short and splits it in two.
+    case = synthetic_chest_ct(520_000, n_slices=40, slice_thickness=2.5, n_tumours=1, diameter_mm=60.0,
+                              kind="central", focus_tumour=True)
+    volume = case.to_volume()
+    detector_only_dir = tmp_path / "detector-only"
+    detector_only_dir.mkdir()
+    for path in (engine.files.weights, engine.files.card_path):
+        shutil.copy(path, detector_only_dir / path.name)
+    assert locate_model("ct_lung", "ct_lung_unet", detector_only_dir).source == "site"
+    detector_only = CtLungEngine(detector_only_dir, device="cpu")
+    assert detector_only.extent is None
+
+    def gtvs(findings):
+        return [s.mask for s in findings.segments if s.rt_interpreted_type == "GTV"]
+
+    refined, detected = gtvs(engine.run(study_of(volume))), gtvs(detector_only.run(study_of(volume)))
+    assert len(refined) == 1 and len(detected) == 2
+    assert all((d & ~refined[0]).sum() == 0 for d in detected)  # the extent only adds
+    refined_dice = dice(refined[0], case.tumour)
+    detected_dice = dice(np.logical_or.reduce(detected), case.tumour)
+    print(f"Dice detector alone {detected_dice:.3f}, with the extent model {refined_dice:.3f}")
+    assert refined_dice >= 0.8 and refined_dice >= detected_dice + 0.15
 
 
 @pytest.fixture(scope="module")

@@ -202,6 +202,7 @@ class CtLungEngine(Engine):
         del probability
         timings["tumour"] = time.perf_counter() - t
 
+        extent_note = ""
         if self.extent is not None and lesions:
             t = time.perf_counter()
             margin = int(np.ceil(EXTENT_MARGIN_MM / geometry.slice_spacing))
@@ -211,8 +212,13 @@ class CtLungEngine(Engine):
             z0, z1 = int(near[0]), int(near[-1])
             extent = self._probabilities(self.extent, canvas, near, first, box, mapping,
                                          (z1 - z0 + 1, *hu.shape[1:]), geometry.slice_spacing, offset=z0)
+            detected_count, detected_voxels = len(lesions), sum(int(m.sum()) for m in lesions)
             lesions = refine_extent(lesions, extent, z0)
             timings["extent"] = time.perf_counter() - t
+            # Say what the extent model changed, so a reader can check it against the images.
+            added_ml = (sum(int(m.sum()) for m in lesions) - detected_voxels) * voxel_mm3 / 1000
+            joined = f"; {detected_count} detected lesions joined into {len(lesions)}" if len(lesions) < detected_count else ""
+            extent_note = f"extent model {self.extent_files.card.version} added {added_ml:.1f} ml to the detected lesion(s){joined}"
 
         t = time.perf_counter()
         segments = [self._lung_segment("Lung_L", lungs.left, codes.LEFT, LUNG_L_COLOUR, voxel_mm3),
@@ -223,6 +229,8 @@ class CtLungEngine(Engine):
         notes = [f"{len(lesions)} lesion(s) above {MIN_LESION_MM3:g} mm3"]
         if self.files.card.label:
             notes.append(f"model {self.files.card.name} {self.files.card.version} [{self.files.card.label}]")
+        if extent_note:
+            notes.append(extent_note)
         if lungs.airway == "not in view":
             notes.append("trachea not in the field of view; airway removal skipped")
         elif lungs.airway == "leaked":

@@ -135,8 +135,15 @@ def test_extent_model_completes_and_joins_a_large_central_tumour(engine, tmp_pat
     def gtvs(findings):
         return [s.mask for s in findings.segments if s.rt_interpreted_type == "GTV"]
 
-    refined, detected = gtvs(engine.run(study_of(volume))), gtvs(detector_only.run(study_of(volume)))
+    with_extent, without = engine.run(study_of(volume)), detector_only.run(study_of(volume))
+    refined, detected = gtvs(with_extent), gtvs(without)
     assert len(refined) == 1 and len(detected) == 2
+    # The report says what the extent model changed.
+    voxel_ml = float(np.prod(volume.geometry.spacing_zyx)) / 1000
+    added_ml = (refined[0].sum() - sum(d.sum() for d in detected)) * voxel_ml
+    (note,) = [n for n in with_extent.notes if n.startswith("extent model")]
+    assert f"added {added_ml:.1f} ml" in note and "2 detected lesions joined into 1" in note
+    assert not any(n.startswith("extent model") for n in without.notes)
     assert all((d & ~refined[0]).sum() == 0 for d in detected)  # the extent only adds
     refined_dice = dice(refined[0], case.tumour)
     detected_dice = dice(np.logical_or.reduce(detected), case.tumour)

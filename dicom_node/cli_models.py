@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ai_engines.ct_lung import EXTENT_MODEL_NAME, MODEL_NAME
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the model subcommands to the node's argparse subparsers."""
@@ -22,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--data-dir", type=Path, help="folder of CT series with RTSTRUCT or SEG")
     train.add_argument("--roi-pattern", default=None, help="regular expression for the tumour ROI name")
     train.add_argument("--out", type=Path, required=True, help="folder for weights + model card")
-    train.add_argument("--model", choices=("ct_lung_unet", "ct_lung_unet_extent"), default="ct_lung_unet",
+    train.add_argument("--model", choices=(MODEL_NAME, EXTENT_MODEL_NAME), default=MODEL_NAME,
                        help="the detector, or the extent model that delineates what the detector found "
                             "(a site folder needs both to use its own extent model)")
     train.add_argument("--minutes", type=float, default=8.0)

@@ -28,14 +28,13 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
+from ai_engines.ct_lung import EXTENT_MODEL_NAME, MODEL_NAME
 from ai_engines.ct_lung.lungs import isolate_lungs
 from ai_engines.ct_lung.preprocess import PREPROCESSING_VERSION, preprocess, resample_to_canvas
 from ai_engines.ct_lung.synthetic import synthetic_chest_ct
 from ai_engines.ct_lung.unet import UNet2D, context_step, dice_ce_loss, stack_context
 from ai_engines.models import ModelCard, sha256_of
 
-MODEL_NAME = "ct_lung_unet"  # the detector: finds the lesions
-EXTENT_MODEL_NAME = "ct_lung_unet_extent"  # same network, delineates the lesions the detector found
 INTENDED_USE = {
     MODEL_NAME: (
         "Research only: segmentation of solid primary lung tumours (GTV) on axial chest CT, "

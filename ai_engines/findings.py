@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ai_engines.codes import Code
+from ai_engines.volume import RoiContours, SliceReference
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class Segment:
     # Endpoints (slice, row, col) of the longest axial diameter and its perpendicular.
     long_axis: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
     short_axis: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
+    # The series whose grid ``mask`` lies on; None: ``Findings.source_series_uid``.
+    source_series_uid: str | None = None
+    # Per-lesion confidence in [0, 1] (calibrated; the model card says how), or None.
+    probability: float | None = None
 
     def __post_init__(self) -> None:
         if self.mask.dtype != np.bool_:
@@ -76,6 +81,40 @@ class Classification:
     threshold: float
     positive: bool
     finding_site: Code | None = None
+    tracking_id: str = ""
+    # Image-level classifications name the image (and frame) they were made on; None: the
+    # study as a whole.
+    source: SliceReference | None = None
+    source_series_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class VoxelMap:
+    """A float voxel map on a source series' grid (heat map, radiomic feature map).
+
+    Written as a DICOM Parametric Map and drawn as a colour overlay in the picture.
+    ``values`` has the exact shape of the source series' voxels ``[slice, row, col]``.
+    """
+
+    label: str  # short name, e.g. "GradCAM", "GLCM_Entropy"
+    description: str
+    quantity: Code  # what the values are (e.g. DCM 110807 "Field Map" or an IBSI code)
+    unit: Code
+    values: np.ndarray
+    source_series_uid: str | None = None  # None: Findings.source_series_uid
+
+    def __post_init__(self) -> None:
+        if self.values.ndim != 3 or not np.issubdtype(self.values.dtype, np.floating):
+            raise ValueError(f"map {self.label!r}: values must be a 3-D float array")
+
+
+@dataclass(frozen=True)
+class RegionMeasurements:
+    """Measurements of a region that arrived with the study (a received RTSTRUCT ROI or SEG
+    segment): the SR references that object instead of a new copy."""
+
+    region: RoiContours
+    measurements: tuple[Measurement, ...]
     tracking_id: str = ""
 
 
@@ -96,6 +135,8 @@ class Findings:
     segments: tuple[Segment, ...] = ()
     classifications: tuple[Classification, ...] = ()
     study_measurements: tuple[Measurement, ...] = ()
+    maps: tuple[VoxelMap, ...] = ()
+    region_measurements: tuple[RegionMeasurements, ...] = ()
     decline: Decline | None = None
     notes: tuple[str, ...] = ()
     timings_s: dict[str, float] = field(default_factory=dict)

@@ -19,6 +19,12 @@ class SliceReference:
     sop_class_uid: str
     sop_instance_uid: str
     frame_number: int | None = None  # 1-based, for multi-frame sources
+    # Planar (NM) frames: the view of this frame ("ANTERIOR", "POSTERIOR", "LEFT_LATERAL"...;
+    # from the View Code Sequence or Detector Information), its detector and energy window
+    # (1-based, as the NM multi-frame module counts them).  None for tomographic slices.
+    view: str | None = None
+    detector: int | None = None
+    energy_window: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,15 @@ class AcquisitionFacts:
     lossy_compressed: bool = False
     gantry_tilt: float = 0.0
     series_description: str | None = None
+    # MR sequence facts (header-first sequence identification); None when absent.
+    protocol_name: str | None = None
+    sequence_name: str | None = None
+    scanning_sequence: str | None = None  # e.g. "GR", "SE\\IR"
+    image_type: tuple[str, ...] = ()
+    echo_time_ms: float | None = None
+    repetition_time_ms: float | None = None
+    inversion_time_ms: float | None = None
+    contrast_agent: str | None = None  # (0018,0010) Contrast/Bolus Agent, scrubbed
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -126,6 +141,12 @@ class RoiContours:
     name: str
     series_uid: str
     mask: np.ndarray  # bool, same shape as that series' voxels
+    # Where the region came from, so results can reference the received object rather than
+    # a copy: the RTSTRUCT/SEG instance and the ROI Number / Segment Number inside it.
+    source_sop_class_uid: str = ""
+    source_sop_instance_uid: str = ""
+    source_number: int | None = None
+    source_series_uid: str = ""  # the RTSTRUCT/SEG series (not the image series)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,50 @@
+"""What an engine package declares about itself, without importing torch or its weights.
+
+Each engine package exposes one :class:`EngineSpec` (conventionally ``SPEC`` in its
+``spec.py``) and registers it under the entry-point group :data:`ENTRY_POINT_GROUP`::
+
+    [project.entry-points."dicom_node.engines"]
+    ct_lung = "ai_engines.ct_lung.spec:SPEC"
+
+so a site can install an engine as its own wheel and the node finds it.  The node lists
+specs (and their model cards) and routes studies on ``acceptance`` without constructing the
+engine; ``factory`` names the class that is imported only when a job needs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ai_engines.engine import Acceptance
+
+ENTRY_POINT_GROUP = "dicom_node.engines"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """An engine's identity and declarations.
+
+    Parameters
+    ----------
+    name
+        The one name of the engine everywhere (routes, findings, CLI): lowercase,
+        ``[a-z][a-z0-9_]*``, e.g. ``"ct_lung"``.
+    version
+        Engine version (semantic); the model versions are on the model cards.
+    title
+        A line for people, e.g. "CT lungs and NSCLC GTV (Primakov et al. 2022)".
+    acceptance
+        What the engine can read; routing and header-first selection use it.
+    models
+        Names of the model files the engine loads (``ai_engines.models`` looks them up).
+    factory
+        ``"module:Class"``; the class is constructed with
+        ``(model_dir=..., device=..., threads=...)``.
+    """
+
+    name: str
+    version: str
+    title: str
+    acceptance: Acceptance
+    models: tuple[str, ...]
+    factory: str

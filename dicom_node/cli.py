@@ -1,4 +1,9 @@
-"""``dicom-node``: serve, worker, status, jobs, check-config, migrate (+ model commands)."""
+"""``dicom-node``: serve, worker, status, jobs, outbox, echo, check-config, migrate (+ model
+commands).
+
+Without ``--config`` the configuration is ``$DICOM_NODE_CONFIG`` when set, else
+``/etc/dicom-node/node.toml`` when it exists, else the embedded defaults.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,32 @@ from pathlib import Path
 
 from dicom_node import cli_models
 from dicom_node.config import ConfigError, NodeConfig, load_config
+from storage.database import NoDatabase
+
+# Where a packaged install keeps its configuration (deploy/dicom-node.service uses it).
+SYSTEM_CONFIG = Path("/etc/dicom-node/node.toml")
+CONFIG_ENV = "DICOM_NODE_CONFIG"
+
+
+def config_path(explicit: str | None) -> Path | None:
+    """The configuration file to use: ``--config``, else ``$DICOM_NODE_CONFIG``, else
+    :data:`SYSTEM_CONFIG` if it exists; None means the embedded defaults."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])  # must exist: load_config reports it otherwise
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
-    return load_config(Path(args.config) if args.config else None)
+    return load_config(config_path(args.config))
+
+
+def _existing_database(config: NodeConfig):  # noqa: ANN202
+    """The node's database for read-and-repair commands: never created here."""
+    from storage.migrate import open_existing
+
+    return open_existing(config.database.url)
 
 
 def _passive_cpu_threads() -> None:
@@ -70,14 +97,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _print_status(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from dicom_node.node import open_database
     from storage import quarantine
     from storage.outbox import Outbox
     from storage.studies import counts
     from storage.tables import Series, Study
 
     config = _config(args)
-    db = open_database(config)
+    db = _existing_database(config)
     with db.session() as session:
         report = counts(session)
         report["quarantine"] = quarantine.counts(session)
@@ -104,11 +130,10 @@ def _print_status(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from dicom_node.node import open_database
     from storage.jobs import JobQueue
     from storage.outbox import Outbox
 
-    db = open_database(_config(args))
+    db = _existing_database(_config(args))
     queue = JobQueue(db)
     try:
         if args.action == "retry":
@@ -138,6 +163,56 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         db.dispose()
 
 
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from storage.outbox import Outbox
+
+    config = _config(args)
+    db = _existing_database(config)
+    outbox = Outbox(db)
+    try:
+        if args.action == "resend":
+            if args.item_id is None and not (args.peer or args.study):
+                print("outbox resend needs an ID, --peer NAME or --study UID", file=sys.stderr)
+                return 2
+            if args.peer and config.peer_by_name(args.peer) is None:
+                print(f"no configured peer named {args.peer!r}", file=sys.stderr)
+                return 2
+            n = outbox.resend(item_id=args.item_id, destination=args.peer,
+                              study_uid=args.study, include_sent=args.include_sent)
+            print(f"{n} deliver{'y' if n == 1 else 'ies'} queued again")
+            return 0 if n else 1
+        items = outbox.list(state=args.state, destination=args.peer, limit=args.limit)
+        if args.json:
+            print(json.dumps([i.as_dict() for i in items], indent=2))
+            return 0
+        for i in items:
+            status = f" 0x{i.last_status:04X}" if i.last_status is not None else ""
+            reason = f"  {i.reason}" if i.reason else ""
+            print(f"{i.id:6d} {i.state:8s} {i.destination:12s} {i.modality:8s} "
+                  f"try {i.attempts} job {i.job_id} study {i.study_uid}{status}{reason}")
+        return 0
+    finally:
+        db.dispose()
+
+
+def cmd_echo(args: argparse.Namespace) -> int:
+    from dicom_node.sender import echo
+
+    config = _config(args)
+    peer = config.peer_by_name(args.peer) or config.peer_by_ae(args.peer)
+    if peer is None:
+        print(f"no configured peer named {args.peer!r}", file=sys.stderr)
+        return 2
+    result = echo(config, peer)
+    if result.ok:
+        print(f"{peer.name} ({peer.ae_title}@{peer.host}:{peer.port}): C-ECHO success "
+              f"in {result.seconds * 1000:.0f} ms")
+        return 0
+    detail = result.problem or f"C-ECHO status 0x{result.status:04X}"
+    print(f"{peer.name} ({peer.ae_title}@{peer.host}:{peer.port}): {detail}", file=sys.stderr)
+    return 1
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(Path(args.file))
     print(f"{args.file}: OK ({len(config.peers)} peers, {len(config.routes)} routes, "
@@ -150,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", help="TOML configuration (default: embedded defaults)")
+        p.add_argument("--config", help=f"TOML configuration (default: ${CONFIG_ENV}, "
+                       f"else {SYSTEM_CONFIG} if present, else the embedded defaults)")
         return p
 
     p = with_config(sub.add_parser("serve", help="run the node in the foreground"))
@@ -171,6 +247,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_jobs)
+    p = with_config(sub.add_parser("outbox", help="list deliveries or send them again"))
+    p.add_argument("action", nargs="?", choices=["list", "resend"], default="list")
+    p.add_argument("item_id", nargs="?", type=int, help="delivery id (resend)")
+    p.add_argument("--state", choices=["pending", "sending", "sent", "failed", "refused"])
+    p.add_argument("--peer", help="only deliveries to this peer (name)")
+    p.add_argument("--study", help="resend: the deliveries of this (pseudonymous) study UID")
+    p.add_argument("--include-sent", action="store_true",
+                   help="resend: also deliveries already sent (a PACS lost them)")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_outbox)
+    p = with_config(sub.add_parser("echo", help="C-ECHO a configured peer"))
+    p.add_argument("peer", help="peer name (or AE title)")
+    p.set_defaults(func=cmd_echo)
     p = sub.add_parser("check-config", help="validate a configuration file")
     p.add_argument("file")
     p.set_defaults(func=cmd_check_config)
@@ -187,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"jobs {args.action} needs a job id")
     try:
         return args.func(args)
+    except NoDatabase as exc:
+        print(f"{exc}; start the node once (dicom-node serve) or check --config",
+              file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"configuration error in {exc.source}:", file=sys.stderr)
         for line in exc.errors:

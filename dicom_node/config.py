@@ -127,7 +127,11 @@ class ResultSettings(_Section):
 
 
 class SenderSettings(_Section):
-    max_attempts: int = Field(8, ge=1, le=1000)
+    # A delivery is retried (with backoff) until this long after its result was queued, so a
+    # PACS that is down over a night loses nothing; then it is `failed` until resent.
+    retry_window_hours: float = Field(24.0, gt=0)
+    # A cap on attempts inside the window (the window is the rule; this only bounds it).
+    max_attempts: int = Field(1000, ge=1, le=100000)
     # A batch whose sender died is picked up again after this long.
     lease_seconds: float = Field(300.0, gt=0)
     backoff_seconds: float = Field(5.0, ge=0)

@@ -8,13 +8,16 @@ reason.  Nothing leaves that fails the leak check: such an item is ``refused``, 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import time
+from dataclasses import dataclass
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
-from pynetdicom.sop_class import StorageCommitmentPushModel
+from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 
 from dicom_node.background import RepeatingStep
 from dicom_node.config import DestinationKind, NodeConfig, Peer
@@ -149,7 +152,8 @@ class Sender:
     def _retry(self, item: ClaimedItem, reason: str, status: int | None) -> None:
         cfg = self.config.sender
         state = self.outbox.mark_retry(item.id, reason, status, cfg.max_attempts,
-                                       cfg.backoff_seconds, cfg.backoff_max_seconds)
+                                       cfg.backoff_seconds, cfg.backoff_max_seconds,
+                                       dt.timedelta(hours=cfg.retry_window_hours))
         log.warning("outbox item %d to %s: %s (now %s, attempt %d)", item.id, item.destination,
                     reason, state, item.attempts)
 
@@ -159,3 +163,41 @@ class Sender:
     def stop(self) -> None:
         self.loop.stop()
         self.loop.join(timeout=30)
+
+
+@dataclass(frozen=True)
+class EchoResult:
+    """What ``dicom-node echo PEER`` reports: the C-ECHO status, or why there was none."""
+
+    peer: str
+    status: int | None
+    seconds: float
+    problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+def echo(config: NodeConfig, peer: Peer) -> EchoResult:
+    """C-ECHO a configured peer with the node's own AE title and timeouts (the "test" button
+    of Orthanc and mercure): proves address, port, AE titles and the peer's acceptance."""
+    ae = AE(ae_title=config.node.ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = min(30.0,
+                                                                config.node.network_timeout_s)
+    ae.add_requested_context(Verification)
+    start = time.monotonic()
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    if not assoc.is_established:
+        why = ("association rejected (check the AE titles on both sides)" if assoc.is_rejected
+               else "no association (peer down, wrong host or port, or aborted)")
+        return EchoResult(peer.name, None, time.monotonic() - start,
+                          f"{why} by {peer.ae_title}@{peer.host}:{peer.port}")
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    code = int(status.Status) if "Status" in status else None
+    return EchoResult(peer.name, code, time.monotonic() - start,
+                      "" if code is not None else "no C-ECHO response (timeout or abort)")

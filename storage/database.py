@@ -22,6 +22,10 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
     cur.close()
 
 
+class NoDatabase(LookupError):
+    """The configured database does not exist or was never initialised by the node."""
+
+
 class Database:
     """One engine and session factory for the node's database URL."""
 

@@ -10,7 +10,11 @@ from sqlalchemy.orm import Session
 
 from storage.database import Database
 from storage.leases import backoff, claim_rows
-from storage.tables import OutboxItem, utcnow
+from storage.tables import Job, OutboxItem, Study, utcnow
+
+# Deliveries an operator may send again: failed ones, and sent ones a PACS says it lost.
+# A refused delivery was stopped by the leak check; sending it again cannot change that.
+RESENDABLE = ("failed", "sent")
 
 
 @dataclass(frozen=True)
@@ -92,12 +96,16 @@ class Outbox:
                 state="refused", reason=reason, lease_expires_at=None))
 
     def mark_retry(self, item_id: int, reason: str, status: int | None, max_attempts: int,
-                   backoff_s: float, backoff_max_s: float) -> str:
+                   backoff_s: float, backoff_max_s: float,
+                   retry_window: dt.timedelta | None = None) -> str:
+        """After a failed attempt: ``pending`` again with backoff, or ``failed`` once the
+        attempts or the retry window (counted from when the result was queued) are spent."""
         now = utcnow()
         with self.db.session() as session:
             item = session.get(OutboxItem, item_id)
             item.reason, item.last_status, item.lease_expires_at = reason, status, None
-            if item.attempts >= max_attempts:
+            window_spent = retry_window is not None and now - item.created_at >= retry_window
+            if item.attempts >= max_attempts or window_spent:
                 item.state = "failed"
             else:
                 item.state = "pending"
@@ -130,3 +138,70 @@ class Outbox:
                  "attempts": i.attempts, "reason": i.reason, "commitment": i.commitment}
                 for i in session.scalars(select(OutboxItem).where(OutboxItem.job_id == job_id))
             ]
+
+    def list(self, state: str | None = None, destination: str | None = None,
+             limit: int = 100) -> list[DeliveryView]:
+        """Deliveries, newest first, with their study (pseudonymous) and job."""
+        with self.db.session() as session:
+            query = (select(OutboxItem, Study.study_uid).join(Job, Job.id == OutboxItem.job_id)
+                     .join(Study, Study.id == Job.study_id))
+            if state:
+                query = query.where(OutboxItem.state == state)
+            if destination:
+                query = query.where(OutboxItem.destination == destination)
+            rows = session.execute(query.order_by(OutboxItem.id.desc()).limit(limit)).all()
+            return [DeliveryView(
+                i.id, i.job_id, uid, i.destination, i.modality, i.sop_instance_uid, i.state,
+                i.attempts, i.last_status, i.reason, i.created_at, i.sent_at, i.commitment)
+                for i, uid in rows]
+
+    def resend(self, *, item_id: int | None = None, destination: str | None = None,
+               study_uid: str | None = None, include_sent: bool = False) -> int:
+        """Queue deliveries again with a fresh attempt budget; returns how many.
+
+        By id, a failed or sent delivery is queued again; by destination and/or study, the
+        failed ones (and the sent ones too with ``include_sent``).
+        """
+        if item_id is None and destination is None and study_uid is None:
+            raise ValueError("resend needs an item id, a destination or a study")
+        states = RESENDABLE if item_id is not None or include_sent else ("failed",)
+        with self.db.session() as session:
+            query = update(OutboxItem).where(OutboxItem.state.in_(states))
+            if item_id is not None:
+                query = query.where(OutboxItem.id == item_id)
+            if destination is not None:
+                query = query.where(OutboxItem.destination == destination)
+            if study_uid is not None:
+                jobs = select(Job.id).join(Study, Study.id == Job.study_id).where(
+                    Study.study_uid == study_uid)
+                query = query.where(OutboxItem.job_id.in_(jobs))
+            return session.execute(query.values(
+                state="pending", attempts=0, next_attempt_at=utcnow(), lease_expires_at=None,
+                reason=None, sent_at=None, commitment=None, commitment_transaction_uid=None,
+            ).execution_options(synchronize_session=False)).rowcount
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    """One delivery as ``dicom-node outbox list`` shows it."""
+
+    id: int
+    job_id: int
+    study_uid: str
+    destination: str
+    modality: str
+    sop_instance_uid: str
+    state: str
+    attempts: int
+    last_status: int | None
+    reason: str | None
+    created_at: dt.datetime
+    sent_at: dt.datetime | None
+    commitment: str | None
+
+    def as_dict(self) -> dict:
+        view = dict(self.__dict__)
+        for key in ("created_at", "sent_at"):
+            if view[key] is not None:
+                view[key] = view[key].isoformat() + "Z"
+        return view

@@ -195,6 +195,38 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         db.dispose()
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    from dicom_node.node import retention_policy
+    from storage.files import FileStore
+    from storage.retention import StudyNotPurgeable, purge, purge_study
+    from storage.tables import utcnow
+
+    config = _config(args)
+    db = _existing_database(config)
+    files = FileStore(config.node.data_dir)
+    try:
+        if args.study:
+            try:
+                report = purge_study(db, files, args.study, dry_run=args.dry_run)
+            except StudyNotPurgeable as exc:
+                print(str(exc), file=sys.stderr)
+                return 1
+        else:
+            report = purge(db, files, retention_policy(config), utcnow(), dry_run=args.dry_run)
+    finally:
+        db.dispose()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return 0
+    verb = "would purge" if args.dry_run else "purged"
+    print(f"{verb} {len(report.studies)} studies ({report.instances} instances, "
+          f"{report.result_files} result files), {report.quarantined} quarantined, "
+          f"{report.vault_rows} vault rows: {report.bytes_freed / 1e6:.1f} MB")
+    for study, reason in sorted(report.held.items()):
+        print(f"  kept {study}: {reason}")
+    return 0
+
+
 def cmd_echo(args: argparse.Namespace) -> int:
     from dicom_node.sender import echo
 
@@ -258,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_outbox)
+    p = with_config(sub.add_parser("purge", help="delete what [retention] no longer keeps"))
+    p.add_argument("--dry-run", action="store_true", help="report, delete nothing")
+    p.add_argument("--study", help="purge this (pseudonymous) study now, even with failed "
+                   "deliveries (never while it is receiving or a job runs)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_purge)
     p = with_config(sub.add_parser("echo", help="C-ECHO a configured peer"))
     p.add_argument("peer", help="peer name (or AE title)")
     p.set_defaults(func=cmd_echo)

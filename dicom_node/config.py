@@ -140,6 +140,19 @@ class SenderSettings(_Section):
     commitment_timeout_s: float = Field(120.0, gt=0)
 
 
+class RetentionSettings(_Section):
+    """What the node deletes and when (storage.retention); 0 keeps that data forever."""
+
+    # Whole studies (received instances, results, jobs, deliveries) this long after their
+    # last activity, and only once every result owed for them is delivered.
+    study_days: float = Field(7.0, ge=0)
+    quarantine_days: float = Field(30.0, ge=0)
+    # Identities of studies no longer in the index, this long after they were recorded.
+    vault_days: float = Field(30.0, ge=0)
+    # How often `serve` purges (the `purge` command runs it at once).
+    interval_minutes: float = Field(60.0, gt=0)
+
+
 class EngineSettings(_Section):
     # A site folder with validated weights; files there replace the packaged ones by name.
     model_dir: Path | None = None
@@ -166,6 +179,7 @@ class NodeConfig(_Section):
     results: ResultSettings = ResultSettings()
     sender: SenderSettings = SenderSettings()
     engines: EngineSettings = EngineSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> NodeConfig:

@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
+from dicom_node.background import RepeatingStep
 from dicom_node.completion import CompletionTracker
 from dicom_node.config import NodeConfig
 from dicom_node.deid import Pseudonymizer
@@ -19,6 +20,8 @@ from storage.database import Database
 from storage.files import FileStore
 from storage.keys import load_or_create_key
 from storage.outbox import Outbox
+from storage.retention import RetentionPolicy, purge
+from storage.tables import utcnow
 from storage.vault import Vault
 
 log = logging.getLogger("dicom_node")
@@ -42,6 +45,11 @@ def configure_logging(config: NodeConfig) -> None:
         root.addHandler(handler)
     # pynetdicom logs every PDU at DEBUG/INFO; keep its warnings only.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def retention_policy(config: NodeConfig) -> RetentionPolicy:
+    settings = config.retention
+    return RetentionPolicy(settings.study_days, settings.quarantine_days, settings.vault_days)
 
 
 def open_database(config: NodeConfig) -> Database:
@@ -89,7 +97,24 @@ class Node:
             busy = self.receiver.busy_study_uids if self.receiver else set
             self.completion = CompletionTracker(config, self.db, busy,
                                                 on_jobs_queued=self._wake_workers)
+        # The appliance process purges; separate worker machines never delete anything.
+        self.retention = RepeatingStep("retention", self._purge,
+                                       config.retention.interval_minutes * 60, log) \
+            if receive else None
         self._stopped = threading.Event()
+
+    def _purge(self) -> bool:
+        report = purge(self.db, self.files, retention_policy(self.config), utcnow())
+        if report.studies or report.quarantined or report.vault_rows:
+            log.info("retention: purged %d studies (%d instances, %d result files), "
+                     "%d quarantined, %d vault rows; %.1f MB freed", len(report.studies),
+                     report.instances, report.result_files, report.quarantined,
+                     report.vault_rows, report.bytes_freed / 1e6)
+        if report.held:
+            log.warning("retention: %d studies past retention kept for undelivered results "
+                        "or running jobs (dicom-node purge --dry-run lists them)",
+                        len(report.held))
+        return False
 
     def _wake_workers(self) -> None:
         for worker in self.workers:
@@ -104,6 +129,8 @@ class Node:
             worker.start()
         if self.sender:
             self.sender.start()
+        if self.retention:
+            self.retention.start()
         log.info("node started: receiver=%s completion=%s workers=%d sender=%s",
                  bool(self.receiver), bool(self.completion), len(self.workers),
                  bool(self.sender))
@@ -120,6 +147,9 @@ class Node:
             worker.join(timeout=60)
         if self.sender:
             self.sender.stop()
+        if self.retention:
+            self.retention.stop()
+            self.retention.join(timeout=60)
         self.db.dispose()
         self._stopped.set()
         log.info("node stopped")

@@ -71,6 +71,20 @@ class FileStore:
     def delete(self, relative: str) -> None:
         (self.root / relative).unlink(missing_ok=True)
 
+    def size(self, relative: str) -> int:
+        """Size of a stored file in bytes; 0 when it is not there."""
+        try:
+            return (self.root / relative).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def remove_empty_folder(self, relative: str) -> None:
+        """Remove a folder under the data folder if it is empty (retention)."""
+        try:
+            (self.root / relative).rmdir()
+        except (FileNotFoundError, OSError):
+            pass
+
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import contextlib
 import os
 import shutil
 import threading
@@ -80,10 +81,8 @@ class FileStore:
 
     def remove_empty_folder(self, relative: str) -> None:
         """Remove a folder under the data folder if it is empty (retention)."""
-        try:
+        with contextlib.suppress(OSError):  # not there, or not empty: keep it
             (self.root / relative).rmdir()
-        except (FileNotFoundError, OSError):
-            pass
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free

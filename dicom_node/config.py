@@ -140,6 +140,15 @@ class SenderSettings(_Section):
     commitment_timeout_s: float = Field(120.0, gt=0)
 
 
+class HttpSettings(_Section):
+    """The health and metrics endpoint (``/healthz``, ``/metrics``) of `serve`."""
+
+    enabled: bool = True
+    # Loopback by default: metrics name peers and engines; expose them deliberately.
+    address: str = "127.0.0.1"
+    port: int = Field(8081, ge=0, le=65535)  # 0: any free port (logged at start)
+
+
 class RetentionSettings(_Section):
     """What the node deletes and when (storage.retention); 0 keeps that data forever."""
 
@@ -180,6 +189,7 @@ class NodeConfig(_Section):
     sender: SenderSettings = SenderSettings()
     engines: EngineSettings = EngineSettings()
     retention: RetentionSettings = RetentionSettings()
+    http: HttpSettings = HttpSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> NodeConfig:

@@ -8,10 +8,13 @@ import sys
 import threading
 from pathlib import Path
 
+from pynetdicom import evt
+
 from dicom_node.background import RepeatingStep
 from dicom_node.completion import CompletionTracker
 from dicom_node.config import NodeConfig
 from dicom_node.deid import Pseudonymizer
+from dicom_node.metrics import NodeMetrics, StatusServer
 from dicom_node.scp import Receiver
 from dicom_node.sender import Sender
 from dicom_node.worker import Worker, device_observer_uid
@@ -101,7 +104,22 @@ class Node:
         self.retention = RepeatingStep("retention", self._purge,
                                        config.retention.interval_minutes * 60, log) \
             if receive else None
+        self.metrics = NodeMetrics()
+        self.status_server: StatusServer | None = None
+        if receive and config.http.enabled:
+            receiver = self.receiver
+            self.status_server = StatusServer(
+                config.http.address, config.http.port, self.db, self.files, self.metrics,
+                config.node.min_free_disk_mb * 1024 * 1024,
+                receiver_listening=(lambda: receiver.listening) if receiver else None)
         self._stopped = threading.Event()
+
+    def _count_associations(self) -> None:
+        assert self.receiver is not None
+        for event, result in ((evt.EVT_ACCEPTED, "accepted"), (evt.EVT_REJECTED, "rejected"),
+                              (evt.EVT_RELEASED, "released"), (evt.EVT_ABORTED, "aborted")):
+            counter = self.metrics.associations.labels(result)
+            self.receiver.bind(event, lambda _event, c=counter: c.inc())
 
     def _purge(self) -> bool:
         report = purge(self.db, self.files, retention_policy(self.config), utcnow())
@@ -123,6 +141,9 @@ class Node:
     def start(self) -> None:
         if self.receiver:
             self.receiver.start()
+            self._count_associations()
+        if self.status_server:
+            self.status_server.start()
         if self.completion:
             self.completion.start()
         for worker in self.workers:
@@ -139,6 +160,8 @@ class Node:
         """Stop accepting, let running jobs finish their current step, then close."""
         if self.receiver:
             self.receiver.stop()
+        if self.status_server:
+            self.status_server.stop()
         if self.completion:
             self.completion.stop()
         for worker in self.workers:

@@ -123,6 +123,17 @@ class Receiver:
         ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
         return ae
 
+    @property
+    def listening(self) -> bool:
+        """True while the server accepts associations."""
+        return self._server is not None
+
+    def bind(self, event: tuple, handler) -> None:  # noqa: ANN001
+        """Bind one more handler to a pynetdicom notification event (e.g. metrics on
+        ``EVT_ACCEPTED``) on the running server."""
+        assert self._server is not None, "start() the receiver first"
+        self._server.bind(event, handler)
+
     def start(self) -> None:
         """Start listening (non-blocking)."""
         # Received data sets stream to a temporary file instead of memory; keep those files

@@ -52,6 +52,7 @@ class NodeProcess:
         sections = {
             "node": {"ae_title": self.ae_title, "host": "127.0.0.1", "port": self.port,
                      "data_dir": str(self.data_dir), "min_free_disk_mb": 1},
+            "http": {"port": 0},  # tests run several nodes at once
             "database": {"url": database_url or f"sqlite:///{self.data_dir / 'node.db'}"},
             "completion": {"quiet_seconds": quiet_seconds, "poll_seconds": 0.2},
             "jobs": {"workers": workers, "poll_seconds": 0.2, "backoff_seconds": 0.5},

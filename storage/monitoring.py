@@ -1,0 +1,61 @@
+"""What the node's health and metrics endpoint reads from the index (counts by state, the
+newest receive, recent engine stage times).  Pseudonymous values only; nothing per patient."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select, text
+
+from storage.database import Database
+from storage.tables import Instance, Job, OutboxItem, Quarantined, Study
+
+
+@dataclass(frozen=True)
+class IndexFigures:
+    studies_by_state: dict[str, int]
+    instances_stored: int
+    jobs_by_engine_state: dict[tuple[str, str], int]
+    outbox_by_destination_state: dict[tuple[str, str], int]
+    quarantined: int
+    last_received_at: dt.datetime | None
+    # Mean seconds per (engine, stage) over each engine's most recent finished jobs.
+    stage_seconds_mean: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+def database_reachable(db: Database) -> bool:
+    """True when a trivial query succeeds (the readiness check)."""
+    try:
+        with db.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+    except Exception:  # any driver error means "not ready"
+        return False
+
+
+def index_figures(db: Database, recent_jobs: int = 100) -> IndexFigures:
+    """Counts for the metrics endpoint; a few grouped queries, cheap enough per scrape."""
+    with db.session() as session:
+        studies = dict(session.execute(
+            select(Study.state, func.count()).group_by(Study.state)).all())
+        instances = session.scalar(select(func.count()).select_from(Instance)) or 0
+        jobs = {(engine, state): n for engine, state, n in session.execute(
+            select(Job.engine, Job.state, func.count()).group_by(Job.engine, Job.state))}
+        deliveries = {(dest, state): n for dest, state, n in session.execute(
+            select(OutboxItem.destination, OutboxItem.state, func.count())
+            .group_by(OutboxItem.destination, OutboxItem.state))}
+        quarantined = session.scalar(select(func.count()).select_from(Quarantined)) or 0
+        last = session.scalar(select(func.max(Study.last_received_at)))
+        totals: dict[tuple[str, str], list[float]] = {}
+        for engine in {engine for engine, _ in jobs}:
+            summaries = session.scalars(
+                select(Job.summary).where(Job.engine == engine, Job.summary.is_not(None))
+                .order_by(Job.id.desc()).limit(recent_jobs)).all()
+            for summary in summaries:
+                timings = json.loads(summary).get("timings_s", {})
+                for stage, seconds in timings.items():
+                    totals.setdefault((engine, str(stage)), []).append(float(seconds))
+    return IndexFigures(studies, instances, jobs, deliveries, quarantined, last,
+                        {key: sum(v) / len(v) for key, v in totals.items()})

@@ -149,6 +149,20 @@ class HttpSettings(_Section):
     port: int = Field(8081, ge=0, le=65535)  # 0: any free port (logged at start)
 
 
+class AuditSettings(_Section):
+    """The audit trail (PS3.15 A.5 / IHE ATNA messages), see dicom_node/audit.py."""
+
+    enabled: bool = True
+    # Append-only, one XML AuditMessage per line; relative paths are under data_dir.
+    file: Path = Path("audit/audit.log")
+    # Also send to a syslog collector (an ATNA audit record repository) when set.
+    syslog_host: str = ""
+    syslog_port: int = Field(6514, ge=1, le=65535)
+    syslog_protocol: Literal["tls", "tcp", "udp"] = "tls"
+    syslog_ca_file: Path | None = None  # trusted CA for the collector's certificate (tls)
+    enterprise_site_id: str = ""
+
+
 class RetentionSettings(_Section):
     """What the node deletes and when (storage.retention); 0 keeps that data forever."""
 
@@ -190,6 +204,7 @@ class NodeConfig(_Section):
     engines: EngineSettings = EngineSettings()
     retention: RetentionSettings = RetentionSettings()
     http: HttpSettings = HttpSettings()
+    audit: AuditSettings = AuditSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> NodeConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from pynetdicom import evt
 
+from dicom_node.audit import AuditTrail, SyslogTarget
 from dicom_node.background import RepeatingStep
 from dicom_node.completion import CompletionTracker
 from dicom_node.config import NodeConfig
@@ -48,6 +50,36 @@ def configure_logging(config: NodeConfig) -> None:
         root.addHandler(handler)
     # pynetdicom logs every PDU at DEBUG/INFO; keep its warnings only.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def open_audit_trail(config: NodeConfig) -> AuditTrail | None:
+    settings = config.audit
+    if not settings.enabled:
+        return None
+    syslog = SyslogTarget(settings.syslog_host, settings.syslog_port, settings.syslog_protocol,
+                          settings.syslog_ca_file) if settings.syslog_host else None
+    return AuditTrail(config.resolve(settings.file), config.node.ae_title,
+                      site_id=settings.enterprise_site_id, syslog=syslog)
+
+
+def note_configuration(config: NodeConfig, audit: AuditTrail) -> None:
+    """Audit a configuration that differs from the one of the previous start."""
+    digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+    marker = audit.file_path.parent / "config.sha256"
+    previous = marker.read_text(encoding="ascii").strip() if marker.is_file() else None
+    if previous is not None and previous != digest:
+        audit.configuration_changed(previous, digest)
+    marker.write_text(digest + "\n", encoding="ascii")
+
+
+def _requestor(event) -> tuple[str, str | None]:  # noqa: ANN001
+    """Calling AE title and address of an association event's peer, checked before they
+    reach the audit trail (an AE title is 16 printable characters)."""
+    requestor = event.assoc.requestor
+    title = str(requestor.ae_title).strip()
+    if not title.isprintable() or len(title) > 16:
+        title = "(invalid AE title)"
+    return title, str(requestor.address) or None
 
 
 def retention_policy(config: NodeConfig) -> RetentionPolicy:
@@ -104,6 +136,7 @@ class Node:
         self.retention = RepeatingStep("retention", self._purge,
                                        config.retention.interval_minutes * 60, log) \
             if receive else None
+        self.audit = open_audit_trail(config) if (receive or send) else None
         self.metrics = NodeMetrics()
         self.status_server: StatusServer | None = None
         if receive and config.http.enabled:
@@ -120,6 +153,12 @@ class Node:
                               (evt.EVT_RELEASED, "released"), (evt.EVT_ABORTED, "aborted")):
             counter = self.metrics.associations.labels(result)
             self.receiver.bind(event, lambda _event, c=counter: c.inc())
+        if self.audit is not None:
+            audit = self.audit
+            self.receiver.bind(evt.EVT_ACCEPTED, lambda event: audit.association(
+                True, *_requestor(event)))
+            self.receiver.bind(evt.EVT_REJECTED, lambda event: audit.association(
+                False, *_requestor(event), reason="association rejected"))
 
     def _purge(self) -> bool:
         report = purge(self.db, self.files, retention_policy(self.config), utcnow())
@@ -139,6 +178,9 @@ class Node:
             worker.loop.wake()
 
     def start(self) -> None:
+        if self.audit is not None:
+            self.audit.application(started=True)
+            note_configuration(self.config, self.audit)
         if self.receiver:
             self.receiver.start()
             self._count_associations()
@@ -174,6 +216,9 @@ class Node:
             self.retention.stop()
             self.retention.join(timeout=60)
         self.db.dispose()
+        if self.audit is not None:
+            self.audit.application(started=False)
+            self.audit.close()
         self._stopped.set()
         log.info("node stopped")
 

@@ -149,6 +149,17 @@ class HttpSettings(_Section):
     port: int = Field(8081, ge=0, le=65535)  # 0: any free port (logged at start)
 
 
+class LoggingSettings(_Section):
+    """Where the node's log goes besides stderr (the level is ``node.log_level``)."""
+
+    format: Literal["text", "json"] = "text"
+    # Rotating log file, relative to data_dir; "" writes none.  Not written under systemd,
+    # whose journal already keeps stderr.
+    file: str = "logs/node.log"
+    file_max_mb: int = Field(50, ge=1)
+    file_count: int = Field(10, ge=1, le=1000)
+
+
 class AuditSettings(_Section):
     """The audit trail (PS3.15 A.5 / IHE ATNA messages), see dicom_node/audit.py."""
 
@@ -205,6 +216,7 @@ class NodeConfig(_Section):
     retention: RetentionSettings = RetentionSettings()
     http: HttpSettings = HttpSettings()
     audit: AuditSettings = AuditSettings()
+    logging: LoggingSettings = LoggingSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> NodeConfig:

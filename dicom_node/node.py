@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import signal
 import sys
 import threading
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from pynetdicom import evt
 
+from dicom_node import systemd
 from dicom_node.audit import AuditTrail, SyslogTarget
 from dicom_node.background import RepeatingStep
 from dicom_node.completion import CompletionTracker
@@ -24,6 +28,7 @@ from storage import migrate
 from storage.database import Database
 from storage.files import FileStore
 from storage.keys import load_or_create_key
+from storage.monitoring import database_reachable
 from storage.outbox import Outbox
 from storage.retention import RetentionPolicy, purge
 from storage.tables import utcnow
@@ -34,18 +39,40 @@ log = logging.getLogger("dicom_node")
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object a line (time, level, logger, message), for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{record.msecs:03.0f}",
+                 "level": record.levelname, "logger": record.name,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
 def configure_logging(config: NodeConfig) -> None:
-    """Log to stderr and to ``data_dir/logs/node.log``.  Log lines carry pseudonyms only."""
-    logs = config.node.data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    """Log to stderr and to a rotating file (``[logging]``).  Log lines carry pseudonyms only.
+
+    Under systemd (``JOURNAL_STREAM`` set) the journal already keeps stderr, so no file is
+    written: the same line is not stored twice.
+    """
+    settings = config.logging
     root = logging.getLogger()
     root.setLevel(config.node.log_level)
     for handler in list(root.handlers):
         if getattr(handler, "_dicom_node", False):
             root.removeHandler(handler)
-    for handler in (logging.StreamHandler(sys.stderr),
-                    logging.FileHandler(logs / "node.log", encoding="utf-8")):
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if settings.file and not os.environ.get("JOURNAL_STREAM"):
+        path = config.resolve(Path(settings.file))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(RotatingFileHandler(path, maxBytes=settings.file_max_mb * 1024 * 1024,
+                                            backupCount=settings.file_count, encoding="utf-8"))
+    formatter = JsonLogFormatter() if settings.format == "json" else \
+        logging.Formatter(LOG_FORMAT)
+    for handler in handlers:
+        handler.setFormatter(formatter)
         handler._dicom_node = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     # pynetdicom logs every PDU at DEBUG/INFO; keep its warnings only.
@@ -231,6 +258,19 @@ class Node:
         signal.signal(signal.SIGTERM, _signal)
         signal.signal(signal.SIGINT, _signal)
         self.start()
+        systemd.notify("READY=1")
+        interval = systemd.watchdog_interval_s()
+        watchdog = systemd.Watchdog(self.healthy, interval) if interval else None
+        if watchdog:
+            watchdog.start()
         self._stopped.wait()
         self._stopped.clear()
+        systemd.notify("STOPPING=1")
+        if watchdog:
+            watchdog.stop()
         self.stop()
+
+    def healthy(self) -> bool:
+        """The database answers and, in the receiving process, the receiver listens."""
+        listening = self.receiver.listening if self.receiver else True
+        return listening and database_reachable(self.db)

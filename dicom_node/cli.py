@@ -227,6 +227,28 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from dicom_node.dashboard import hash_password
+
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("the passwords differ", file=sys.stderr)
+            return 2
+    if len(password) < 12:
+        print("use at least 12 characters", file=sys.stderr)
+        return 2
+    print("[[dashboard.users]]")
+    print(f'name = "{args.user}"')
+    print(f'role = "{args.role}"')
+    print(f'password_hash = "{hash_password(password)}"')
+    return 0
+
+
 def cmd_echo(args: argparse.Namespace) -> int:
     from dicom_node.sender import echo
 
@@ -296,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "deliveries (never while it is receiving or a job runs)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_purge)
+    p = sub.add_parser("dashboard-password",
+                       help="print a [[dashboard.users]] entry with an scrypt password hash")
+    p.add_argument("user")
+    p.add_argument("--role", choices=["viewer", "operator"], default="viewer")
+    p.add_argument("--stdin", action="store_true", help="read the password from stdin")
+    p.set_defaults(func=cmd_dashboard_password)
     p = with_config(sub.add_parser("echo", help="C-ECHO a configured peer"))
     p.add_argument("peer", help="peer name (or AE title)")
     p.set_defaults(func=cmd_echo)

@@ -149,6 +149,21 @@ class HttpSettings(_Section):
     port: int = Field(8081, ge=0, le=65535)  # 0: any free port (logged at start)
 
 
+class DashboardUser(_Section):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    role: Literal["viewer", "operator"]
+    # "scrypt$N$r$p$salt$hash" from `dicom-node dashboard-password`; never a plain password.
+    password_hash: str = Field(pattern=r"^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$")
+
+
+class DashboardSettings(_Section):
+    """The web dashboard on the [http] endpoint; no users means nobody can log in."""
+
+    enabled: bool = True
+    session_minutes: float = Field(30.0, gt=0, le=24 * 60)
+    users: list[DashboardUser] = Field(default_factory=list)
+
+
 class LoggingSettings(_Section):
     """Where the node's log goes besides stderr (the level is ``node.log_level``)."""
 
@@ -217,6 +232,7 @@ class NodeConfig(_Section):
     http: HttpSettings = HttpSettings()
     audit: AuditSettings = AuditSettings()
     logging: LoggingSettings = LoggingSettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> NodeConfig:

@@ -19,10 +19,12 @@ from dicom_node.audit import AuditTrail, SyslogTarget
 from dicom_node.background import RepeatingStep
 from dicom_node.completion import CompletionTracker
 from dicom_node.config import NodeConfig
+from dicom_node.dashboard import Dashboard
 from dicom_node.deid import Pseudonymizer
-from dicom_node.metrics import NodeMetrics, StatusServer
+from dicom_node.metrics import NodeMetrics
 from dicom_node.scp import Receiver
 from dicom_node.sender import Sender
+from dicom_node.web import StatusServer
 from dicom_node.worker import Worker, device_observer_uid
 from storage import migrate
 from storage.database import Database
@@ -171,7 +173,9 @@ class Node:
             self.status_server = StatusServer(
                 config.http.address, config.http.port, self.db, self.files, self.metrics,
                 config.node.min_free_disk_mb * 1024 * 1024,
-                receiver_listening=(lambda: receiver.listening) if receiver else None)
+                receiver_listening=(lambda: receiver.listening) if receiver else None,
+                dashboard=Dashboard(config, self.db, self.files, self.audit)
+                if config.dashboard.enabled else None)
         self._stopped = threading.Event()
 
     def _count_associations(self) -> None:

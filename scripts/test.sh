@@ -6,10 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real peers: dcmtk (storescu/echoscu/storescp), dicom3tools (dciodvfy), Orthanc (the PACS),
-# plastimatch (independent RTSTRUCT reader), PostgreSQL (multi-worker test).
-peers="dcmtk dicom3tools orthanc plastimatch postgresql"
+# plastimatch (independent RTSTRUCT reader), PostgreSQL (multi-worker test), Chromium (the
+# dashboard in a real headless browser, driven by Playwright without downloading a browser),
+# systemd's tools (the units checked with systemd-analyze verify).
+peers="dcmtk dicom3tools orthanc plastimatch postgresql chromium systemd"
 missing=""
-for bin in storescu dciodvfy Orthanc plastimatch; do
+for bin in storescu dciodvfy Orthanc plastimatch chromium systemd-analyze; do
   command -v "$bin" >/dev/null 2>&1 || missing=yes
 done
 command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=yes

@@ -72,6 +72,13 @@ class FileStore:
     def delete(self, relative: str) -> None:
         (self.root / relative).unlink(missing_ok=True)
 
+    def list(self, relative: str) -> list[str]:
+        """Files directly inside a folder of the data folder (relative paths, sorted)."""
+        folder = self.root / relative
+        if not folder.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.root)) for p in folder.iterdir() if p.is_file())
+
     def size(self, relative: str) -> int:
         """Size of a stored file in bytes; 0 when it is not there."""
         try:

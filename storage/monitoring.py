@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select, text
 
 from storage.database import Database
-from storage.tables import Instance, Job, OutboxItem, Quarantined, Study
+from storage.tables import Instance, Job, OutboxItem, Quarantined, Series, Study
 
 
 @dataclass(frozen=True)
@@ -59,3 +59,64 @@ def index_figures(db: Database, recent_jobs: int = 100) -> IndexFigures:
                     totals.setdefault((engine, str(stage)), []).append(float(seconds))
     return IndexFigures(studies, instances, jobs, deliveries, quarantined, last,
                         {key: sum(v) / len(v) for key, v in totals.items()})
+
+
+@dataclass(frozen=True)
+class StudyView:
+    """A study as the dashboard lists it (pseudonymous)."""
+
+    study_uid: str
+    calling_ae: str
+    state: str
+    revision: int
+    last_received_at: dt.datetime
+    series: tuple[tuple[str, int], ...]  # (modality, instances)
+    jobs: tuple[tuple[int, str, str, str | None], ...]  # (id, engine, state, reason code)
+
+
+def recent_studies(db: Database, limit: int = 50) -> list[StudyView]:
+    """The most recently received studies with their series and jobs."""
+    with db.session() as session:
+        studies = session.scalars(
+            select(Study).order_by(Study.last_received_at.desc()).limit(limit)).all()
+        views = []
+        for study in studies:
+            series = tuple(session.execute(
+                select(Series.modality, Series.instance_count).where(Series.study_id == study.id)
+                .order_by(Series.id)).tuples().all())
+            jobs = tuple(session.execute(
+                select(Job.id, Job.engine, Job.state, Job.reason_code)
+                .where(Job.study_id == study.id).order_by(Job.id)).tuples().all())
+            views.append(StudyView(study.study_uid, study.calling_ae, study.state,
+                                   study.revision,
+                                   study.last_received_at, series, jobs))
+        return views
+
+
+@dataclass(frozen=True)
+class QuarantineView:
+    id: int
+    received_at: dt.datetime
+    calling_ae: str
+    sop_class_uid: str
+    reason_code: str
+    reason: str
+
+
+def quarantine_rows(db: Database, limit: int = 100) -> list[QuarantineView]:
+    """Quarantined instances, newest first: why, from whom, never their content."""
+    with db.session() as session:
+        return [QuarantineView(q.id, q.received_at, q.calling_ae, q.sop_class_uid,
+                               q.reason_code, q.reason)
+                for q in session.scalars(select(Quarantined).order_by(Quarantined.id.desc())
+                                         .limit(limit))]
+
+
+def study_result_folders(db: Database, study_uid: str) -> list[str]:
+    """Result folders (relative to the data folder) of a study's finished jobs, newest first."""
+    with db.session() as session:
+        ids = session.scalars(select(Job.id).join(Study, Study.id == Job.study_id)
+                              .where(Study.study_uid == study_uid,
+                                     Job.state.in_(("succeeded", "declined")))
+                              .order_by(Job.id.desc())).all()
+    return [f"results/{job_id}" for job_id in ids]

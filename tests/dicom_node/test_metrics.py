@@ -10,8 +10,9 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dicom_node.metrics import NodeMetrics, StatusServer
+from dicom_node.metrics import NodeMetrics
 from dicom_node.sample_data import ct_series_datasets, phantom_chest_hu, write_series
+from dicom_node.web import StatusServer
 from storage import migrate
 from storage.database import Database
 from storage.files import FileStore
@@ -62,7 +63,9 @@ def test_metrics_and_health_after_a_known_send(tmp_path):
         assert status == 200 and report["ready"] is True
         assert report["checks"] == {"database": True, "disk": True, "receiver": True}
         assert _get(f"{base}/healthz/live")[0] == 200
-        assert _get(f"{base}/nothing")[0] == 404
+        # Everything else is the dashboard, which has no users here: nobody gets in.
+        status, body = _get(f"{base}/")
+        assert status == 503 and b"no users" in body
 
 
 def test_not_ready_when_the_disk_is_short(tmp_path):

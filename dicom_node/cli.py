@@ -249,6 +249,13 @@ def cmd_dashboard_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_conformance(args: argparse.Namespace) -> int:
+    from dicom_node.conformance import statement
+
+    sys.stdout.write(statement())
+    return 0
+
+
 def cmd_echo(args: argparse.Namespace) -> int:
     from dicom_node.sender import echo
 
@@ -324,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=["viewer", "operator"], default="viewer")
     p.add_argument("--stdin", action="store_true", help="read the password from stdin")
     p.set_defaults(func=cmd_dashboard_password)
+    p = sub.add_parser("conformance", help="print the DICOM Conformance Statement (Markdown)")
+    p.set_defaults(func=cmd_conformance)
     p = with_config(sub.add_parser("echo", help="C-ECHO a configured peer"))
     p.add_argument("peer", help="peer name (or AE title)")
     p.set_defaults(func=cmd_echo)

@@ -27,6 +27,7 @@ average and variance) are window sums of per-pair values.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -71,96 +72,160 @@ def sorting_network(n: int) -> tuple[tuple[int, int], ...]:
     return tuple((a, b) for a, b in pairs if b < n)
 
 
-def _window_offsets(radius: int, direction: tuple[int, int]) -> list[tuple[int, int]]:
-    """Offsets of the first pixels of the pairs that lie wholly inside the window."""
+def _window_ranges(radius: int, direction: tuple[int, int]) -> tuple[range, range]:
+    """Row and column offsets (from the window centre) of the first pixels of the pairs that
+    lie wholly inside the window: a rectangle, so window sums are separable."""
     dy, dx = direction
-    return [(oy, ox) for oy in range(-radius, radius + 1) for ox in range(-radius, radius + 1)
-            if -radius <= oy + dy <= radius and -radius <= ox + dx <= radius]
+    rows = range(max(-radius, -radius - dy), min(radius, radius - dy) + 1)
+    cols = range(max(-radius, -radius - dx), min(radius, radius - dx) + 1)
+    return rows, cols
 
 
-def _direction_maps(padded: torch.Tensor, direction: tuple[int, int], radius: int,
-                    n_levels: int, shape: tuple[int, int]) -> dict[str, torch.Tensor]:
-    """Feature maps for one direction; ``padded`` is (Z, H + 2P, W + 2P) with P = radius + 1."""
+class _Backend:
+    """The few array operations the map needs, on numpy (CPU) or torch (CUDA)."""
+
+    def __init__(self, device: str) -> None:
+        self.torch = device != "numpy"
+        self.device = device
+
+    def asarray(self, array: np.ndarray):  # noqa: ANN201 - numpy array or torch tensor
+        return torch.from_numpy(array).to(self.device) if self.torch else array
+
+    def f32(self, x):  # noqa: ANN001, ANN201
+        return x.float() if self.torch else x.astype(np.float32)
+
+    def i16(self, x):  # noqa: ANN001, ANN201
+        return x.to(torch.int16) if self.torch else x.astype(np.int16)
+
+    def take(self, table, index):  # noqa: ANN001, ANN201
+        return table[index.long()] if self.torch else np.take(table, index)
+
+    def table(self, values: np.ndarray):  # noqa: ANN201
+        return self.asarray(values.astype(np.float32))
+
+    def minimum(self, x, y):  # noqa: ANN001, ANN201
+        return torch.minimum(x, y) if self.torch else np.minimum(x, y)
+
+    def maximum(self, x, y):  # noqa: ANN001, ANN201
+        return torch.maximum(x, y) if self.torch else np.maximum(x, y)
+
+    def where(self, condition, x, y):  # noqa: ANN001, ANN201
+        return torch.where(condition, x, y) if self.torch else np.where(condition, x, y)
+
+    def log2(self, x):  # noqa: ANN001, ANN201
+        return torch.log2(x) if self.torch else np.log2(x)
+
+    def numpy(self, x) -> np.ndarray:  # noqa: ANN001
+        return x.cpu().numpy() if self.torch else x
+
+
+def _window_sum(values, rows: range, cols: range, pad: int, shape: tuple[int, int]):  # noqa: ANN001, ANN202
+    """Sum of ``values`` (padded by ``pad``) over the rectangle of offsets rows × cols."""
+    height, width = shape
+    across = sum(values[..., :, pad + ox:pad + ox + width] for ox in cols)
+    return sum(across[..., pad + oy:pad + oy + height, :] for oy in rows)
+
+
+_CLOGC = np.array([0.0] + [c * np.log2(c) for c in range(1, 1025)])
+_CLOGC_INCREMENT = np.diff(_CLOGC, prepend=0.0)  # [c] = c log2 c - (c-1) log2 (c-1)
+
+
+def _direction_maps(xp: _Backend, padded, direction: tuple[int, int], radius: int,  # noqa: ANN001
+                    n_levels: int, shape: tuple[int, int], features: tuple[str, ...],
+                    ) -> dict[str, object]:
+    """Feature maps for one direction; ``padded`` is (Z, H + 2P, W + 2P), P = radius + 1,
+    grey levels 1..L and 0 for padding and excluded pixels."""
     pad = radius + 1
     height, width = shape
     dy, dx = direction
-    a = padded[:, :, :]
-    b = torch.roll(padded, shifts=(-dy, -dx), dims=(1, 2))  # b[p] = g(p + d); padding is 0
+    z, hp, wp = padded.shape
+    a = padded
+    # b[p] = g(p + d) on the padded grid; the padding (0) makes pairs leaving the image invalid.
+    b = padded * 0
+    ys, yd = (slice(0, hp - dy), slice(dy, hp)) if dy >= 0 else (slice(-dy, hp), slice(0, hp + dy))
+    xs, xd = (slice(0, wp - dx), slice(dx, wp)) if dx >= 0 else (slice(-dx, wp), slice(0, wp + dx))
+    b[:, ys, xs] = padded[:, yd, xd]
     valid = (a > 0) & (b > 0)
-    lo, hi = torch.minimum(a, b), torch.maximum(a, b)
-    sentinel = n_levels * n_levels
-    code_dtype = torch.int16 if sentinel < 32767 else torch.int32
-    codes = torch.where(valid, (lo.to(code_dtype) - 1) * n_levels + (hi.to(code_dtype) - 1),
-                        torch.tensor(sentinel, dtype=code_dtype, device=padded.device))
-    af, bf = a.float(), b.float()
-    vf = valid.float()
-    diff = (af - bf).abs()
-    linear = {
-        "contrast": diff**2 * vf,
-        "dissimilarity": diff * vf,
-        "inv.diff": vf / (1 + diff),
-        "inv.diff.mom": vf / (1 + diff**2),
-        "sum": (af + bf) / 2 * vf,
-        "sum2": (af**2 + bf**2) / 2 * vf,
-    }
-    offsets = _window_offsets(radius, direction)
-
-    def view(t: torch.Tensor, oy: int, ox: int) -> torch.Tensor:
-        return t[:, pad + oy:pad + oy + height, pad + ox:pad + ox + width]
-
-    sums = {key: sum(view(t, oy, ox) for oy, ox in offsets) for key, t in linear.items()}
-    elements = [view(codes, oy, ox) for oy, ox in offsets]
-    for i, j in sorting_network(len(elements)):
-        x, y = elements[i], elements[j]
-        elements[i], elements[j] = torch.minimum(x, y), torch.maximum(x, y)
-
-    max_run = len(elements)
-    run = torch.arange(max_run + 1, dtype=torch.float64)
-    clogc = torch.where(run > 0, run * torch.log2(run.clamp(min=1)), torch.zeros_like(run))
-    increment = torch.cat([torch.zeros(1, dtype=torch.float64), clogc[1:] - clogc[:-1]])
-    increment = increment.to(torch.float32).to(padded.device)
-
-    total = torch.zeros((padded.shape[0], height, width), dtype=torch.float32, device=padded.device)
-    off_diagonal = torch.zeros_like(total)
-    s_clogc = torch.zeros_like(total)
-    energy = torch.zeros_like(total)
-    joint_max = torch.zeros_like(total)
-    run_length = torch.zeros(total.shape, dtype=torch.int64, device=padded.device)
-    previous = None
-    for element in elements:
-        present = element != sentinel
-        if previous is None:
-            run_length = torch.ones_like(run_length)
+    lo, hi = xp.minimum(a, b), xp.maximum(a, b)
+    rows, cols = _window_ranges(radius, direction)
+    out: dict[str, object] = {}
+    total = _window_sum(xp.f32(valid), rows, cols, pad, shape)
+    total = xp.where(total > 0, total, total * float("nan"))
+    needs_counts = {"cm.joint.entr", "cm.energy", "cm.joint.max"} & set(features)
+    if needs_counts:
+        # Code (hi - lo)·L + (lo - 1): diagonal pairs are exactly the codes below L.
+        sentinel = n_levels * n_levels
+        codes = xp.i16(xp.where(valid, (hi - lo) * n_levels + (lo - 1), a * 0 + sentinel))
+        elements = [codes[:, pad + oy:pad + oy + height, pad + ox:pad + ox + width]
+                    for oy in rows for ox in cols]
+        increment = xp.table(_CLOGC_INCREMENT)
+        s_clogc = energy = joint_max = None
+        if xp.torch:
+            for i, j in sorting_network(len(elements)):
+                x, y = elements[i], elements[j]
+                elements[i], elements[j] = xp.minimum(x, y), xp.maximum(x, y)
         else:
-            run_length = torch.where(element == previous, run_length + 1, torch.ones_like(run_length))
-        previous = element
-        diagonal = (element // n_levels) == (element % n_levels)
-        weight = torch.where(diagonal, 1.0, 0.5) * present
-        pf = present.float()
-        total += pf
-        off_diagonal += pf * (~diagonal).float()
-        s_clogc += increment[run_length] * pf
-        energy += (2 * run_length - 1).float() * weight
-        joint_max = torch.maximum(joint_max, run_length.float() * weight)
-    with torch.no_grad():
-        t = torch.where(total > 0, total, torch.full_like(total, float("nan")))
-        mean = sums["sum"] / t
-        return {
-            "cm.joint.entr": torch.log2(t) + off_diagonal / t - s_clogc / t,
-            "cm.energy": energy / t**2,
-            "cm.joint.max": joint_max / t,
-            "cm.contrast": sums["contrast"] / t,
-            "cm.dissimilarity": sums["dissimilarity"] / t,
-            "cm.inv.diff": sums["inv.diff"] / t,
-            "cm.inv.diff.mom": sums["inv.diff.mom"] / t,
-            "cm.joint.avg": mean,
-            "cm.joint.var": sums["sum2"] / t - mean**2,
-        }
+            # In place, rotating one spare buffer: no allocation inside the network.
+            elements = [np.ascontiguousarray(e) for e in elements]
+            spare = np.empty_like(elements[0])
+            for i, j in sorting_network(len(elements)):
+                x, y = elements[i], elements[j]
+                np.minimum(x, y, out=spare)
+                np.maximum(x, y, out=y)
+                elements[i], spare = spare, x
+        run = xp.i16(elements[0] * 0)
+        for k, element in enumerate(elements):
+            # Run length of equal codes so far (bool · int16 stays int16).
+            run = (element == elements[k - 1]) * run + 1 if k else run + 1
+            if "cm.joint.entr" in features:
+                step = xp.take(increment, run)
+                s_clogc = step if s_clogc is None else s_clogc + step
+            if "cm.energy" in features or "cm.joint.max" in features:
+                present = xp.f32(element != sentinel)
+                weight = (xp.f32(element < n_levels) + 1) * 0.5 * present
+                if "cm.energy" in features:
+                    term = xp.f32(2 * run - 1) * weight
+                    energy = term if energy is None else energy + term
+                if "cm.joint.max" in features:
+                    term = xp.f32(run) * weight
+                    joint_max = term if joint_max is None else xp.maximum(joint_max, term)
+        if "cm.joint.entr" in features:
+            diagonal = _window_sum(xp.f32(valid & (a == b)), rows, cols, pad, shape)
+            # The invalid pairs (sentinels) form one run of n - T codes; remove its share.
+            n_invalid = len(elements) - total
+            invalid_clogc = xp.take(xp.table(_CLOGC), xp.i16(xp.where(total > 0, n_invalid, 0 * total)))
+            s = s_clogc - invalid_clogc
+            out["cm.joint.entr"] = xp.log2(total) + (total - diagonal) / total - s / total
+        if "cm.energy" in features:
+            out["cm.energy"] = energy / total**2
+        if "cm.joint.max" in features:
+            out["cm.joint.max"] = joint_max / total
+    af, bf = xp.f32(a), xp.f32(b)
+    vf = xp.f32(valid)
+    diff = (af - bf) * vf
+    diff = xp.maximum(diff, -diff)
+    linear = {
+        "cm.contrast": lambda: diff**2,
+        "cm.dissimilarity": lambda: diff,
+        "cm.inv.diff": lambda: vf / (1 + diff),
+        "cm.inv.diff.mom": lambda: vf / (1 + diff**2),
+    }
+    for name, value in linear.items():
+        if name in features:
+            out[name] = _window_sum(value(), rows, cols, pad, shape) / total
+    if "cm.joint.avg" in features or "cm.joint.var" in features:
+        mean = _window_sum((af + bf) * 0.5 * vf, rows, cols, pad, shape) / total
+        out["cm.joint.avg"] = mean
+        if "cm.joint.var" in features:
+            second = _window_sum((af * af + bf * bf) * 0.5 * vf, rows, cols, pad, shape) / total
+            out["cm.joint.var"] = second - mean**2
+    return out
 
 
 def glcm_feature_maps(levels: np.ndarray, n_levels: int, window: int = 5,
                       features: tuple[str, ...] = ("cm.joint.entr",), device: str = "cpu",
-                      slices_per_chunk: int | None = None) -> dict[str, np.ndarray]:
+                      slices_per_chunk: int | None = None, threads: int = 2,
+                      ) -> dict[str, np.ndarray]:
     """Exact sliding-window GLCM feature maps of every slice of ``levels``.
 
     Parameters
@@ -173,9 +238,12 @@ def glcm_feature_maps(levels: np.ndarray, n_levels: int, window: int = 5,
     features
         IBSI tags from :data:`MAP_FEATURES`.
     device
-        ``"cpu"`` or ``"cuda"``.
+        ``"cpu"`` (numpy) or a torch device such as ``"cuda"``; same algorithm on both.
     slices_per_chunk
-        Slices processed at once (memory); ``None``: 8 on CPU, 64 on CUDA.
+        Slices processed at once (memory); ``None``: one on CPU (numpy, cache-sized arrays),
+        64 on CUDA (torch).
+    threads
+        CPU threads (numpy path): the four directions are shared among them.
 
     Returns
     -------
@@ -193,18 +261,38 @@ def glcm_feature_maps(levels: np.ndarray, n_levels: int, window: int = 5,
     volume = levels[None] if squeeze else levels
     radius = window // 2
     pad = radius + 1
-    chunk = slices_per_chunk or (64 if device.startswith("cuda") else 8)
+    xp = _Backend("numpy" if device == "cpu" else device)
+    chunk = slices_per_chunk or (64 if xp.torch else 1)
     out = {name: np.empty(volume.shape, dtype=np.float32) for name in features}
     shape = (volume.shape[1], volume.shape[2])
-    with torch.no_grad():
-        for start in range(0, volume.shape[0], chunk):
-            block = torch.from_numpy(np.ascontiguousarray(volume[start:start + chunk]).astype(np.int16))
-            block = torch.nn.functional.pad(block.to(device), (pad, pad, pad, pad))
-            accumulated: dict[str, torch.Tensor] = {}
-            for direction in DIRECTIONS_2D:
-                maps = _direction_maps(block, direction, radius, n_levels, shape)
-                for name in features:
-                    accumulated[name] = accumulated.get(name, 0) + maps[name]  # type: ignore[operator]
+    # Work items: blocks of slices (torch) or bands of rows of one slice (numpy: a band's
+    # arrays stay in the CPU cache).  Each item is (slices, first row, last row + 1).
+    height = volume.shape[1]
+    band = height if xp.torch else 64
+    items = [(slice(z, z + chunk), r, min(r + band, height))
+             for z in range(0, volume.shape[0], chunk) for r in range(0, height, band)]
+
+    def one_item(item: tuple[slice, int, int]) -> None:
+        slices, r0, r1 = item
+        rows = slice(max(r0 - pad, 0), min(r1 + pad, height))
+        block = volume[slices, rows].astype(np.int16)
+        # Pad to a halo of ``pad`` rows (zeros only where the image ends) and columns.
+        block = np.pad(block, ((0, 0), (pad - (r0 - rows.start), pad - (rows.stop - r1)), (pad, pad)))
+        block = xp.asarray(block)
+        accumulated: dict[str, object] = {}
+        for direction in DIRECTIONS_2D:
+            maps = _direction_maps(xp, block, direction, radius, n_levels, (r1 - r0, shape[1]), features)
             for name in features:
-                out[name][start:start + chunk] = (accumulated[name] / len(DIRECTIONS_2D)).cpu().numpy()
+                value = maps[name]
+                accumulated[name] = value if name not in accumulated else accumulated[name] + value
+        for name in features:
+            out[name][slices, r0:r1] = xp.numpy(accumulated[name] / len(DIRECTIONS_2D))
+
+    if xp.torch or threads <= 1:
+        for item in items:
+            one_item(item)
+    else:
+        # numpy releases the GIL in its loops: the bands run on ``threads`` cores.
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(one_item, items))
     return {name: (m[0] if squeeze else m) for name, m in out.items()}

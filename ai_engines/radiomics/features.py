@@ -61,24 +61,31 @@ _UNITS = {
 _INTENSITY = {
     "loc.peak.local", "loc.peak.global", "stat.mean", "stat.median", "stat.min", "stat.P10",
     "stat.P90", "stat.max", "stat.iqr", "stat.range", "stat.mad", "stat.rmad", "stat.medad",
-    "stat.rms", "morph.integ.int",
+    "stat.rms",
 }
 
 
-def _unit(tag: str) -> str:
+_IVH_INTENSITY = {"ivh.I10", "ivh.I90", "ivh.I10minusI90"}
+
+
+def _unit(tag: str, settings: RadiomicsSettings) -> str:
     if tag in _UNITS:
         return _UNITS[tag]
-    if tag in _INTENSITY:
+    if tag in _INTENSITY or (tag in _IVH_INTENSITY and settings.ivh_discretisation != "FBN"):
         return "[I]"
+    if tag in ("stat.var", "stat.energy"):
+        return "[I]2"
+    if tag == "morph.integ.int":
+        return "[I].mm3"
     return "1"
 
 
-def _row(tag: str, aggregation: str, value: float) -> FeatureValue:
+def _row(tag: str, aggregation: str, value: float, settings: RadiomicsSettings) -> FeatureValue:
     code, name, family = FEATURES[tag]
     return FeatureValue(
         tag=tag, code=code, name=name, family=family, family_code=FAMILIES[family][0],
         aggregation=aggregation, aggregation_code=AGGREGATIONS[aggregation][0],
-        value=float(value), unit=_unit(tag),
+        value=float(value), unit=_unit(tag, settings),
     )
 
 
@@ -119,7 +126,7 @@ def features_of_processed(roi: ProcessedRoi, settings: RadiomicsSettings) -> Fea
     first_order.update(ivh_features(ivh_values, ivh_range, ivh_step))
     timings["first_order"] = time.perf_counter() - t
     for tag, value in {**morph, **first_order}.items():
-        rows.append(_row(tag, "3D", value))
+        rows.append(_row(tag, "3D", value, settings))
 
     t = time.perf_counter()
     levels = np.zeros(roi.image.shape, dtype=np.int64)
@@ -134,7 +141,7 @@ def features_of_processed(roi: ProcessedRoi, settings: RadiomicsSettings) -> Fea
     )
     timings["texture"] = time.perf_counter() - t
     for (tag, aggregation), value in texture.items():
-        rows.append(_row(tag, aggregation, value))
+        rows.append(_row(tag, aggregation, value, settings))
     return FeatureSet(tuple(rows), tuple(notes), timings)
 
 

@@ -1,4 +1,4 @@
-"""Exact voxel-wise GLCM feature maps in a sliding window (torch; CPU or CUDA).
+"""Exact voxel-wise GLCM feature maps in a sliding window (numpy on CPU, torch on CUDA).
 
 Conventions (documented in docs/radiomics.md):
 
@@ -31,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
-import torch
 
 DIRECTIONS_2D = ((0, 1), (1, 1), (1, 0), (1, -1))
 MAP_FEATURES = (
@@ -87,15 +86,19 @@ class _Backend:
     def __init__(self, device: str) -> None:
         self.torch = device != "numpy"
         self.device = device
+        if self.torch:
+            import torch  # only the CUDA path needs it
+
+            self.lib = torch
 
     def asarray(self, array: np.ndarray):  # noqa: ANN201 - numpy array or torch tensor
-        return torch.from_numpy(array).to(self.device) if self.torch else array
+        return self.lib.from_numpy(array).to(self.device) if self.torch else array
 
     def f32(self, x):  # noqa: ANN001, ANN201
         return x.float() if self.torch else x.astype(np.float32)
 
     def i16(self, x):  # noqa: ANN001, ANN201
-        return x.to(torch.int16) if self.torch else x.astype(np.int16)
+        return x.to(self.lib.int16) if self.torch else x.astype(np.int16)
 
     def take(self, table, index):  # noqa: ANN001, ANN201
         return table[index.long()] if self.torch else np.take(table, index)
@@ -104,16 +107,16 @@ class _Backend:
         return self.asarray(values.astype(np.float32))
 
     def minimum(self, x, y):  # noqa: ANN001, ANN201
-        return torch.minimum(x, y) if self.torch else np.minimum(x, y)
+        return self.lib.minimum(x, y) if self.torch else np.minimum(x, y)
 
     def maximum(self, x, y):  # noqa: ANN001, ANN201
-        return torch.maximum(x, y) if self.torch else np.maximum(x, y)
+        return self.lib.maximum(x, y) if self.torch else np.maximum(x, y)
 
     def where(self, condition, x, y):  # noqa: ANN001, ANN201
-        return torch.where(condition, x, y) if self.torch else np.where(condition, x, y)
+        return self.lib.where(condition, x, y) if self.torch else np.where(condition, x, y)
 
     def log2(self, x):  # noqa: ANN001, ANN201
-        return torch.log2(x) if self.torch else np.log2(x)
+        return self.lib.log2(x) if self.torch else np.log2(x)
 
     def numpy(self, x) -> np.ndarray:  # noqa: ANN001
         return x.cpu().numpy() if self.torch else x

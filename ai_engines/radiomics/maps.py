@@ -8,7 +8,8 @@ Conventions (documented in docs/radiomics.md):
   window counts the pairs ``(g(p), g(p + d))`` with *both* pixels inside the window and the
   image; it is made symmetric (each pair counted as (i, j) and (j, i)) and normalised.  A
   feature is computed per direction and the four values are averaged (IBSI "averaged").
-* Pixels whose window holds no pair get NaN.
+* A direction without any pair in a window is left out of that pixel's average; pixels whose
+  window holds no pair at all get NaN.
 
 The exact computation per direction: each window holds at most ``w(w-1)`` pairs.  The pair
 codes ``min(i, j)·L + max(i, j)`` of a window are gathered as shifted views of one code image,
@@ -196,7 +197,7 @@ def _direction_maps(xp: _Backend, padded, direction: tuple[int, int], radius: in
             diagonal = _window_sum(xp.f32(valid & (a == b)), rows, cols, pad, shape)
             # The invalid pairs (sentinels) form one run of n - T codes; remove its share.
             n_invalid = len(elements) - total
-            invalid_clogc = xp.take(xp.table(_CLOGC), xp.i16(xp.where(total > 0, n_invalid, 0 * total)))
+            invalid_clogc = xp.take(xp.table(_CLOGC), xp.i16(xp.where(total > 0, n_invalid, 0.0)))
             s = s_clogc - invalid_clogc
             out["cm.joint.entr"] = xp.log2(total) + (total - diagonal) / total - s / total
         if "cm.energy" in features:
@@ -242,6 +243,7 @@ def glcm_feature_maps(levels: np.ndarray, n_levels: int, window: int = 5,
         IBSI tags from :data:`MAP_FEATURES`.
     device
         ``"cpu"`` (numpy) or a torch device such as ``"cuda"``; same algorithm on both.
+        ``"torch-cpu"`` runs the torch path on the CPU (to check it without a GPU).
     slices_per_chunk
         Slices processed at once (memory); ``None``: one on CPU (numpy, cache-sized arrays),
         64 on CUDA (torch).
@@ -264,7 +266,7 @@ def glcm_feature_maps(levels: np.ndarray, n_levels: int, window: int = 5,
     volume = levels[None] if squeeze else levels
     radius = window // 2
     pad = radius + 1
-    xp = _Backend("numpy" if device == "cpu" else device)
+    xp = _Backend("numpy" if device == "cpu" else device.removeprefix("torch-"))
     chunk = slices_per_chunk or (64 if xp.torch else 1)
     out = {name: np.empty(volume.shape, dtype=np.float32) for name in features}
     shape = (volume.shape[1], volume.shape[2])
@@ -283,13 +285,23 @@ def glcm_feature_maps(levels: np.ndarray, n_levels: int, window: int = 5,
         block = np.pad(block, ((0, 0), (pad - (r0 - rows.start), pad - (rows.stop - r1)), (pad, pad)))
         block = xp.asarray(block)
         accumulated: dict[str, object] = {}
+        n_directions: dict[str, object] = {}
         for direction in DIRECTIONS_2D:
             maps = _direction_maps(xp, block, direction, radius, n_levels, (r1 - r0, shape[1]), features)
             for name in features:
+                # A direction without pairs in the window (NaN) is left out of the average.
                 value = maps[name]
-                accumulated[name] = value if name not in accumulated else accumulated[name] + value
+                has_pairs = value == value
+                value = xp.where(has_pairs, value, 0.0)
+                if name in accumulated:
+                    accumulated[name] = accumulated[name] + value
+                    n_directions[name] = n_directions[name] + xp.f32(has_pairs)
+                else:
+                    accumulated[name], n_directions[name] = value, xp.f32(has_pairs)
         for name in features:
-            out[name][slices, r0:r1] = xp.numpy(accumulated[name] / len(DIRECTIONS_2D))
+            count = n_directions[name]
+            mean = accumulated[name] / xp.where(count > 0, count, float("nan"))
+            out[name][slices, r0:r1] = xp.numpy(mean)
 
     if xp.torch or threads <= 1:
         for item in items:

@@ -63,16 +63,24 @@ def spatial_autocorrelation(coords: np.ndarray, values: np.ndarray, max_voxels: 
     denominator = float((deviation**2).sum())
     if n < 2 or denominator == 0:
         return float("nan"), float("nan"), subsampled
+    # Sums over pairs as matrix-vector products of the weight matrix, a block of rows at a time:
+    # sum w (d_i d_j) = d . (W d);  sum w (d_i - d_j)^2 = sum_i d_i^2 (W 1)_i + (W d^2)_i - 2 d_i (W d)_i.
+    squared_norms = (coords**2).sum(axis=1)
     weight_sum = moran_sum = geary_sum = 0.0
-    chunk = max(1, 2_000_000 // n)
+    chunk = max(1, 4_000_000 // n)
     for start in range(0, n, chunk):
-        rows = slice(start, min(start + chunk, n))
-        distance = np.sqrt(((coords[rows, None, :] - coords[None, :, :]) ** 2).sum(axis=-1))
-        with np.errstate(divide="ignore"):
-            weight = np.where(distance > 0, 1.0 / distance, 0.0)
+        stop = min(start + chunk, n)
+        d2 = squared_norms[start:stop, None] + squared_norms[None, :] - 2.0 * coords[start:stop] @ coords.T
+        d2[np.arange(stop - start), np.arange(start, stop)] = np.inf  # no self-pairs: weight 0
+        np.maximum(d2, 1e-12, out=d2)
+        weight = np.sqrt(d2, out=d2)
+        np.divide(1.0, weight, out=weight)
+        row_dev = deviation[start:stop]
+        w_dev = weight @ deviation
         weight_sum += float(weight.sum())
-        moran_sum += float((weight * deviation[rows, None] * deviation[None, :]).sum())
-        geary_sum += float((weight * (values[rows, None] - values[None, :]) ** 2).sum())
+        moran_sum += float(row_dev @ w_dev)
+        geary_sum += float((row_dev**2 * weight.sum(axis=1)).sum() + (weight @ deviation**2).sum()
+                           - 2.0 * (row_dev * w_dev).sum())
     moran = n / weight_sum * moran_sum / denominator
     geary = (n - 1) / (2 * weight_sum) * geary_sum / denominator
     return float(moran), float(geary), subsampled

@@ -108,6 +108,11 @@ def test_code_table_matches_the_reference() -> None:
     assert {row["aggregation_code"] for row in reference_rows()} <= codes
 
 
+def test_every_computed_feature_has_a_reference_row(phantom_features: FeatureSet) -> None:
+    reference = {(row["feature_tag"], row["aggregation_code"]) for row in reference_rows()}
+    assert set(phantom_features.as_dict()) == reference
+
+
 def test_sanity_values_from_the_readme(phantom_features: FeatureSet) -> None:
     f = phantom_features.as_dict()
     assert f[("morph.approx.vol", "DHQ4")] == pytest.approx(592.0)

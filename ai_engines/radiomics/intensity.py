@@ -53,7 +53,7 @@ def _statistics(x: np.ndarray, prefix: str) -> dict[str, float]:
         f"{prefix}.iqr": float(p75 - p25),
         f"{prefix}.range": float(x.max() - x.min()),
         f"{prefix}.mad": float(np.abs(deviation).mean()),
-        f"{prefix}.rmad": float(np.abs(robust - robust.mean()).mean()),
+        f"{prefix}.rmad": float(np.abs(robust - robust.mean()).mean()) if robust.size else float("nan"),
         f"{prefix}.medad": float(np.abs(x - p50).mean()),
         f"{prefix}.cov": float(np.sqrt(variance) / mean) if mean != 0 else float("nan"),
         f"{prefix}.qcod": float((p75 - p25) / (p75 + p25)) if p75 + p25 != 0 else float("nan"),

@@ -91,7 +91,7 @@ def resample(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, f
         Float64 image, boolean mask (linear interpolation ≥ ``mask_threshold``), new spacing.
     """
     if settings.spacing_mm is None:
-        return image.astype(np.float64), mask.astype(bool), spacing
+        return image, mask.astype(bool), spacing  # the caller crops before converting
     new_spacing = list(settings.spacing_mm)
     if settings.dimensionality == "2D" or new_spacing[0] == 0:
         new_spacing[0] = spacing[0]  # in-plane only: keep the slices

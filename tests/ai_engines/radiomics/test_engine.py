@@ -233,3 +233,19 @@ def test_every_ibsi_preset_runs_on_lung1(lung1, name: str) -> None:
     voxel = float(np.prod(series.geometry.spacing_zyx))
     assert f[("morph.approx.vol", "DHQ4")] == pytest.approx(837 * voxel, rel=0.3)
     assert all(math.isfinite(m.value) for m in measurements)
+
+
+def test_tiny_regions_get_notes_not_crashes() -> None:
+    series, _ = synthetic_ct()
+    two = np.zeros(series.shape, dtype=bool)
+    two[32, 60, 60:62] = True
+    native = RadiomicsSettings(name="native", entropy_map=False)
+    findings = RadiomicsEngine(device="cpu", settings=native).run(study_with(series, region_of(two, series)))
+    assert not findings.declined
+    assert all(math.isfinite(m.value) for m in findings.region_measurements[0].measurements)
+    assert any("undefined for this ROI" in note and "stat.rmad" in note for note in findings.notes)
+    one = np.zeros(series.shape, dtype=bool)
+    one[32, 60, 60] = True  # one 0.8 mm voxel vanishes on the 2 mm grid of IBSI-C
+    findings = RadiomicsEngine(device="cpu").run(study_with(series, region_of(one, series)))
+    assert findings.decline.code == RADIOMICS_NO_MEASURABLE_REGION
+    assert any("empty after interpolation" in note for note in findings.notes)

@@ -102,7 +102,7 @@ class _Backend:
         return x.to(self.lib.int16) if self.torch else x.astype(np.int16)
 
     def take(self, table, index):  # noqa: ANN001, ANN201
-        return table[index.long()] if self.torch else np.take(table, index)
+        return table[index.long()] if self.torch else np.take(table, index, mode="clip")
 
     def table(self, values: np.ndarray):  # noqa: ANN201
         return self.asarray(values.astype(np.float32))

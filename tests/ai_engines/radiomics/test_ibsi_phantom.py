@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk  # noqa: N813
 
-from ai_engines.radiomics.features import FeatureSet, features_of_processed
+from ai_engines.radiomics.features import FeatureSet, compute_features, features_of_processed
 from ai_engines.radiomics.ibsi import AGGREGATIONS, FEATURES
 from ai_engines.radiomics.preprocess import ProcessedRoi, resegment
 from ai_engines.radiomics.settings import DIGITAL_PHANTOM
@@ -111,6 +111,17 @@ def test_code_table_matches_the_reference() -> None:
 def test_every_computed_feature_has_a_reference_row(phantom_features: FeatureSet) -> None:
     reference = {(row["feature_tag"], row["aggregation_code"]) for row in reference_rows()}
     assert set(phantom_features.as_dict()) == reference
+
+
+def test_full_pipeline_gives_the_same_values(phantom_features: FeatureSet) -> None:
+    """compute_features (cropping, no-op interpolation, re-segmentation) on the phantom."""
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(IBSI_DIR / "phantom.nii.gz"))).astype(np.float64)
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(IBSI_DIR / "mask.nii.gz"))) > 0
+    computed = compute_features(image, mask, (2.0, 2.0, 2.0), DIGITAL_PHANTOM).as_dict()
+    expected = phantom_features.as_dict()
+    assert computed.keys() == expected.keys()
+    for key, value in expected.items():
+        assert computed[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
 
 def test_sanity_values_from_the_readme(phantom_features: FeatureSet) -> None:

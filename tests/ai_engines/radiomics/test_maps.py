@@ -132,3 +132,18 @@ def test_quantise_fixed_bin_number() -> None:
     image = np.array([-2000.0, -1000.0, -999.0, 0.0, 399.9, 400.0, 3000.0])
     levels = quantise(image, 64, -1000.0, 400.0)
     assert levels.tolist() == [1, 1, 1, 46, 64, 64, 64]
+
+
+def test_real_ct_slice_matches_brute_force(lung1) -> None:
+    """A 512×512 lung1 slice at 64 levels over [-1000, 400] HU, checked at random pixels."""
+    series, mask = lung1
+    k = int(np.flatnonzero(mask.any(axis=(1, 2)))[1])
+    levels = quantise(series.voxels[k], 64, -1000.0, 400.0)
+    maps = glcm_feature_maps(levels, 64, 5, MAP_FEATURES)
+    rng = np.random.default_rng(2)
+    nodule = np.argwhere(mask[k])
+    pixels = [tuple(p) for p in rng.integers(0, 512, (25, 2))] + [tuple(nodule[len(nodule) // 2])]
+    for y, x in pixels:
+        expected = brute_force(levels, int(y), int(x), 64, 5)
+        for name in MAP_FEATURES:
+            assert maps[name][y, x] == pytest.approx(expected[name], rel=2e-5, abs=2e-5), (name, y, x)

@@ -98,6 +98,9 @@ class _Backend:
     def f32(self, x):  # noqa: ANN001, ANN201
         return x.float() if self.torch else x.astype(np.float32)
 
+    def f64(self, x):  # noqa: ANN001, ANN201
+        return x.double() if self.torch else x.astype(np.float64)
+
     def i16(self, x):  # noqa: ANN001, ANN201
         return x.to(self.lib.int16) if self.torch else x.astype(np.int16)
 
@@ -218,10 +221,12 @@ def _direction_maps(xp: _Backend, padded, direction: tuple[int, int], radius: in
         if name in features:
             out[name] = _window_sum(value(), rows, cols, pad, shape) / total
     if "cm.joint.avg" in features or "cm.joint.var" in features:
-        mean = _window_sum((af + bf) * 0.5 * vf, rows, cols, pad, shape) / total
+        # float64: the variance E[i²] − E[i]² cancels digits that float32 does not have.
+        a64, b64, v64 = xp.f64(a), xp.f64(b), xp.f64(valid)
+        mean = _window_sum((a64 + b64) * 0.5 * v64, rows, cols, pad, shape) / total
         out["cm.joint.avg"] = mean
         if "cm.joint.var" in features:
-            second = _window_sum((af * af + bf * bf) * 0.5 * vf, rows, cols, pad, shape) / total
+            second = _window_sum((a64 * a64 + b64 * b64) * 0.5 * v64, rows, cols, pad, shape) / total
             out["cm.joint.var"] = second - mean**2
     return out
 

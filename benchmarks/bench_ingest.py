@@ -54,8 +54,10 @@ def pynetdicom_floor(files: list[Path], env: dict) -> float:
         server.shutdown()
 
 
-def under_load(files_load: list[Path], files: list[Path], work: Path, env: dict) -> None:
-    """The series sent while a CT lung job runs on another study, against the same node idle."""
+def under_load(files_load: list[Path], files: list[Path], files_again: list[Path], work: Path,
+               env: dict) -> None:
+    """A series sent while a CT lung job runs on another study, against one sent to the same
+    node idle (``files_again``: the same images under new UIDs, so nothing is a repeat)."""
     node = NodeProcess(work / "node-load", workers=1, quiet_seconds=1.0)
     node.start()
     try:
@@ -63,7 +65,7 @@ def under_load(files_load: list[Path], files: list[Path], work: Path, env: dict)
         send(node.port, node.ae_title, files_load, env)
         node.wait_for(lambda: node.status()["jobs"].get("running", 0) >= 1, timeout=120,
                       interval=0.2)
-        loaded = send(node.port, node.ae_title, files, env)  # same SOP UIDs: stored again
+        loaded = send(node.port, node.ae_title, files_again, env)
         still_running = node.status()["jobs"].get("running", 0) >= 1
     finally:
         node.stop()
@@ -187,8 +189,9 @@ def main() -> None:
               f"receiver: {best_floor / best_scp:.2f}; node/floor: {best_node / best_floor:.2f} "
               "(target <= 2)")
         if args.under_load:
-            load = write_series(ct_series_datasets(hu, pixel_spacing=(0.7, 0.7)), work / "ct2")
-            under_load(load, files, work, env)
+            load, again = (write_series(ct_series_datasets(hu, pixel_spacing=(0.7, 0.7)),
+                                        work / name) for name in ("ct-load", "ct-again"))
+            under_load(load, files, again, work, env)
         in_process_stages(files, work / "stages")
     finally:
         shutil.rmtree(work, ignore_errors=True)

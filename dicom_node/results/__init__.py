@@ -55,7 +55,7 @@ def build_result_objects(
         ``[SEG..., RTSTRUCT..., SR, SC..., PM...]``: per source series with segments a SEG
         (one per view for planar NM) and, for single-frame CT/MR slices, an RTSTRUCT; one SR;
         key images per source series with something to show; a Parametric Map series per
-        source series with voxel maps.  SEG and RTSTRUCT are left out when the findings have
+        tomographic source series with voxel maps (planar views: the key image only).  SEG and RTSTRUCT are left out when the findings have
         no segments (the SR says so).  A declined run gives only the SR (and, if enabled,
         one secondary capture stating the decline).
 
@@ -101,7 +101,9 @@ def build_result_objects(
                 if grid.modality in RTSTRUCT_MODALITIES and grid.tomographic:
                     structure_sets.append(build_rtstruct(findings, grid, options,
                                                          series_uid=uid))
-            if maps_on(findings, uid):
+            # Planar views have no patient-space geometry for a Parametric Map: their maps
+            # are drawn in the key image only.
+            if maps_on(findings, uid) and not grid.planar:
                 parametric_maps += build_parametric_maps(findings, grid, options,
                                                          series_uid=uid)
     objects: list[Dataset] = [*segmentations, *structure_sets]

@@ -3,9 +3,11 @@
 One Parametric Map instance per :class:`~ai_engines.findings.VoxelMap` on a tomographic or
 enhanced multi-frame source: 32-bit float frames on the source grid, with a Real World Value
 Mapping that names the map's quantity (Quantity Definition) and unit (UCUM), identity slope
-and intercept, so a viewer shows the engine's values unchanged.  A planar multi-frame source
-(NM whole body) gets one instance per view, each on its frame (no patient-space position: the
-map has no Frame of Reference and references the frame by number).
+and intercept, so a viewer shows the engine's values unchanged.
+
+A planar multi-frame source (NM whole-body views) gets no Parametric Map: the IOD requires a
+Frame of Reference and a Plane Position (Patient) per frame (dciodvfy reports both missing),
+and planar views have neither.  Their maps are drawn in the key image.
 """
 
 from __future__ import annotations
@@ -24,32 +26,16 @@ from dicom_node.results.coding import coded_concept
 from dicom_node.results.options import PM_SERIES_OFFSET, ResultOptions
 from dicom_node.results.source import (
     SourceGrid,
-    add_referenced_frame,
     ascii_text,
     check_source_series,
     copy_patient_study,
     new_uid,
-    planar_frame_proxy,
     replace_generated_uids,
     series_description,
     set_file_meta,
     source_grid,
     uids_in,
 )
-
-
-class _PlanarParametricMap(hd.pm.ParametricMap):
-    """highdicom 0.28 leaves the Frame Label dimension of a map without a coordinate system
-    unset; this fills in the one frame's index and label before highdicom reads them back."""
-
-    def _build_luts(self) -> None:
-        for item in self.get("PerFrameFunctionalGroupsSequence", []):
-            content = item.FrameContentSequence[0]
-            if "DimensionIndexValues" in content and content.DimensionIndexValues in (None, ""):
-                content.DimensionIndexValues = 1
-            if "FrameLabel" not in content:
-                content.FrameLabel = "Frame"
-        super()._build_luts()
 
 
 def maps_on(findings: Findings, series_uid: str) -> list[VoxelMap]:
@@ -81,7 +67,9 @@ def _window(values: np.ndarray) -> hd.VOILUTTransformation:
     finite = values[np.isfinite(values)]
     low, high = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
     width = max(float(high - low), 1e-6)
-    return hd.VOILUTTransformation(window_center=float(low + width / 2), window_width=width)
+    # LINEAR_EXACT: maps in [0, 1] need a window narrower than 1, which LINEAR forbids.
+    return hd.VOILUTTransformation(window_center=float(low + width / 2), window_width=width,
+                                   voi_lut_function="LINEAR_EXACT")
 
 
 def _parametric_map(
@@ -92,12 +80,10 @@ def _parametric_map(
     series_uid: str,
     instance_number: int,
     options: ResultOptions,
-    planar: bool,
 ) -> Dataset:
-    factory = _PlanarParametricMap if planar else hd.pm.ParametricMap
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # highdicom's notes on derived values
-        pmap = factory(
+        pmap = hd.pm.ParametricMap(
             source_images=source_images,
             pixel_array=values,
             series_instance_uid=series_uid,
@@ -148,19 +134,22 @@ def build_parametric_maps(
     Returns
     -------
     list of pydicom.dataset.Dataset
-        Parametric Map Storage instances of one new series: one per map, or one per map and
-        view for a planar source.
+        Parametric Map Storage instances of one new series, one per map.
 
     Raises
     ------
     ValueError
-        If the findings are declined or a map is not on the source grid.
+        If the findings are declined, a map is not on the source grid, or the source is
+        planar.
     """
     grid = (source_datasets if isinstance(source_datasets, SourceGrid)
             else source_grid(source_datasets))
     grid = check_source_series(findings, grid, series_uid)
     if findings.declined:
         raise ValueError("declined findings have no parametric map")
+    if grid.planar:
+        raise ValueError("planar views have no patient-space position, which a Parametric "
+                         "Map needs: the map is drawn in the key image instead")
     voxel_maps = maps_on(findings, grid.series_uid)
     series = new_uid()
     keep = uids_in(grid.instances)
@@ -168,27 +157,16 @@ def build_parametric_maps(
     for voxel_map in voxel_maps:
         values = np.nan_to_num(voxel_map.values.astype(np.float32), nan=0.0,
                                posinf=0.0, neginf=0.0)
-        if grid.planar:
+        if grid.multiframe:
+            # highdicom wants the frames in the source's frame order.
+            frames = np.empty_like(values)
             for k, item in enumerate(grid.slices):
-                assert item.frame_number is not None  # planar grids are multi-frame
-                pmap = _parametric_map(
-                    findings, voxel_map, [planar_frame_proxy(item.dataset, item.frame_number)],
-                    values[k:k + 1], series, len(objects) + 1, options, planar=True)
-                add_referenced_frame(pmap, str(item.dataset.SOPInstanceUID), item.frame_number)
-                if "PatientOrientation" in item.dataset:
-                    pmap.PatientOrientation = item.dataset.PatientOrientation
-                objects.append(pmap)
+                frames[int(item.frame_number or 1) - 1] = values[k]
+            source_images, values = [grid.first], frames
         else:
-            if grid.multiframe:
-                # highdicom wants the frames in the source's frame order.
-                frames = np.empty_like(values)
-                for k, item in enumerate(grid.slices):
-                    frames[int(item.frame_number or 1) - 1] = values[k]
-                source_images, values = [grid.first], frames
-            else:
-                source_images = list(grid.instances)
-            objects.append(_parametric_map(findings, voxel_map, source_images, values, series,
-                                           len(objects) + 1, options, planar=False))
+            source_images = list(grid.instances)
+        objects.append(_parametric_map(findings, voxel_map, source_images, values, series,
+                                       len(objects) + 1, options))
     for pmap in objects:
         replace_generated_uids(pmap, keep=keep)
         set_file_meta(pmap)

@@ -130,12 +130,29 @@ def _source_image_items(grid: SourceGrid, mask: np.ndarray | None = None,
 
 def _referenced_segment(segmentation: Dataset, number: int, grid: SourceGrid,
                         ) -> hd.sr.ReferencedSegment:
-    frames = [
-        i for i, frame in enumerate(segmentation.PerFrameFunctionalGroupsSequence, start=1)
-        if frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber == number
-    ]
-    if frames:
+    frames = _seg_frames(segmentation, number)
+    per_frame = segmentation.PerFrameFunctionalGroupsSequence
+    if frames and "SegmentIdentificationSequence" in per_frame[0]:
         return hd.sr.ReferencedSegment.from_segmentation(segmentation, segment_number=number)
+    if frames:
+        # One segment: highdicom 0.28's from_segmentation reads only per-frame identification;
+        # the same references, taken from the frames' derivation images.
+        images: dict[str, hd.sr.SourceImageForSegmentation] = {}
+        for i in frames:
+            for derivation in per_frame[i - 1].get("DerivationImageSequence", []):
+                for source in derivation.get("SourceImageSequence", []):
+                    frame = source.get("ReferencedFrameNumber")
+                    images.setdefault(str(source.ReferencedSOPInstanceUID),
+                                      hd.sr.SourceImageForSegmentation(
+                                          str(source.ReferencedSOPClassUID),
+                                          str(source.ReferencedSOPInstanceUID),
+                                          [int(frame)] if frame is not None else None))
+        return hd.sr.ReferencedSegment(
+            sop_class_uid=segmentation.SOPClassUID,
+            sop_instance_uid=segmentation.SOPInstanceUID,
+            segment_number=number,
+            source_images=list(images.values()),
+        )
     # An empty segment has no frames of its own: it was looked for on every source image.
     return hd.sr.ReferencedSegment(
         sop_class_uid=segmentation.SOPClassUID,
@@ -146,10 +163,15 @@ def _referenced_segment(segmentation: Dataset, number: int, grid: SourceGrid,
 
 
 def _seg_frames(segmentation: Dataset, number: int) -> list[int]:
-    return [
-        i for i, frame in enumerate(segmentation.PerFrameFunctionalGroupsSequence, start=1)
-        if frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber == number
-    ]
+    """The SEG's 1-based frames that hold segment ``number``."""
+    # With one segment, highdicom puts the identification in the shared groups.
+    shared = segmentation.SharedFunctionalGroupsSequence[0].get("SegmentIdentificationSequence")
+    frames = []
+    for i, frame in enumerate(segmentation.PerFrameFunctionalGroupsSequence, start=1):
+        identification = frame.get("SegmentIdentificationSequence") or shared
+        if identification and identification[0].ReferencedSegmentNumber == number:
+            frames.append(i)
+    return frames
 
 
 def _seg_source_frame(segmentation: Dataset) -> tuple[str, int | None]:
@@ -221,6 +243,27 @@ def _planar_group(
     one-view SEG, with the NM frame it was drawn on."""
     segment_item = segmentation.SegmentSequence[number - 1]
     source_uid, source_frame = _seg_source_frame(segmentation)
+    group = _planar_group_content(segment, number, segmentation, segment_item, source_uid,
+                                  source_frame, grid, algorithm)
+    # PS3.3 C.10.4: an image reference names frames or segments, not both; the one-view SEG
+    # holds one frame per segment, so the segment number alone identifies it.
+    for item in group[0].ContentSequence:
+        if item.ValueType == "IMAGE" and item.ReferencedSOPSequence[0].get(
+                "ReferencedSOPInstanceUID") == segmentation.SOPInstanceUID:
+            del item.ReferencedSOPSequence[0].ReferencedFrameNumber
+    return group
+
+
+def _planar_group_content(
+    segment: Segment,
+    number: int,
+    segmentation: Dataset,
+    segment_item: Dataset,
+    source_uid: str,
+    source_frame: int | None,
+    grid: SourceGrid,
+    algorithm: hd.sr.AlgorithmIdentification,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     source_class = next(str(ds.SOPClassUID) for ds in grid.instances
                         if str(ds.SOPInstanceUID) == source_uid)
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(

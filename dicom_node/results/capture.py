@@ -237,13 +237,17 @@ def _picture(findings: Findings, grid: SourceGrid, frames: Sequence[int],
 
 
 def _patient_orientation(source: Dataset) -> tuple[str, str]:
-    """Patient Orientation letters (row direction, column direction) from IOP, else the
-    source's own Patient Orientation (planar NM), else the anterior view's ("L", "F")."""
-    if "ImageOrientationPatient" in source:
+    """Patient Orientation letters (row direction, column direction) from IOP (top level or
+    the shared Plane Orientation of an enhanced image), else the source's own Patient
+    Orientation (planar NM), else the anterior view's ("L", "F")."""
+    iop = source.get("ImageOrientationPatient")
+    shared = (source.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    if iop is None and shared.get("PlaneOrientationSequence"):
+        iop = shared.PlaneOrientationSequence[0].get("ImageOrientationPatient")
+    if iop is not None:
         letters = (("L", "R"), ("P", "A"), ("H", "F"))
         result = []
-        for direction in (source.ImageOrientationPatient[:3],
-                          source.ImageOrientationPatient[3:]):
+        for direction in (iop[:3], iop[3:]):
             vector = [float(v) for v in direction]
             axis = int(np.argmax(np.abs(vector)))
             result.append(letters[axis][0] if vector[axis] > 0 else letters[axis][1])

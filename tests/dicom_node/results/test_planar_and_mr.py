@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -142,3 +143,28 @@ def test_validate_outputs_script_on_nm(
     _write(nm_objects, tmp_path / "out")
     result = validate_outputs(tmp_path / "src", tmp_path / "out")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_enhanced_multiframe_mr(tmp_path: Path, mr_findings: Findings,
+                                mr_datasets: list[Dataset], options: ResultOptions,
+                                dciodvfy_errors: Callable[[Path], list[str]]) -> None:
+    """An enhanced (multi-frame) MR: SEG and map frames on the right source frames, no
+    RTSTRUCT (its contours need single-frame slices), every object dciodvfy-clean."""
+    enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(
+        mr_datasets, series_instance_uid=hd.UID(), series_number=5, sop_instance_uid=hd.UID(),
+        instance_number=1)
+    findings = dataclasses.replace(mr_findings, source_series_uid=enhanced.SeriesInstanceUID)
+    grid = source_grid([enhanced])
+    objects = build_result_objects(findings, [enhanced], options)
+    assert [ds.Modality for ds in objects][:2] == ["SEG", "SR"] and len(objects) == 4
+    assert objects[3].SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"
+    seg = objects[0]
+    mask = findings.segments[0].mask
+    frame_of_slice = {item.frame_number: k for k, item in enumerate(grid.slices)}
+    for index, frame in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        source = frame.DerivationImageSequence[0].SourceImageSequence[0]
+        assert source.ReferencedSOPInstanceUID == enhanced.SOPInstanceUID
+        k = frame_of_slice[int(source.ReferencedFrameNumber)]
+        np.testing.assert_array_equal(seg.pixel_array[index].astype(bool), mask[k])
+    for path in _write(objects, tmp_path):
+        assert dciodvfy_errors(path) == [], path.name

@@ -474,7 +474,8 @@ def build_measurement_report(
         Equipment, device observer UID, series numbering and SR storage class.
     sources
         Further source series by Series Instance UID, for segments, classifications and
-        received regions on other series of the study.
+        received regions on other series of the study (e.g. every decoded series: only the
+        ones a group references become evidence).
 
     Returns
     -------
@@ -495,6 +496,8 @@ def build_measurement_report(
         if uid not in grids:
             grids[uid] = check_source_series(findings, datasets if isinstance(
                 datasets, SourceGrid) else source_grid(datasets), uid)
+            if grids[uid].first.StudyInstanceUID != primary.first.StudyInstanceUID:
+                raise ValueError("a source series is not in the engine's study")
     if not options.device_observer_uid:
         raise ValueError("options.device_observer_uid must be set to the node's stable UID")
     segmentations = ([] if segmentation is None else
@@ -593,7 +596,17 @@ def build_measurement_report(
     ]
     report[0].ContentSequence.append(evaluations)
 
-    evidence = [ds for grid in grids.values() for ds in grid.instances] + segmentations
+    # Evidence: the engine's series and the series a group references, not every one given.
+    cited = {primary.series_uid}
+    if not findings.declined:
+        cited |= {grid.series_uid for _, _, grid in placed.values()}
+        cited |= {uid for uid, grid in grids.items()
+                  if any(c.source is not None and c.source.sop_instance_uid in
+                         {str(ds.SOPInstanceUID) for ds in grid.instances}
+                         for c in findings.classifications)}
+        cited |= {r.region.series_uid for r in findings.region_measurements}
+    evidence = [ds for uid, grid in grids.items() if uid in cited
+                for ds in grid.instances] + segmentations
     if not findings.declined:
         evidence += [stub for stub in (_received_object(r, str(first.StudyInstanceUID))
                                        for r in findings.region_measurements) if stub]

@@ -238,3 +238,21 @@ def test_map_is_drawn_in_colour_on_its_hottest_slice(
     coloured = spread > 60
     scale = 512 // SHAPE[1]
     assert coloured[30 * scale, 30 * scale] and not coloured[5 * scale, 5 * scale]
+
+
+def test_only_referenced_series_are_evidence(findings: Findings, source_datasets: list[Dataset],
+                                             segmentation: Dataset, mr_datasets: list[Dataset],
+                                             options: ResultOptions) -> None:
+    other = {str(mr_datasets[0].SeriesInstanceUID): mr_datasets}
+    if mr_datasets[0].StudyInstanceUID != source_datasets[0].StudyInstanceUID:
+        with pytest.raises(ValueError, match="not in the engine's study"):
+            build_measurement_report(findings, source_datasets, segmentation, options,
+                                     sources=other)
+    same_study = [copy.deepcopy(ds) for ds in mr_datasets]
+    for ds in same_study:
+        ds.StudyInstanceUID = source_datasets[0].StudyInstanceUID
+    sr = build_measurement_report(findings, source_datasets, segmentation, options,
+                                  sources={str(mr_datasets[0].SeriesInstanceUID): same_study})
+    evidence = {s.SeriesInstanceUID for s in
+                sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence}
+    assert evidence == {source_datasets[0].SeriesInstanceUID, segmentation.SeriesInstanceUID}

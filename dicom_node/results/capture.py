@@ -188,7 +188,7 @@ def _picture(findings: Findings, grid: SourceGrid, frames: Sequence[int],
     for index, k in enumerate(frames):
         if grid.planar:
             draw.text((index * cols * scale + 4, BANNER_HEIGHT + 1),
-                      grid.view(k) or f"FRAME {grid.slices[k].frame_number}",
+                      grid.view(k) or f"VIEW {index + 1}",
                       fill=(255, 255, 0), font=font)
         for number, segment in enumerate(segments, start=1):
             colour = tuple(int(c) for c in segment.color_rgb)

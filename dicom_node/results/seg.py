@@ -196,10 +196,10 @@ def build_segmentations(
         objects = []
         for number, k in enumerate(views, start=1):
             item = grid.slices[k]
-            assert item.frame_number is not None  # planar grids are multi-frame
-            seg = _segmentation(findings, [planar_frame_proxy(item.dataset, item.frame_number)],
+            seg = _segmentation(findings, [planar_frame_proxy(item.dataset)],
                                 pixel_array[k:k + 1], descriptions, series, number, options)
-            add_referenced_frame(seg, str(item.dataset.SOPInstanceUID), item.frame_number)
+            if item.frame_number is not None:
+                add_referenced_frame(seg, str(item.dataset.SOPInstanceUID), item.frame_number)
             if "FrameOfReferenceUID" in item.dataset:
                 seg.FrameOfReferenceUID = item.dataset.FrameOfReferenceUID
                 seg.PositionReferenceIndicator = item.dataset.get("PositionReferenceIndicator", "")

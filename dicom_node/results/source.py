@@ -70,6 +70,7 @@ _REQUIRED_FRAME_KEYWORDS = (
     "Columns",
     "NumberOfFrames",
 )
+_REQUIRED_VIEW_KEYWORDS = _REQUIRED_FRAME_KEYWORDS[:-1]  # one planar view per instance
 
 # Pydicom and highdicom generate UIDs under their own roots; results use 2.25 only.
 _FOREIGN_UID_ROOTS = ("1.2.826.0.1.3680043.10.511.", "1.2.826.0.1.3680043.8.498.")
@@ -123,14 +124,19 @@ class SourceGrid:
 
     @property
     def planar(self) -> bool:
-        """Planar views (e.g. NM whole body): frames without a position in patient space, so
-        no structure set, no patient-space plane positions, views drawn side by side."""
-        return self.multiframe and not _has_plane_positions(self.first)
+        """Planar views (e.g. NM whole body, as one multi-frame instance or one instance per
+        view): images without a position in patient space, so no structure set, no
+        Parametric Map, views drawn side by side."""
+        return not all(_has_position(ds) for ds in self.instances)
 
     @property
     def tomographic(self) -> bool:
         """Single-frame slices with ImagePositionPatient: what an RTSTRUCT can contour."""
-        return not self.multiframe
+        return not self.multiframe and not self.planar
+
+    def frame_number(self, k: int) -> int:
+        """The 1-based frame of slice ``k`` in its instance (1 for a single-frame one)."""
+        return self.slices[k].frame_number or 1
 
     def frame_pixels(self, k: int) -> np.ndarray:
         """Slice ``k``'s stored values with the modality rescale applied (float64)."""
@@ -144,10 +150,7 @@ class SourceGrid:
 
     def view(self, k: int) -> str | None:
         """The planar view of slice ``k`` ("ANTERIOR", "POSTERIOR", ...), or None."""
-        item = self.slices[k]
-        if item.frame_number is None:
-            return None
-        return planar_view(item.dataset, item.frame_number)
+        return planar_view(self.slices[k].dataset, self.frame_number(k))
 
     def reference(self, k: int) -> Dataset:
         """A ReferencedSOP item (class, instance, frame number when multi-frame)."""
@@ -158,6 +161,10 @@ class SourceGrid:
         if item.frame_number is not None:
             reference.ReferencedFrameNumber = item.frame_number
         return reference
+
+
+def _has_position(ds: Dataset) -> bool:
+    return "ImagePositionPatient" in ds or _has_plane_positions(ds)
 
 
 def _has_plane_positions(ds: Dataset) -> bool:
@@ -304,7 +311,8 @@ def check_source_series(findings: Findings, source_datasets: Sequence[Dataset] |
     grid = (source_datasets if isinstance(source_datasets, SourceGrid)
             else source_grid(source_datasets))
     series_uid = series_uid or findings.source_series_uid
-    required = _REQUIRED_SLICE_KEYWORDS if grid.tomographic else _REQUIRED_FRAME_KEYWORDS
+    required = (_REQUIRED_SLICE_KEYWORDS if grid.tomographic
+                else _REQUIRED_FRAME_KEYWORDS if grid.multiframe else _REQUIRED_VIEW_KEYWORDS)
     for index, ds in enumerate(grid.instances):
         missing = [kw for kw in required if kw not in ds]
         if missing:
@@ -437,7 +445,7 @@ def uids_in(datasets: Sequence[Dataset]) -> set[str]:
     return found
 
 
-def planar_frame_proxy(ds: Dataset, frame_number: int) -> Dataset:
+def planar_frame_proxy(ds: Dataset) -> Dataset:
     """A header-only stand-in for one frame of a planar multi-frame image (NM whole body).
 
     highdicom builds SEG and Parametric Map instances on a source with a patient coordinate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import subprocess
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import NuclearMedicineImageStorage, SegmentationStorage
 
 from ai_engines.findings import Findings
+from ai_engines.volume import SliceReference
 from dicom_node.results import ResultOptions, build_result_objects
 from dicom_node.results.source import source_grid
 from tests.dicom_node.results.conftest import NM_SHAPE, save
@@ -168,3 +170,53 @@ def test_enhanced_multiframe_mr(tmp_path: Path, mr_findings: Findings,
         np.testing.assert_array_equal(seg.pixel_array[index].astype(bool), mask[k])
     for path in _write(objects, tmp_path):
         assert dciodvfy_errors(path) == [], path.name
+
+
+def _one_view(nm: Dataset, frame: int) -> Dataset:
+    """Frame ``frame`` of the whole-body instance as an NM instance of its own."""
+    from pydicom.uid import generate_uid
+
+    view = copy.deepcopy(nm)  # the session fixture stays as it is
+    view.SOPInstanceUID = generate_uid()
+    view.file_meta.MediaStorageSOPInstanceUID = view.SOPInstanceUID
+    view.InstanceNumber = frame
+    view.NumberOfFrames = 1
+    view.EnergyWindowVector = [1]
+    view.DetectorVector = [1]
+    view.NumberOfDetectors = 1
+    view.DetectorInformationSequence = [nm.DetectorInformationSequence[frame - 1]]
+    view.PixelData = nm.pixel_array[frame - 1].tobytes()
+    return view
+
+
+def test_two_single_view_instances(tmp_path: Path, nm_dataset: Dataset, nm_findings: Findings,
+                                   options: ResultOptions,
+                                   dciodvfy_errors: Callable[[Path], list[str]],
+                                   validate_outputs: Callable[
+                                       [Path, Path], subprocess.CompletedProcess[str]]) -> None:
+    """Anterior and posterior as two NM instances of one frame each: planar too."""
+    views = [_one_view(nm_dataset, 1), _one_view(nm_dataset, 2)]
+    grid = source_grid(views)
+    assert grid.planar and not grid.multiframe and not grid.tomographic
+    assert [grid.view(k) for k in range(2)] == ["ANTERIOR", "POSTERIOR"]
+    with pytest.raises(ValueError, match="not among the sources"):
+        build_result_objects(nm_findings, views, options)  # it names the multi-frame image
+    classification = dataclasses.replace(
+        nm_findings.classifications[0], source=SliceReference(
+            str(views[0].SOPClassUID), str(views[0].SOPInstanceUID), view="ANTERIOR"))
+    findings = dataclasses.replace(nm_findings, classifications=(classification,))
+    objects = build_result_objects(findings, views, options)
+    assert [ds.Modality for ds in objects] == ["SEG", "SEG", "SR", "OT"]
+    for view, seg in zip(views, objects[:2], strict=True):
+        assert {frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+                for frame in seg.PerFrameFunctionalGroupsSequence} == {view.SOPInstanceUID}
+    sr = hd.sr.Comprehensive3DSR.from_dataset(objects[2])
+    planar = {g.tracking_identifier: g for g in sr.content.get_planar_roi_measurement_groups()}
+    source = planar["HOT_2"].referenced_segmentation_frame.source_image_for_segmentation
+    assert source.referenced_sop_instance_uid == views[1].SOPInstanceUID
+    for view in views:
+        save(view, tmp_path / "src" / f"{view.InstanceNumber}.dcm")
+    for path in _write(objects, tmp_path / "out"):
+        assert dciodvfy_errors(path) == [], path.name
+    result = validate_outputs(tmp_path / "src", tmp_path / "out")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -70,7 +70,8 @@ _REQUIRED_FRAME_KEYWORDS = (
     "Columns",
     "NumberOfFrames",
 )
-_REQUIRED_VIEW_KEYWORDS = _REQUIRED_FRAME_KEYWORDS[:-1]  # one planar view per instance
+# Planar views: no geometry but the pixel spacing (the volume reader requires it too).
+_REQUIRED_VIEW_KEYWORDS = (*_REQUIRED_FRAME_KEYWORDS[:-1], "PixelSpacing")
 
 # Pydicom and highdicom generate UIDs under their own roots; results use 2.25 only.
 _FOREIGN_UID_ROOTS = ("1.2.826.0.1.3680043.10.511.", "1.2.826.0.1.3680043.8.498.")
@@ -312,7 +313,7 @@ def check_source_series(findings: Findings, source_datasets: Sequence[Dataset] |
             else source_grid(source_datasets))
     series_uid = series_uid or findings.source_series_uid
     required = (_REQUIRED_SLICE_KEYWORDS if grid.tomographic
-                else _REQUIRED_FRAME_KEYWORDS if grid.multiframe else _REQUIRED_VIEW_KEYWORDS)
+                else _REQUIRED_VIEW_KEYWORDS if grid.planar else _REQUIRED_FRAME_KEYWORDS)
     for index, ds in enumerate(grid.instances):
         missing = [kw for kw in required if kw not in ds]
         if missing:

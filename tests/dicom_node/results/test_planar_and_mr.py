@@ -220,3 +220,12 @@ def test_two_single_view_instances(tmp_path: Path, nm_dataset: Dataset, nm_findi
         assert dciodvfy_errors(path) == [], path.name
     result = validate_outputs(tmp_path / "src", tmp_path / "out")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_planar_source_without_pixel_spacing_is_refused(nm_dataset: Dataset,
+                                                        nm_findings: Findings,
+                                                        options: ResultOptions) -> None:
+    bare = copy.deepcopy(nm_dataset)
+    del bare.PixelSpacing
+    with pytest.raises(ValueError, match="lacks PixelSpacing"):
+        build_result_objects(nm_findings, [bare], options)

@@ -14,6 +14,7 @@ SEG_SERIES_OFFSET = 1
 RTSTRUCT_SERIES_OFFSET = 2
 SR_SERIES_OFFSET = 3
 SC_SERIES_OFFSET = 4
+PM_SERIES_OFFSET = 5
 _LARGEST_IS = 2**31 - 1
 
 
@@ -30,7 +31,7 @@ class ResultOptions:
         across runs so readers can group results by device.  Required for the SR.
     series_number_base
         SeriesNumber of each new series is ``base + offset`` (SEG +1, RTSTRUCT +2, SR +3,
-        secondary capture +4).
+        secondary capture +4, parametric map +5).
     sr_storage
         ``"comprehensive3d"`` (Comprehensive 3D SR, IHE AIR) or ``"comprehensive"`` for
         PACS that do not accept the 3D class.
@@ -67,7 +68,7 @@ class ResultOptions:
                 f"ResultOptions.sr_storage must be 'comprehensive3d' or 'comprehensive', "
                 f"got {self.sr_storage!r}"
             )
-        if not 0 <= self.series_number_base <= _LARGEST_IS - SC_SERIES_OFFSET:
+        if not 0 <= self.series_number_base <= _LARGEST_IS - PM_SERIES_OFFSET:
             raise ValueError("ResultOptions.series_number_base is out of the IS range")
         if self.device_observer_uid and not UID(self.device_observer_uid).is_valid:
             raise ValueError("ResultOptions.device_observer_uid is not a valid UID")

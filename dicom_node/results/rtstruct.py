@@ -24,7 +24,9 @@ from skimage.measure import find_contours
 
 from ai_engines.findings import Findings, Segment
 from dicom_node.results.options import RTSTRUCT_SERIES_OFFSET, ResultOptions
+from dicom_node.results.seg import segments_on
 from dicom_node.results.source import (
+    SourceGrid,
     ascii_text,
     check_source_series,
     content_label,
@@ -32,6 +34,7 @@ from dicom_node.results.source import (
     new_uid,
     series_description,
     set_file_meta,
+    source_grid,
 )
 
 # Detached Study Management SOP Class: what RT Referenced Study items conventionally name.
@@ -183,8 +186,8 @@ def _roi_contour(number: int, segment: Segment, source_datasets: Sequence[Datase
     return item, longest
 
 
-def _check_segments(findings: Findings) -> None:
-    for segment in findings.segments:
+def _check_segments(segments: Sequence[Segment]) -> None:
+    for segment in segments:
         kind = segment.rt_interpreted_type
         if not kind or len(kind) > 16 or kind != kind.upper() or not kind.replace("_", "").isalnum():
             raise ValueError(
@@ -199,8 +202,10 @@ def _check_segments(findings: Findings) -> None:
 
 def build_rtstruct(
     findings: Findings,
-    source_datasets: Sequence[Dataset],
+    source_datasets: Sequence[Dataset] | SourceGrid,
     options: ResultOptions,
+    *,
+    series_uid: str | None = None,
 ) -> Dataset:
     """Encode the engine's segments as an RT Structure Set with CLOSED_PLANAR contours.
 
@@ -214,6 +219,9 @@ def build_rtstruct(
         (``segment.mask[k]`` lies on ``source_datasets[k]``).
     options
         Equipment identification and series numbering.
+    series_uid
+        The source series; default ``findings.source_series_uid``.  Only the segments on it
+        become ROIs (numbered 1..n in engine order, as in its SEG).
 
     Returns
     -------
@@ -224,15 +232,21 @@ def build_rtstruct(
     Raises
     ------
     ValueError
-        If the findings are declined or have no segments, a segment cannot be an ROI, or
-        the masks do not lie on the source grid.
+        If the findings are declined or have no segments, a segment cannot be an ROI, the
+        masks do not lie on the source grid, or the source is not single-frame slices
+        (planar views have no patient-space contours).
     """
-    check_source_series(findings, source_datasets)
+    grid = check_source_series(findings, source_datasets if isinstance(
+        source_datasets, SourceGrid) else source_grid(source_datasets), series_uid)
     if findings.declined:
         raise ValueError("declined findings have no structure set")
-    if not findings.segments:
+    if not grid.tomographic:
+        raise ValueError("an RT structure set needs single-frame tomographic source slices")
+    segments = segments_on(findings, grid.series_uid)
+    if not segments:
         raise ValueError("findings have no segments: nothing to put in a structure set")
-    _check_segments(findings)
+    _check_segments(segments)
+    source_datasets = list(grid.instances)
 
     first = source_datasets[0]
     now = dt.datetime.now()
@@ -277,7 +291,7 @@ def build_rtstruct(
     rois, roi_contours, observations = [], [], []
     longest = 0
     generation = ascii_text(f"{findings.engine.name} {findings.engine.version}", 64)
-    for number, segment in enumerate(findings.segments, start=1):
+    for number, segment in enumerate(segments, start=1):
         roi = Dataset()
         roi.ROINumber = number
         roi.ReferencedFrameOfReferenceUID = first.FrameOfReferenceUID

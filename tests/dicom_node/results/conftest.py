@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from ai_engines import codes
+from ai_engines.codes import Code
 from ai_engines.findings import (
     Classification,
     Decline,
@@ -253,3 +255,170 @@ def identifying_strings(ds: Dataset) -> list[str]:
     """Identity values of the fixture patient (the source is named, not pseudonymized)."""
     return [str(ds.PatientName), str(ds.PatientName).split("^")[0], str(ds.PatientID),
             str(ds.PatientBirthDate), str(ds.AccessionNumber), str(ds.ReferringPhysicianName)]
+
+
+# --- Planar NM (whole-body anterior/posterior) and MR sources -------------------------------
+
+AREA = Code("42798000", "SCT", "Area")
+UNIT_MM2 = Code("mm2", "UCUM", "square millimeter")
+GRAD_CAM = Code("GRADCAM", "99AINODE", "Grad-CAM class activation")
+JOINT_ENTROPY = Code("TU0O", "IBSI", "Joint entropy")
+NM_SHAPE = (2, 128, 48)  # frames (anterior, posterior), rows, columns
+MR_SHAPE = (6, 48, 40)
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def nm_whole_body_dataset(study_uid: str | None = None, seed: int = 3) -> Dataset:
+    """A whole-body bone scan as a camera writes it: one NM multi-frame instance, frame 1
+    ANTERIOR and frame 2 POSTERIOR (Detector Information Sequence with View Code Sequence,
+    Frame Increment Pointer -> Energy Window Vector, Detector Vector), 16-bit counts."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, NuclearMedicineImageStorage, generate_uid
+
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(20, NM_SHAPE).astype(np.uint16)
+    counts[:, 30:40, 20:28] += 200  # a hot spot on both views
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = NuclearMedicineImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Nuclear^Nora", "NM-0001", "19500101"
+    ds.PatientSex = "F"
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.StudyDate, ds.StudyTime, ds.StudyID = "20261129", "101500", "1"
+    ds.AccessionNumber, ds.ReferringPhysicianName = "A-NM-1", "Doktor^Bernd"
+    ds.Modality = "NM"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 1
+    ds.Laterality = ""
+    ds.Manufacturer = "SyntheticCamera"
+    ds.InstanceNumber = 1
+    ds.FrameOfReferenceUID = generate_uid()
+    ds.PositionReferenceIndicator = ""
+    ds.PatientOrientation = ["L", "F"]
+    ds.ContentDate, ds.ContentTime = "20261129", "101500"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "WHOLE BODY", "EMISSION"]
+    ds.PatientOrientationCodeSequence = [_code("F-10450", "SRT", "recumbent")]
+    ds.PatientGantryRelationshipCodeSequence = [_code("F-10470", "SRT", "headfirst")]
+    ds.CountsAccumulated = int(counts.sum())
+    ds.ActualFrameDuration = 600000
+    ds.ScanVelocity, ds.ScanLength = "15", "2000"
+    radiopharmaceutical = Dataset()
+    radiopharmaceutical.RadionuclideCodeSequence = [_code("C-163A8", "SRT", "Technetium Tc^99m^")]
+    ds.RadiopharmaceuticalInformationSequence = [radiopharmaceutical]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = NM_SHAPE[1], NM_SHAPE[2]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelSpacing = ["4.795", "4.795"]
+    ds.NumberOfFrames = NM_SHAPE[0]
+    ds.FrameIncrementPointer = [0x00540010, 0x00540020]
+    ds.EnergyWindowVector, ds.NumberOfEnergyWindows = [1, 1], 1
+    window_range = Dataset()
+    window_range.EnergyWindowLowerLimit, window_range.EnergyWindowUpperLimit = "126", "154"
+    window = Dataset()
+    window.EnergyWindowRangeSequence = [window_range]
+    window.EnergyWindowName = "TC99M"
+    ds.EnergyWindowInformationSequence = [window]
+    ds.DetectorVector, ds.NumberOfDetectors = [1, 2], 2
+    detectors = []
+    for value, meaning in (("399321004", "Anterior projection"),
+                           ("399001007", "Posterior projection")):
+        detector = Dataset()
+        detector.ViewCodeSequence = [_code(value, "SCT", meaning)]
+        detector.CollimatorType, detector.CollimatorGridName = "PARA", "LEHR"
+        detectors.append(detector)
+    ds.DetectorInformationSequence = detectors
+    ds.PixelData = counts.tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+@pytest.fixture(scope="session")
+def nm_dataset() -> Dataset:
+    return nm_whole_body_dataset()
+
+
+def _hot_spot(centre: tuple[int, int], radius: float) -> np.ndarray:
+    rows, cols = np.mgrid[: NM_SHAPE[1], : NM_SHAPE[2]]
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+
+
+@pytest.fixture(scope="session")
+def nm_findings(nm_dataset: Dataset, engine: EngineIdentity) -> Findings:
+    """Two numbered hot spots (one per view), a whole-scan classification made on the
+    anterior frame, and a heat map on both views."""
+    from ai_engines.findings import VoxelMap
+    from ai_engines.volume import SliceReference
+
+    first = np.zeros(NM_SHAPE, dtype=bool)
+    first[0] = _hot_spot((35, 24), 5)
+    second = np.zeros(NM_SHAPE, dtype=bool)
+    second[1] = _hot_spot((90, 15), 4)
+    heat = np.zeros(NM_SHAPE, dtype=np.float32)
+    heat[0] = np.where(first[0], 0.9, 0.05)
+    heat[1] = np.where(second[1], 0.6, 0.02)
+    lesion = {"category": codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+              "property_type": codes.BONY_METASTASIS, "rt_interpreted_type": "GTV"}
+    return Findings(
+        engine=dataclasses.replace(engine, name="nm-bone-scan"),
+        source_series_uid=str(nm_dataset.SeriesInstanceUID),
+        segments=(
+            Segment(label="HOT_1", description="hot spot 1", color_rgb=(255, 64, 0),
+                    mask=first, tracking_id="HOT_1", probability=0.91,
+                    measurements=(Measurement(AREA, 250.0, UNIT_MM2),), **lesion),
+            Segment(label="HOT_2", description="hot spot 2", color_rgb=(0, 200, 255),
+                    mask=second, tracking_id="HOT_2", probability=0.55, **lesion),
+        ),
+        classifications=(
+            Classification(codes.BONY_METASTASIS, probability=0.93, threshold=0.42,
+                           positive=True, tracking_id="scan",
+                           source=SliceReference(str(nm_dataset.SOPClassUID),
+                                                 str(nm_dataset.SOPInstanceUID),
+                                                 frame_number=1, view="ANTERIOR"),
+                           source_series_uid=str(nm_dataset.SeriesInstanceUID)),
+        ),
+        maps=(VoxelMap(label="GradCAM", description="Grad-CAM heat map",
+                       quantity=GRAD_CAM, unit=codes.UNIT_NONE, values=heat),),
+    )
+
+
+@pytest.fixture(scope="session")
+def mr_datasets() -> list[Dataset]:
+    """Six axial MR slices (no Hounsfield scale): a bright blob in a grey head."""
+    rng = np.random.default_rng(11)
+    voxels = rng.normal(300, 20, MR_SHAPE)
+    voxels[2:5, 15:30, 12:26] += 600
+    return ct_series_datasets(voxels, modality="MR", pixel_spacing=(1.0, 1.0),
+                              slice_spacing=3.0, origin=(-20.0, -24.0, 40.0),
+                              series_description="T1 post contrast")
+
+
+@pytest.fixture(scope="session")
+def mr_findings(mr_datasets: list[Dataset], engine: EngineIdentity) -> Findings:
+    from ai_engines.findings import VoxelMap
+
+    mask = np.zeros(MR_SHAPE, dtype=bool)
+    mask[2:5, 15:30, 12:26] = True
+    values = np.zeros(MR_SHAPE, dtype=np.float64)
+    values[mask] = 3.5
+    return Findings(
+        engine=dataclasses.replace(engine, name="mr-glioma"),
+        source_series_uid=str(mr_datasets[0].SeriesInstanceUID),
+        segments=(Segment(label="GTV_1", description="enhancing tumour",
+                          category=codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+                          property_type=codes.NEOPLASM, rt_interpreted_type="GTV",
+                          color_rgb=(255, 0, 0), mask=mask, tracking_id="GTV_1",
+                          probability=0.8,
+                          measurements=(Measurement(codes.VOLUME, 2.52, codes.UNIT_ML),)),),
+        maps=(VoxelMap(label="GLCM_Entropy", description="GLCM entropy 5x5",
+                       quantity=JOINT_ENTROPY, unit=codes.UNIT_NONE,
+                       values=values + np.linspace(0, 1, MR_SHAPE[2])[None, None, :]),),
+    )

@@ -63,3 +63,25 @@ def test_orthanc_stores_source_and_results_in_one_study(
         }
         expected = {ds.SOPInstanceUID for ds in list(source_datasets) + results}
         assert stored_uids == expected
+
+
+def test_orthanc_stores_nm_and_mr_results(
+    tmp_path: Path,
+    nm_dataset: Dataset,
+    nm_findings: Findings,
+    mr_datasets: list[Dataset],
+    mr_findings: Findings,
+    options: ResultOptions,
+) -> None:
+    """Per-view SEGs on an NM whole-body instance, a Parametric Map on MR, and the rest."""
+    sent = [nm_dataset, *build_result_objects(nm_findings, [nm_dataset], options),
+            *mr_datasets, *build_result_objects(mr_findings, mr_datasets, options)]
+    assert "1.2.840.10008.5.1.4.1.1.30" in {str(ds.SOPClassUID) for ds in sent}
+    with orthanc_server(tmp_path) as pacs:
+        statuses = _send(sent, pacs.dicom_port, pacs.aet)
+        assert statuses == [0] * len(statuses)
+        stored = {
+            pacs.rest_get(f"/instances/{i}")["MainDicomTags"]["SOPInstanceUID"]
+            for i in pacs.rest_get("/instances")
+        }
+        assert stored == {str(ds.SOPInstanceUID) for ds in sent}

@@ -45,11 +45,11 @@ def accepted_contexts(config: NodeConfig) -> list[tuple[str, list[str], str]]:
 
 def created_objects() -> list[tuple[str, str, str]]:
     """(SOP class, modality, transfer syntax) of the result objects the writers create, from
-    findings with one segment on a small synthetic CT."""
+    findings with one segment and one voxel map on a small synthetic CT."""
     import numpy as np
 
     from ai_engines import codes
-    from ai_engines.findings import EngineIdentity, Findings, Segment
+    from ai_engines.findings import EngineIdentity, Findings, Segment, VoxelMap
     from dicom_node.results import ResultOptions, build_result_objects
     from dicom_node.sample_data import ct_series_datasets, phantom_chest_hu
 
@@ -60,7 +60,9 @@ def created_objects() -> list[tuple[str, str, str]]:
         engine=EngineIdentity("conformance", "1", "model", "0" * 64),
         source_series_uid=str(source[0].SeriesInstanceUID),
         segments=(Segment("GTV_1", "GTV", codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
-                          codes.NEOPLASM, "GTV", (255, 0, 0), mask, tracking_id="1"),))
+                          codes.NEOPLASM, "GTV", (255, 0, 0), mask, tracking_id="1"),),
+        maps=(VoxelMap("Map", "a voxel map", codes.VOLUME, codes.UNIT_NONE,
+                       mask.astype(np.float32)),))
     rows = []
     for sr_storage in ("comprehensive3d", "comprehensive"):
         objects = build_result_objects(findings, source, ResultOptions(

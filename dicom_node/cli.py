@@ -1,4 +1,5 @@
-"""``dicom-node``: serve, worker, status, jobs, check-config, migrate (+ model commands)."""
+"""``dicom-node``: serve, worker, status, jobs, check-config, migrate, init-keys, rotate-keys
+(+ model commands)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from dicom_node import cli_models
 from dicom_node.config import ConfigError, NodeConfig, load_config
+from storage.keys import KeyFileError
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
@@ -138,6 +140,69 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         db.dispose()
 
 
+def cmd_init_keys(args: argparse.Namespace) -> int:
+    """Create the keys of a fresh installation, or move pre-split keys out of the data folder."""
+    from dicom_node.node import open_database
+    from storage.keys import PURPOSES, KeyFolder, legacy_key_files, prepare_keys
+
+    config = _config(args)
+    folder = KeyFolder(config.keys_dir)
+    source = Path(args.import_from) if args.import_from else None
+    if source is None and legacy_key_files(config.node.data_dir):
+        source = config.node.data_dir / "keys"
+    if source is not None:
+        for line in folder.import_legacy(source):
+            print(f"moved {line}")
+        print("the vault and the quarantine still share the old key (id 0): run "
+              "'dicom-node rotate-keys' to give each its own")
+    db = open_database(config)
+    try:
+        created = prepare_keys(folder, PURPOSES, db=db, data_dir=config.node.data_dir,
+                               may_create=True)
+    finally:
+        db.dispose()
+    for path in created:
+        print(f"created {path}")
+    if not created:
+        print(f"all keys present in {folder.path}")
+    print("back the key folder up now, apart from the data folder (docs/operations-backup.md)")
+    return 0
+
+
+def cmd_rotate_keys(args: argparse.Namespace) -> int:
+    """New vault and quarantine keys; every vault row and quarantined file re-encrypted."""
+    from dicom_node.node import open_database
+    from storage import quarantine
+    from storage.files import FileStore
+    from storage.keys import QUARANTINE, RINGS, VAULT, KeyFolder, prepare_keys
+    from storage.vault import Vault
+
+    config = _config(args)
+    folder = KeyFolder(config.keys_dir)
+    db = open_database(config)
+    try:
+        prepare_keys(folder, RINGS, db=db, data_dir=config.node.data_dir, may_create=False)
+        if not args.finish:
+            for purpose in RINGS:
+                print(f"new {purpose} key {folder.ring_path(purpose, folder.add_ring_key(purpose))}")
+        vault = Vault(db, folder.ring(VAULT))
+        rows = vault.reencrypt()
+        ring = folder.ring(QUARANTINE)
+        moved = quarantine.reencrypt(db, FileStore(config.node.data_dir), ring)
+        print(f"re-encrypted {rows} vault rows with vault key {vault.keys.current_id} and "
+              f"{moved} quarantined files with quarantine key {ring.current_id}")
+        unused = [folder.ring_path(VAULT, i) for i in vault.keys.key_ids
+                  if i != vault.keys.current_id]
+        unused += [folder.ring_path(QUARANTINE, i) for i in ring.key_ids if i != ring.current_id]
+        if unused:
+            print("no data uses these keys any more; keep them with the backups made before "
+                  "this rotation, then delete them: " + ", ".join(map(str, unused)))
+        print("the UID secret is never rotated (a new one would change every pseudonym)")
+    finally:
+        db.dispose()
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(Path(args.file))
     print(f"{args.file}: OK ({len(config.peers)} peers, {len(config.routes)} routes, "
@@ -176,6 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_config)
     p = with_config(sub.add_parser("migrate", help="upgrade the database schema"))
     p.set_defaults(func=cmd_migrate)
+    p = with_config(sub.add_parser(
+        "init-keys", help="create the keys of a fresh installation (or move old ones out of "
+        "the data folder)"))
+    p.add_argument("--import-from", metavar="DIR",
+                   help="folder holding uid-secret.key / vault.key of an older installation "
+                   "(default: data_dir/keys when it holds them)")
+    p.set_defaults(func=cmd_init_keys)
+    p = with_config(sub.add_parser(
+        "rotate-keys", help="new vault and quarantine keys; re-encrypt everything (node "
+        "stopped)"))
+    p.add_argument("--finish", action="store_true",
+                   help="no new key: finish an interrupted rotation with the newest keys")
+    p.set_defaults(func=cmd_rotate_keys)
     cli_models.register(sub)
     return parser
 
@@ -192,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.errors:
             print(f"  {line}", file=sys.stderr)
         return 2
+    except KeyFileError as exc:
+        print(f"key error: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130
     finally:

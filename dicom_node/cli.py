@@ -191,13 +191,20 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
         moved = quarantine.reencrypt(db, FileStore(config.node.data_dir), ring)
         print(f"re-encrypted {rows} vault rows with vault key {vault.keys.current_id} and "
               f"{moved} quarantined files with quarantine key {ring.current_id}")
-        unused = [folder.ring_path(VAULT, i) for i in vault.keys.key_ids
-                  if i != vault.keys.current_id]
-        unused += [folder.ring_path(QUARANTINE, i) for i in ring.key_ids if i != ring.current_id]
+        # Checked, not assumed: a node left running may have sealed with an old key meanwhile.
+        in_use = {VAULT: vault.key_ids_in_use(),
+                  QUARANTINE: quarantine.key_ids_in_use(db, FileStore(config.node.data_dir))}
+        stale = {k: sorted(v - {folder.ring(k).current_id}) for k, v in in_use.items()}
+        unused = [folder.ring_path(k, i) for k in RINGS for i in folder.ring_ids(k)
+                  if i not in in_use[k]]
         if unused:
             print("no data uses these keys any more; keep them with the backups made before "
                   "this rotation, then delete them: " + ", ".join(map(str, unused)))
         print("the UID secret is never rotated (a new one would change every pseudonym)")
+        if any(stale.values()):
+            print(f"data still sealed with older keys {stale} (was the node running?): stop "
+                  "it and run 'dicom-node rotate-keys --finish'", file=sys.stderr)
+            return 1
     finally:
         db.dispose()
     return 0

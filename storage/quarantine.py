@@ -202,6 +202,13 @@ def reencrypt(db: Database, files: FileStore, ring: KeyRing) -> int:
     return changed
 
 
+def key_ids_in_use(db: Database, files: FileStore) -> set[int]:
+    """The key ids that quarantined files are sealed with (reads every file's header)."""
+    with db.session() as session:
+        paths = session.scalars(select(Quarantined.path)).all()
+    return {sealed_key_id(files, p) for p in paths if files.absolute(p).exists()}
+
+
 def _has_magic(files: FileStore, relative: str) -> bool:
     with open(files.absolute(relative), "rb") as fh:
         return fh.read(4) == MAGIC

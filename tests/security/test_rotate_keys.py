@@ -171,3 +171,25 @@ def test_pre_split_installation_upgrades_then_rotates_postgres(tmp_path, capsys)
         _upgrade_and_rotate(tmp_path / "node", config, key, relative, capsys)
     finally:
         pg.stop()
+
+
+def test_finish_reseals_rows_written_with_an_old_key_without_a_new_key(tmp_path, capsys):
+    """A receiver left running during a rotation keeps sealing with the key it loaded."""
+    config = node_config(tmp_path)
+    node = Node(config, workers=0, send=False)
+    receive(node, source_series())
+    node.db.dispose()
+    path = _config_file(tmp_path, config)
+    folder = KeyFolder(config.keys_dir)
+    old_ring = folder.ring(VAULT)
+    assert main(["rotate-keys", "--config", path]) == 0
+    db = Database(config.database.url)
+    with db.session() as s:  # what the still-running receiver would write
+        Vault(db, old_ring).record(s, {"2.25.999": "1.2.826.0.1.999"})
+    assert _vault_key_ids(db) == {1, 2}
+    capsys.readouterr()
+    assert main(["rotate-keys", "--finish", "--config", path]) == 0
+    assert "re-encrypted 1 vault rows with vault key 2" in capsys.readouterr().out
+    assert folder.ring_ids(VAULT) == [1, 2]  # no third key
+    assert _vault_key_ids(db) == {2}
+    db.dispose()

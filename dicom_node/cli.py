@@ -1,5 +1,5 @@
-"""``dicom-node``: serve, worker, status, jobs, outbox, echo, check-config, migrate (+ model
-commands).
+"""``dicom-node``: serve, worker, status, jobs, outbox, purge, echo, check-config, migrate,
+init-keys, rotate-keys, dashboard-password, conformance (+ model commands).
 
 Without ``--config`` the configuration is ``$DICOM_NODE_CONFIG`` when set, else
 ``/etc/dicom-node/node.toml`` when it exists, else the embedded defaults.
@@ -18,6 +18,7 @@ from pathlib import Path
 from dicom_node import cli_models
 from dicom_node.config import ConfigError, NodeConfig, load_config
 from storage.database import NoDatabase
+from storage.keys import KeyFileError
 
 # Where a packaged install keeps its configuration (deploy/dicom-node.service uses it).
 SYSTEM_CONFIG = Path("/etc/dicom-node/node.toml")
@@ -274,6 +275,76 @@ def cmd_echo(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_init_keys(args: argparse.Namespace) -> int:
+    """Create the keys of a fresh installation, or move pre-split keys out of the data folder."""
+    from dicom_node.node import open_database
+    from storage.keys import PURPOSES, KeyFolder, legacy_key_files, prepare_keys
+
+    config = _config(args)
+    folder = KeyFolder(config.keys_dir)
+    source = Path(args.import_from) if args.import_from else None
+    if source is None and legacy_key_files(config.node.data_dir):
+        source = config.node.data_dir / "keys"
+    if source is not None:
+        for line in folder.import_legacy(source):
+            print(f"moved {line}")
+        print("the vault and the quarantine still share the old key (id 0): run "
+              "'dicom-node rotate-keys' to give each its own")
+    db = open_database(config)
+    try:
+        created = prepare_keys(folder, PURPOSES, db=db, data_dir=config.node.data_dir,
+                               may_create=True)
+    finally:
+        db.dispose()
+    for path in created:
+        print(f"created {path}")
+    if not created:
+        print(f"all keys present in {folder.path}")
+    print("back the key folder up now, apart from the data folder (docs/operations-backup.md)")
+    return 0
+
+
+def cmd_rotate_keys(args: argparse.Namespace) -> int:
+    """New vault and quarantine keys; every vault row and quarantined file re-encrypted."""
+    from dicom_node.node import open_database
+    from storage import quarantine
+    from storage.files import FileStore
+    from storage.keys import QUARANTINE, RINGS, VAULT, KeyFolder, prepare_keys
+    from storage.vault import Vault
+
+    config = _config(args)
+    folder = KeyFolder(config.keys_dir)
+    db = open_database(config)
+    try:
+        prepare_keys(folder, RINGS, db=db, data_dir=config.node.data_dir, may_create=False)
+        if not args.finish:
+            for purpose in RINGS:
+                print(f"new {purpose} key {folder.ring_path(purpose, folder.add_ring_key(purpose))}")
+        vault = Vault(db, folder.ring(VAULT))
+        rows = vault.reencrypt()
+        ring = folder.ring(QUARANTINE)
+        moved = quarantine.reencrypt(db, FileStore(config.node.data_dir), ring)
+        print(f"re-encrypted {rows} vault rows with vault key {vault.keys.current_id} and "
+              f"{moved} quarantined files with quarantine key {ring.current_id}")
+        # Checked, not assumed: a node left running may have sealed with an old key meanwhile.
+        in_use = {VAULT: vault.key_ids_in_use(),
+                  QUARANTINE: quarantine.key_ids_in_use(db, FileStore(config.node.data_dir))}
+        stale = {k: sorted(v - {folder.ring(k).current_id}) for k, v in in_use.items()}
+        unused = [folder.ring_path(k, i) for k in RINGS for i in folder.ring_ids(k)
+                  if i not in in_use[k]]
+        if unused:
+            print("no data uses these keys any more; keep them with the backups made before "
+                  "this rotation, then delete them: " + ", ".join(map(str, unused)))
+        print("the UID secret is never rotated (a new one would change every pseudonym)")
+        if any(stale.values()):
+            print(f"data still sealed with older keys {stale} (was the node running?): stop "
+                  "it and run 'dicom-node rotate-keys --finish'", file=sys.stderr)
+            return 1
+    finally:
+        db.dispose()
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(Path(args.file))
     print(f"{args.file}: OK ({len(config.peers)} peers, {len(config.routes)} routes, "
@@ -341,6 +412,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_config)
     p = with_config(sub.add_parser("migrate", help="upgrade the database schema"))
     p.set_defaults(func=cmd_migrate)
+    p = with_config(sub.add_parser(
+        "init-keys", help="create the keys of a fresh installation (or move old ones out of "
+        "the data folder)"))
+    p.add_argument("--import-from", metavar="DIR",
+                   help="folder holding uid-secret.key / vault.key of an older installation "
+                   "(default: data_dir/keys when it holds them)")
+    p.set_defaults(func=cmd_init_keys)
+    p = with_config(sub.add_parser(
+        "rotate-keys", help="new vault and quarantine keys; re-encrypt everything (node "
+        "stopped)"))
+    p.add_argument("--finish", action="store_true",
+                   help="no new key: finish an interrupted rotation with the newest keys")
+    p.set_defaults(func=cmd_rotate_keys)
     cli_models.register(sub)
     return parser
 
@@ -361,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.errors:
             print(f"  {line}", file=sys.stderr)
         return 2
+    except KeyFileError as exc:
+        print(f"key error: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130
     finally:

@@ -110,10 +110,28 @@ class DeidSettings(_Section):
     private_tag_allowlist: list[str] = Field(default_factory=list)
     # Maximum date shift (days) when dates are shifted per patient.
     date_shift_max_days: int = Field(3650, ge=1)
-    # Files holding the site secret for UID hashing and the vault key; created 0600 on first
-    # start when missing.  Relative paths are under data_dir.
-    uid_secret_file: Path = Path("keys/uid-secret.key")
-    vault_key_file: Path = Path("keys/vault.key")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_key_files(cls, data: object) -> object:
+        # Key files used to live under data_dir, beside the data they protect.
+        moved = sorted(k for k in ("uid_secret_file", "vault_key_file")
+                       if isinstance(data, dict) and k in data)
+        if moved:
+            raise ValueError(
+                f"{', '.join(moved)}: no longer used; keys live in the [keys] dir folder, "
+                "outside data_dir (config/README.md). Remove these lines, set [keys] dir, then "
+                "run 'dicom-node init-keys --import-from <folder of the old key files>'")
+        return data
+
+
+class KeySettings(_Section):
+    """Where the node's keys live: a folder of its own, never inside ``node.data_dir``."""
+
+    # uid-secret.key, vault-NNNN.key, quarantine-NNNN.key. Unset: "keys" beside data_dir
+    # (data_dir's parent folder / keys; "./keys" with the default data_dir "var"). Relative
+    # paths are taken from the working directory, as data_dir is.
+    dir: Path | None = None
 
 
 class ResultSettings(_Section):
@@ -225,6 +243,7 @@ class NodeConfig(_Section):
         ]
     )
     deid: DeidSettings = DeidSettings()
+    keys: KeySettings = KeySettings()
     results: ResultSettings = ResultSettings()
     sender: SenderSettings = SenderSettings()
     engines: EngineSettings = EngineSettings()
@@ -243,7 +262,18 @@ class NodeConfig(_Section):
         for dest in self.results.destinations:
             if dest not in names:
                 raise ValueError(f"results.destinations: {dest!r} is not a configured peer name")
+        keys, data = self.keys_dir.resolve(), self.node.data_dir.resolve()
+        if keys == data or data in keys.parents:
+            raise ValueError(f"keys.dir: {self.keys_dir} lies inside node.data_dir "
+                             f"({self.node.data_dir}); a copy of the data folder would carry "
+                             "its own keys")
         return self
+
+    @property
+    def keys_dir(self) -> Path:
+        """The key folder: ``keys.dir``, or ``keys`` beside (never inside) ``node.data_dir``."""
+        return self.keys.dir if self.keys.dir is not None else \
+            self.node.data_dir.parent / "keys"
 
     def peer_by_ae(self, ae_title: str) -> Peer | None:
         return next((p for p in self.peers if p.ae_title == ae_title), None)

@@ -29,7 +29,7 @@ from dicom_node.worker import Worker, device_observer_uid
 from storage import migrate
 from storage.database import Database
 from storage.files import FileStore
-from storage.keys import load_or_create_key
+from storage.keys import QUARANTINE, UID_SECRET, VAULT, KeyFolder, prepare_keys
 from storage.monitoring import database_reachable
 from storage.outbox import Outbox
 from storage.retention import RetentionPolicy, purge
@@ -137,23 +137,34 @@ class Node:
         self.db = open_database(config)
         self.files = FileStore(data_dir)
         self.files.sweep_temporary()
-        uid_secret = load_or_create_key(config.resolve(config.deid.uid_secret_file))
-        vault_key = load_or_create_key(config.resolve(config.deid.vault_key_file))
-        self.vault = Vault(self.db, vault_key)
+        count = config.jobs.workers if workers is None else workers
+        # Each process loads only the keys its stages use: the receiver keys pseudonyms,
+        # seals vault rows and quarantines; the sender opens the vault to re-identify;
+        # workers only derive the Device Observer UID from the UID secret.
+        purposes = (({UID_SECRET, VAULT, QUARANTINE} if receive else set())
+                    | ({VAULT} if send else set()) | ({UID_SECRET} if count else set()))
+        keys = KeyFolder(config.keys_dir)
+        created = prepare_keys(keys, sorted(purposes), db=self.db, data_dir=data_dir,
+                               may_create=receive)
+        if created:
+            log.warning("fresh installation: created keys %s; back them up apart from the "
+                        "data folder (docs/operations-backup.md)",
+                        ", ".join(p.name for p in created))
+        uid_secret = keys.uid_secret() if UID_SECRET in purposes else None
+        self.vault = Vault(self.db, keys.ring(VAULT)) if VAULT in purposes else None
         self.receiver = None
         self.completion = None
         self.sender = None
         if receive:
             self.receiver = Receiver(config, self.db, self.files,
                                      Pseudonymizer(config.deid, uid_secret), self.vault,
-                                     vault_key, on_commitment_report=Outbox(self.db)
+                                     keys.ring(QUARANTINE), on_commitment_report=Outbox(self.db)
                                      .record_commitment)
         if send:
             self.sender = Sender(config, self.db, self.files, self.vault)
         # Each stage wakes the next when it hands it work; polling stays as the fallback
         # (and is all that separate `dicom-node worker` processes have).
-        count = config.jobs.workers if workers is None else workers
-        observer = device_observer_uid(uid_secret)
+        observer = device_observer_uid(uid_secret) if uid_secret else ""
         wake_sender = self.sender.loop.wake if self.sender else None
         self.workers = [Worker(config, self.db, self.files, observer, i,
                                on_job_finished=wake_sender) for i in range(count)]

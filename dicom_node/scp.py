@@ -32,6 +32,7 @@ from dicom_node.deid import Pseudonymizer, QuarantineRequired
 from storage import quarantine
 from storage.database import Database
 from storage.files import FileStore
+from storage.keys import KeyRing
 from storage.studies import ReceivedInstance, index_instance
 from storage.tables import utcnow
 from storage.vault import Vault
@@ -80,14 +81,14 @@ class Receiver:
     pseudonymizer, vault
         De-identification of every instance, and where the reverse mapping goes.
     quarantine_key
-        Key that encrypts instances kept in quarantine.
+        Key ring that encrypts instances kept in quarantine (not the vault's).
     on_commitment_report
         Called with ``(transaction_uid, committed_uids, failed_uids)`` when a PACS sends a
         Storage Commitment N-EVENT-REPORT back to the node.
     """
 
     def __init__(self, config: NodeConfig, db: Database, files: FileStore,
-                 pseudonymizer: Pseudonymizer, vault: Vault, quarantine_key: bytes,
+                 pseudonymizer: Pseudonymizer, vault: Vault, quarantine_key: KeyRing,
                  on_commitment_report=None):  # noqa: ANN001
         self.config = config
         self.db = db
@@ -226,9 +227,10 @@ class Receiver:
         try:
             result = self.pseudonymizer.pseudonymize(ds)
         except QuarantineRequired as q:
-            original_bytes = original.read_bytes() if original else _encode(ds)
+            # The received file is encrypted as a stream (never read whole into memory).
+            source = original if original else _encode(ds)
             with self.db.session() as session:
-                qid = quarantine.keep(session, self.files, self.quarantine_key, original_bytes,
+                qid = quarantine.keep(session, self.files, self.quarantine_key, source,
                                       calling_ae=calling_ae, sop_class_uid=str(ds.SOPClassUID),
                                       reason_code=q.code, reason=q.reason)
             log.warning("quarantined instance %d from %s: %s", qid, calling_ae, q.code)

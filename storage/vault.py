@@ -7,6 +7,8 @@ data naming the table, the row key and the column:
 * ``vault_studies``: pseudo Study Instance UID -> pseudo patient ID, the original Patient and
   General Study module attributes as raw DICOM bytes, and the date shift.
 
+Every ciphertext starts with the id of the vault key that sealed it (:class:`storage.keys.KeyRing`),
+so ``dicom-node rotate-keys`` can re-encrypt rows under a new key while old ones stay readable.
 A ciphertext moved to another row, or read with another key, fails to decrypt: it is never
 silently used. Writes take the caller's :class:`~sqlalchemy.orm.Session`, so the receiver stores
 mappings in the same transaction as its index rows. They are idempotent
@@ -18,21 +20,19 @@ This module imports nothing of the project outside ``storage``.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import DateTime, Index, LargeBinary, String, select
+from sqlalchemy import DateTime, Index, LargeBinary, String, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from storage.database import Database
+from storage.keys import VAULT, KeyFileError, KeyRing, sealed_key_id
 from storage.schema import Base
 
-_NONCE = 12
 _BATCH = 500  # keeps IN (...) lists under SQLite's variable limit
 
 
@@ -102,29 +102,34 @@ class Vault:
     ----------
     database
         The node's database.
-    key
-        32-byte AES-256-GCM key (from :func:`storage.keys.load_or_create_key`).
+    keys
+        The vault key ring (:meth:`storage.keys.KeyFolder.ring`); a bare 32-byte key is taken
+        as a ring of one key with id 1.
     """
 
-    def __init__(self, database: Database, key: bytes):
-        if len(key) != 32:
-            raise VaultError("the vault key must be 32 bytes (AES-256)")
+    def __init__(self, database: Database, keys: KeyRing | bytes):
+        if not isinstance(keys, KeyRing):
+            if len(keys) != 32:
+                raise VaultError("the vault key must be 32 bytes (AES-256)")
+            keys = KeyRing.single(VAULT, bytes(keys))
         self.database = database
-        self._aead = AESGCM(bytes(key))
+        self.keys = keys
 
     # -- crypto -------------------------------------------------------------------------------
 
     def _seal(self, plaintext: bytes, aad: bytes) -> bytes:
-        nonce = os.urandom(_NONCE)
-        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+        return self.keys.seal(plaintext, aad)
 
     def _open(self, sealed: bytes, aad: bytes) -> bytes:
+        table = aad.split(b"|")[0].decode()
         try:
-            return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], aad)
+            return self.keys.open(sealed, aad)
         except InvalidTag:
             raise VaultError(
                 "vault row does not decrypt: wrong vault key, or the row was altered "
-                f"({aad.split(b'|')[0].decode()})") from None
+                f"({table})") from None
+        except KeyFileError as exc:  # names the key file to restore, never a value
+            raise VaultError(f"vault row cannot be opened ({table}): {exc}") from None
 
     @staticmethod
     def _aad(table: str, key: str, column: str) -> bytes:
@@ -263,6 +268,51 @@ class Vault:
                 select(VaultStudy.pseudo_patient_id)
                 .where(VaultStudy.pseudo_patient_id.in_(wanted[start:start + _BATCH]))))
         return found
+
+    # -- rotation -----------------------------------------------------------------------------
+
+    def reencrypt(self, batch: int = _BATCH) -> int:
+        """Re-seal every row not sealed with the newest key; returns how many were re-sealed.
+
+        Batched by primary key, one transaction per batch, so an interrupted run leaves every
+        row readable (old or new key) and a second run finishes the work.
+        """
+        changed = 0
+        current = self.keys.current_id
+        for table, key_column, columns in (
+                (VaultUid.__table__, "pseudo_uid", ("original",)),
+                (VaultStudy.__table__, "pseudo_study_uid", ("payload", "date_offset"))):
+            pk = table.c[key_column]
+            after = ""
+            while True:
+                with self.database.session() as session:
+                    rows = session.execute(
+                        select(pk, *(table.c[c] for c in columns)).where(pk > after)
+                        .order_by(pk).limit(batch)).all()
+                    if not rows:
+                        break
+                    for row in rows:
+                        values = dict(zip(columns, row[1:], strict=True))
+                        if all(sealed_key_id(v) == current for v in values.values()):
+                            continue
+                        fresh = {c: self._seal(self._open(v, self._aad(table.name, row[0], c)),
+                                               self._aad(table.name, row[0], c))
+                                 for c, v in values.items()}
+                        session.execute(update(table).where(pk == row[0]).values(**fresh))
+                        changed += 1
+                    after = rows[-1][0]
+        return changed
+
+    def key_ids_in_use(self) -> set[int]:
+        """The key ids that vault rows are sealed with (reads every row; for rotation)."""
+        used: set[int] = set()
+        with self.database.session() as session:
+            for (sealed,) in session.execute(select(VaultUid.original)):
+                used.add(sealed_key_id(sealed))
+            for payload, offset in session.execute(
+                    select(VaultStudy.payload, VaultStudy.date_offset)):
+                used.update((sealed_key_id(payload), sealed_key_id(offset)))
+        return used
 
     def create_tables(self) -> None:
         """Create the vault tables when missing (tests; production uses the migrations)."""

@@ -47,6 +47,7 @@ class NodeProcess:
         self.port = port or free_port()
         self.ae_title = "AINODE"
         self.data_dir = root / "var"
+        self.keys_dir = root / "keys"
         self.config_path = root / "node.toml"
         self.log_path = root / "node-stdout.log"
         sections = {
@@ -57,6 +58,7 @@ class NodeProcess:
             "completion": {"quiet_seconds": quiet_seconds, "poll_seconds": 0.2},
             "jobs": {"workers": workers, "poll_seconds": 0.2, "backoff_seconds": 0.5},
             "sender": {"poll_seconds": 0.2, "backoff_seconds": 0.5},
+            "keys": {"dir": str(root / "keys")},  # beside, never inside, the data folder
         }
         for section, values in (extra or {}).items():
             sections.setdefault(section, {}).update(values)

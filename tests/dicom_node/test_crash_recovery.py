@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from dicom_node.sample_data import ct_series_datasets, phantom_chest_hu, write_series
 from storage.database import Database
-from storage.keys import load_or_create_key
+from storage.keys import VAULT, KeyFolder
 from storage.tables import Instance, Job, Study
 from storage.vault import Vault
 from tests.net import need
@@ -61,7 +61,7 @@ def test_sigkill_mid_send_loses_nothing_acknowledged(tmp_path):
 
     # Every acknowledged instance is indexed, its file intact, its identity in the vault.
     db = Database(f"sqlite:///{node.data_dir / 'node.db'}")
-    vault = Vault(db, load_or_create_key(node.data_dir / "keys" / "vault.key"))
+    vault = Vault(db, KeyFolder(node.keys_dir).ring(VAULT))
     with db.session() as s:
         rows = s.execute(select(Instance.sop_instance_uid, Instance.path)).all()
     back = vault.original_uids([uid for uid, _ in rows])

@@ -14,6 +14,7 @@ from dicom_node.completion import matching_routes
 from dicom_node.config import Route, parse_config
 from dicom_node.node import Node
 from dicom_node.sample_data import PatientIdentity, ct_series_datasets, phantom_chest_hu
+from storage.keys import PURPOSES, KeyFolder
 from storage.tables import Job
 
 
@@ -172,6 +173,8 @@ def test_workers_load_their_route_engines_at_start(tmp_path):
         "jobs": {"workers": 1, "poll_seconds": 60},
         "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104}],
     })
+    # A worker never creates keys: they come from the receiving host (here: made beforehand).
+    KeyFolder(config.keys_dir).create(PURPOSES)
     node = Node(config, receive=False, complete=False, send=False)
     node.start()
     try:

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from storage import migrate
 from storage.database import Database
 from storage.jobs import JobQueue, enqueue
+from storage.keys import UID_SECRET, KeyFolder
 from storage.studies import ReceivedInstance, index_instance
 from storage.tables import Job, utcnow
 from tests.nodeproc import NodeProcess
@@ -69,6 +70,8 @@ def test_worker_processes_share_the_queue(postgres, tmp_path):
     migrate.upgrade(db)
     with db.session() as s:
         s.query(Job).delete()
+    # Workers never create keys: the UID secret comes from the receiving host.
+    KeyFolder(node.keys_dir).create([UID_SECRET])
     logs = [tmp_path / f"worker{i}.log" for i in range(3)]
     workers = [subprocess.Popen([sys.executable, "-m", "dicom_node.cli", "worker", "--count",
                                  "2", "--config", str(node.config_path)],

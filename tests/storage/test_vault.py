@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from storage.database import Database
 from storage.vault import OriginalIdentity, Vault, VaultError, VaultUid
@@ -95,3 +95,21 @@ def test_same_transaction_rollback(db: Database) -> None:
 def test_key_length_checked(db: Database) -> None:
     with pytest.raises(VaultError):
         Vault(db, b"short")
+
+
+def test_rows_name_their_key_and_reencrypt_to_the_newest(db):
+    from storage.keys import VAULT, KeyRing, sealed_key_id
+
+    old, new = bytes(range(32)), bytes(range(1, 33))
+    with db.session() as s:
+        Vault(db, KeyRing(VAULT, {1: old})).record(
+            s, {"2.25.1": ORIGINAL_UID, "2.25.100": "1.2.3.100"}, _identity())
+    with db.session() as s:
+        assert {sealed_key_id(v) for v in s.scalars(select(VaultUid.original))} == {1}
+    both = Vault(db, KeyRing(VAULT, {1: old, 2: new}))
+    assert both.reencrypt(batch=1) == 3  # two UID rows and the study row, one per batch
+    assert both.reencrypt() == 0
+    assert both.key_ids_in_use() == {2}
+    only_new = Vault(db, KeyRing(VAULT, {2: new}))
+    assert only_new.original_uid("2.25.1") == ORIGINAL_UID
+    assert only_new.identity_for_study("2.25.100") == _identity()

@@ -250,6 +250,75 @@ def cmd_dashboard_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_find(args: argparse.Namespace) -> int:
+    """Pseudonymous studies for an identifier the hospital knows, through the vault; audited."""
+    import getpass
+
+    from dicom_node.lookup import find_studies
+    from dicom_node.node import open_audit_trail
+    from storage.keys import VAULT, KeyFolder
+    from storage.vault import Vault
+
+    kind, value = next((k, v) for k, v in (("accession", args.accession),
+                                            ("patient-id", args.patient_id),
+                                            ("study-date", args.study_date)) if v)
+    if value == "-":  # keeps the identifier out of the shell history
+        value = sys.stdin.readline().strip()
+    config = _config(args)
+    db = _existing_database(config)
+    try:
+        found = find_studies(Vault(db, KeyFolder(config.keys_dir).ring(VAULT)), kind, value)
+    finally:
+        db.dispose()
+    audit = open_audit_trail(config)
+    if audit is not None:
+        audit.lookup(getpass.getuser(), kind, [f.study_uid for f in found])
+        audit.close()
+    for study in found:
+        print(f"{study.study_uid}  patient {study.patient_pseudonym}")
+    if not found:
+        print("no study found", file=sys.stderr)
+    return 0 if found else 1
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from storage import quarantine
+    from storage.files import FileStore
+    from storage.monitoring import quarantine_rows
+
+    config = _config(args)
+    db = _existing_database(config)
+    try:
+        if args.action == "purge":
+            if args.id is None:
+                print("quarantine purge needs an ID (older ones go by [retention] "
+                      "quarantine_days)", file=sys.stderr)
+                return 2
+            ok = quarantine.remove(db, FileStore(config.node.data_dir), args.id)
+            print(f"quarantined instance {args.id} deleted" if ok else f"no quarantined "
+                  f"instance {args.id}")
+            return 0 if ok else 1
+        rows = quarantine_rows(db, limit=args.limit)
+        if args.action == "show":
+            if args.id is None:
+                print("quarantine show needs an ID", file=sys.stderr)
+                return 2
+            rows = [r for r in rows if r.id == args.id]
+            if not rows:
+                print(f"no quarantined instance {args.id}", file=sys.stderr)
+                return 1
+        if args.json or args.action == "show":
+            print(json.dumps([{**r.__dict__, "received_at": r.received_at.isoformat() + "Z"}
+                              for r in rows], indent=2))
+            return 0
+        for r in rows:
+            print(f"{r.id:6d} {r.received_at:%Y-%m-%d %H:%M:%S} from {r.calling_ae:16s} "
+                  f"{r.reason_code}: {r.reason}")
+        return 0
+    finally:
+        db.dispose()
+
+
 def cmd_conformance(args: argparse.Namespace) -> int:
     from dicom_node.conformance import statement
 
@@ -402,6 +471,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=["viewer", "operator"], default="viewer")
     p.add_argument("--stdin", action="store_true", help="read the password from stdin")
     p.set_defaults(func=cmd_dashboard_password)
+    p = with_config(sub.add_parser("find", help="pseudonymous studies for an accession "
+                                   "number, patient ID or study date (audited)"))
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--accession", help="original accession number ('-': read from stdin)")
+    which.add_argument("--patient-id", help="original patient ID ('-': read from stdin)")
+    which.add_argument("--study-date", help="original study date YYYYMMDD ('-': stdin)")
+    p.set_defaults(func=cmd_find)
+    p = with_config(sub.add_parser("quarantine", help="list, show or delete quarantined "
+                                   "instances (reasons only, never content)"))
+    p.add_argument("action", nargs="?", choices=["list", "show", "purge"], default="list")
+    p.add_argument("id", nargs="?", type=int)
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_quarantine)
     p = sub.add_parser("conformance", help="print the DICOM Conformance Statement (Markdown)")
     p.set_defaults(func=cmd_conformance)
     p = with_config(sub.add_parser("echo", help="C-ECHO a configured peer"))
@@ -432,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "action", None) in ("show", "retry") and args.job_id is None:
+    if args.func is cmd_jobs and args.action in ("show", "retry") and args.job_id is None:
         parser.error(f"jobs {args.action} needs a job id")
     try:
         return args.func(args)

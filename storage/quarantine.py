@@ -218,3 +218,14 @@ def counts(session: Session) -> dict[str, int]:
     rows = session.execute(
         select(Quarantined.reason_code, func.count()).group_by(Quarantined.reason_code)).all()
     return {code: n for code, n in rows}
+
+
+def remove(db: Database, files: FileStore, quarantine_id: int) -> bool:
+    """Delete one quarantined instance (its sealed file, then its row); False if unknown."""
+    with db.session() as session:
+        row = session.get(Quarantined, quarantine_id)
+        if row is None:
+            return False
+        files.delete(row.path)
+        session.delete(row)
+    return True

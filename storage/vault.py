@@ -225,6 +225,14 @@ class Vault:
             ">i", self._open(row.date_offset, self._aad("vault_studies", key, "date_offset")))
         return OriginalIdentity(row.pseudo_patient_id, key, payload, offset)
 
+    def study_uids(self, session: Session | None = None) -> list[str]:
+        """Every pseudonymous study UID with an identity in the vault (no decryption)."""
+        if session is None:
+            with self.database.session() as own:
+                return self.study_uids(own)
+        return list(session.scalars(select(VaultStudy.pseudo_study_uid)
+                                    .order_by(VaultStudy.created_at)))
+
     def pseudonyms_for_study(self, pseudo_study_uid: str,
                              session: Session | None = None) -> StudyPseudonyms | None:
         """Every pseudonym recorded for a study (no decryption needed)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from dicom_node.completion import CompletionTracker
 from dicom_node.config import NodeConfig
 from dicom_node.deid import Pseudonymizer
+from dicom_node.logredaction import install_redaction
 from dicom_node.scp import Receiver
 from dicom_node.sender import Sender
 from dicom_node.worker import Worker, device_observer_uid
@@ -39,7 +40,7 @@ def configure_logging(config: NodeConfig) -> None:
                     logging.FileHandler(logs / "node.log", encoding="utf-8")):
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         handler._dicom_node = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
+        root.addHandler(install_redaction(handler))
     # pynetdicom logs every PDU at DEBUG/INFO; keep its warnings only.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 

@@ -299,6 +299,8 @@ class Profile:
         elif action == "K":
             if vr == "SQ":
                 self._walk_items(ds, tag, ctx)
+            elif vr in _FORMS and not _has_form(ds, tag, vr):
+                del ds[tag]  # "K" keeps an age or a weight, not text posing as one
         elif action == "U":
             if vr == "UI":
                 self._remap(ds, tag, ctx)

@@ -261,16 +261,18 @@ class Profile:
         elif t == safe.SPECIFIC_CHARACTER_SET:
             if not _known_charsets(ds[tag].value):
                 del ds[tag]
-        elif vr == "CS" or t in safe.CODED_TEXT:
-            self._scrub(ds, tag, ctx, coded=True)
+        elif t in safe.CODED_TEXT:
+            self._scrub(ds, tag, ctx, kind="code")
+        elif vr == "CS":
+            self._scrub(ds, tag, ctx, kind="coded")
         elif t in safe.SAFE_TEXT:
-            self._scrub(ds, tag, ctx, coded=False)
+            self._scrub(ds, tag, ctx, kind="text")
         elif t in safe.SAFE_BULK:
             return
         else:
             del ds[tag]
 
-    def _scrub(self, ds: Dataset, tag, ctx: ActionContext, *, coded: bool) -> None:  # noqa: ANN001
+    def _scrub(self, ds: Dataset, tag, ctx: ActionContext, *, kind: str) -> None:  # noqa: ANN001
         elem = ds[tag]
         value = elem.value
         if value is None or value == "":
@@ -279,10 +281,10 @@ class Profile:
             del ds[tag]  # text that could not be decoded cannot be checked
             return
         if isinstance(value, MultiValue | list):
-            cleaned = [ctx.scrubber.scrub(str(v), ctx.scrub, coded=coded) for v in value]
+            cleaned = [ctx.scrubber.scrub(str(v), ctx.scrub, kind=kind) for v in value]
             elem.value = [c for c in cleaned if c] or None
         else:
-            elem.value = ctx.scrubber.scrub(str(value), ctx.scrub, coded=coded) or None
+            elem.value = ctx.scrubber.scrub(str(value), ctx.scrub, kind=kind) or None
 
     def _act(self, ds: Dataset, tag, vr: str, action: str, rule: Rule,  # noqa: ANN001
              ctx: ActionContext) -> None:
@@ -384,7 +386,7 @@ class Profile:
             if not _has_form(ds, tag, "timezone"):
                 del ds[tag]
         elif vr in TEXT_VRS and int(tag) in safe.SCRUBBED_DESCRIPTORS:
-            self._scrub(ds, tag, ctx, coded=vr == "CS")
+            self._scrub(ds, tag, ctx, kind="coded" if vr == "CS" else "text")
         else:
             # Other free text, and bulk data: cleaning cannot prove it safe, so the Basic
             # Profile action applies.

@@ -47,7 +47,7 @@ SAFE_TEXT_KEYWORDS = (
     "PositionReferenceIndicator", "RescaleType", "WindowCenterWidthExplanation",
     "LossyImageCompressionMethod", "PixelSpacingCalibrationDescription", "FrameLabel",
     "ContentDescription", "CodeMeaning", "CodingSchemeName", "ContextGroupExtensionFlag",
-    "AnatomicStructure", "DimensionDescriptionLabel", "ViewName", "ImageLaterality",
+    "AnatomicStructure", "DimensionDescriptionLabel", "ViewName", "ImageLaterality", "StackID",
     # CT
     "ConvolutionKernel", "FilterType", "ScanOptions", "ExposureModulationType",
     "CTDIPhantomTypeCodeSequence",

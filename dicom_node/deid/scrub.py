@@ -15,10 +15,17 @@ attributes that engines read are kept, but every part that may identify someone 
 * the site's own word list (``[deid] scrub_words``).
 
 What remains keeps its separators, so MR sequence names such as ``T1 MPRAGE``, ``AX T2 FLAIR``,
-``t1_se_tra_KM`` and ``DWI b1000`` survive unchanged. Coded strings (CS, Code Value) lose only
-the instance's identifiers, name parts of three or more characters, listed words and the
-date/number/contact patterns: their defined terms include single letters (``M``/``P`` in Image
-Type) that a middle initial must not erase.
+``t1_se_tra_KM`` and ``DWI b1000`` survive unchanged.
+
+Three kinds of value:
+
+* ``"text"``: everything above;
+* ``"coded"`` (CS values): no title rule, and name parts shorter than three characters are not
+  cut: defined terms include single letters (``M``/``P`` in Image Type) that a middle initial
+  must not erase;
+* ``"code"`` (Code Value, Coding Scheme Designator, ...): only the instance's identifiers, name
+  parts of three or more characters and the word list are cut; codes such as SNOMED
+  ``12738006`` or ``R-10242`` are numbers by design.
 """
 
 from __future__ import annotations
@@ -101,7 +108,7 @@ class Scrubber:
         self._phrases = [re.compile(re.escape(p), re.IGNORECASE)
                          for p in phrases if not _TOKEN.fullmatch(p)]
 
-    def scrub(self, text: str, ctx: ScrubContext, *, coded: bool = False) -> str:
+    def scrub(self, text: str, ctx: ScrubContext, *, kind: str = "text") -> str:
         """``text`` without anything that may identify someone.
 
         Parameters
@@ -110,12 +117,12 @@ class Scrubber:
             One value (multi-valued attributes are scrubbed value by value).
         ctx
             Name parts and identifiers of the data set.
-        coded
-            True for coded strings (CS, Code Value): single letters and two-letter name parts
-            are not cut there.
+        kind
+            ``"text"``, ``"coded"`` (CS) or ``"code"`` (Code Value); see the module doc.
         """
         if not text:
             return text
+        coded = kind != "text"
         cut = [False] * len(text)
 
         def mark(start: int, end: int) -> None:
@@ -132,7 +139,7 @@ class Scrubber:
         for phrase in self._phrases:
             for m in phrase.finditer(text):
                 mark(m.start(), m.end())
-        for pattern in _PATTERNS:
+        for pattern in _PATTERNS if kind != "code" else ():
             for m in pattern.finditer(text):
                 if pattern is _PHONE and sum(c.isdigit() for c in m.group()) < 7:
                     continue
@@ -158,17 +165,18 @@ class Scrubber:
             if not drop and not coded and self._is_title(text, m):
                 drop, skip_name = True, 1
             if not drop:
-                drop = self._identifying(low, word, ctx, coded)
+                drop = self._identifying(low, word, ctx, coded, digits=kind != "code")
             if drop:
                 mark(m.start(), m.end())
         return _rebuild(text, cut)
 
-    def _identifying(self, low: str, word: str, ctx: ScrubContext, coded: bool) -> bool:
+    def _identifying(self, low: str, word: str, ctx: ScrubContext, coded: bool, *,
+                     digits: bool) -> bool:
         if low in ctx.identifiers or low in self.words:
             return True
         if low in ctx.name_parts and (not coded or len(low) >= 3):
             return True
-        return bool(_DIGITS4.search(word)) and not _B_VALUE.fullmatch(word)
+        return digits and bool(_DIGITS4.search(word)) and not _B_VALUE.fullmatch(word)
 
     @staticmethod
     def _is_title(text: str, m: re.Match) -> bool:

@@ -12,7 +12,7 @@ from pydicom.uid import MRImageStorage
 
 from dicom_node.config import DeidSettings
 from dicom_node.deid import Pseudonymizer
-from dicom_node.deid.scrub import ScrubContext, Scrubber
+from dicom_node.deid.scrub import Scrubber, ScrubContext
 
 SECRET = b"security-test-site-secret-012345"
 NONE = ScrubContext()

@@ -331,6 +331,9 @@ class Profile:
             value = value.decode("ascii", "replace")
         # Class, scheme and syntax UIDs name no instance: kept, when they are UIDs at all.
         keep = int(tag) in CLASS_UID_TAGS
+        if keep and any(str(v).strip("\x00 ").lower() in ctx.scrub.identifiers
+                        for v in (value if isinstance(value, MultiValue | list) else [value])):
+            keep = False  # an instance UID posing as a class UID
         if isinstance(value, MultiValue | list):
             elem.value = [self._pseudo(str(v), ctx, keep) for v in value]
         else:
@@ -448,7 +451,7 @@ def shift_dt(value: str, days: int) -> str | None:
 _DT_TAIL = re.compile(r"(\d{2}){0,3}(\.\d{1,6})?([+-]\d{4})?")
 # Values of these VRs are kept only when they have the VR's form (PS3.5 6.2).
 _FORMS = {
-    "TM": re.compile(r"[0-9.:\- ]*"),
+    "TM": re.compile(r"(\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?)?"),
     "AS": re.compile(r"\d{3}[DWMY]"),
     "DS": re.compile(r"[0-9+\-.eE ]*"),
     "IS": re.compile(r"[0-9+\- ]*"),

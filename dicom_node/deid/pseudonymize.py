@@ -27,7 +27,7 @@ from dicom_node.deid.profile import (
     parse_private_allowlist,
 )
 from dicom_node.deid.scrub import Scrubber, ScrubContext
-from dicom_node.deid.uids import UidMapper
+from dicom_node.deid.uids import CLASS_UID_TAGS, UidMapper, is_well_known
 from dicom_node.elements import decode_un, vr_of
 from storage.vault import OriginalIdentity
 
@@ -270,7 +270,7 @@ def _collect(ds: Dataset, names: set[str], identifiers: set[str]) -> None:
     for raw in ds.elements():
         tag = int(raw.tag)
         vr = vr_of(tag, raw.VR)
-        if vr not in ("PN", "SQ") and tag not in _IDENTIFIER_TAGS:
+        if vr not in ("PN", "SQ", "UI") and tag not in _IDENTIFIER_TAGS:
             continue
         try:
             elem = ds[raw.tag]
@@ -288,6 +288,9 @@ def _collect(ds: Dataset, names: set[str], identifiers: set[str]) -> None:
             text = str(one).strip()
             if vr == "PN":
                 names.update(w.lower() for w in _NAME_SPLIT.findall(text))
+            elif vr == "UI":
+                if len(text) >= 8 and not is_well_known(text) and tag not in CLASS_UID_TAGS:
+                    identifiers.add(text.lower())  # an original UID copied into text
             elif text:
                 identifiers.add(text.lower())
                 identifiers.update(w.lower() for w in text.split() if len(w) >= 4)

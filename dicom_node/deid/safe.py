@@ -50,7 +50,6 @@ SAFE_TEXT_KEYWORDS = (
     "AnatomicStructure", "DimensionDescriptionLabel", "ViewName", "ImageLaterality", "StackID",
     # CT
     "ConvolutionKernel", "FilterType", "ScanOptions", "ExposureModulationType",
-    "CTDIPhantomTypeCodeSequence",
     # MR sequence parameters: the MR engine needs them
     "SequenceName", "PulseSequenceName", "ReceiveCoilName", "TransmitCoilName",
     "ImagedNucleus", "ScanningSequence", "SequenceVariant", "MRAcquisitionType",
@@ -63,7 +62,7 @@ SAFE_TEXT_KEYWORDS = (
     # SEG / parametric maps / algorithms
     "SegmentLabel", "SegmentDescription", "SegmentAlgorithmName", "AlgorithmName",
     "AlgorithmVersion", "AlgorithmParameters", "TrackingID", "ContentLabel", "LUTLabel",
-    "LUTExplanation", "MeasurementUnitsCodeSequence",
+    "LUTExplanation",
     # RT structure sets
     "ROIGenerationAlgorithm", "RTROIInterpretedType", "ContourGeometricType",
 )

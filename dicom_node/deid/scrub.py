@@ -23,8 +23,8 @@ Three kinds of value:
 * ``"coded"`` (CS values): no title rule, and name parts shorter than three characters are not
   cut: defined terms include single letters (``M``/``P`` in Image Type) that a middle initial
   must not erase;
-* ``"code"`` (Code Value, Coding Scheme Designator, ...): only the instance's identifiers, name
-  parts of three or more characters and the word list are cut; codes such as SNOMED
+* ``"code"`` (Code Value, Coding Scheme Designator, ...): like ``"coded"``, but long numbers
+  and bare digit runs that look like telephone numbers stay: codes such as SNOMED
   ``12738006`` or ``R-10242`` are numbers by design.
 """
 
@@ -139,9 +139,10 @@ class Scrubber:
         for phrase in self._phrases:
             for m in phrase.finditer(text):
                 mark(m.start(), m.end())
-        for pattern in _PATTERNS if kind != "code" else ():
+        for pattern in _PATTERNS:
             for m in pattern.finditer(text):
-                if pattern is _PHONE and sum(c.isdigit() for c in m.group()) < 7:
+                if pattern is _PHONE and (sum(c.isdigit() for c in m.group()) < 7 or (
+                        kind == "code" and m.group().isdigit())):
                     continue
                 mark(m.start(), m.end())
 

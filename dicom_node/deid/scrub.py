@@ -185,8 +185,9 @@ class Scrubber:
         if word.lower() not in TITLES:
             return False
         dotted = m.end() < len(text) and text[m.end()] == "."
-        # "MR", "MS", "DR" in capitals are modalities and diagnoses unless a dot follows.
-        return dotted or not word.isupper() or len(word) == 1
+        # "MR", "MS", "DR" in capitals are modalities and diagnoses, "pd"/"mr" in lower case
+        # parts of protocol names ("t2_pd_tse"): a title is capitalised ("Dr") or dotted.
+        return dotted or (word[0].isupper() and word[1:].islower())
 
 
 def _name_cased(word: str) -> bool:

@@ -56,7 +56,8 @@ def test_titles_and_the_name_after_them_cut(text: str, expected: str) -> None:
 
 @pytest.mark.parametrize("name", ["T1 MPRAGE", "AX T2 FLAIR", "t1_se_tra_KM", "DWI b1000",
                                   "ep2d_diff_b0_b1000 TRACEW", "MR Brain", "MS lesion",
-                                  "DR Chest", "Thorax 1.5mm B30f", "fl3d_1.0iso"])
+                                  "DR Chest", "Thorax 1.5mm B30f", "fl3d_1.0iso",
+                                  "t2_pd_tse_fs", "mr_brain_routine", "dr_chest pa"])
 def test_sequence_and_protocol_names_survive(name: str) -> None:
     ctx = ScrubContext(frozenset({"li", "al", "m"}), frozenset({"pid-77"}))
     assert Scrubber().scrub(name, ctx) == name

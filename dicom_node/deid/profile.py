@@ -303,6 +303,10 @@ class Profile:
                 self._walk_items(ds, tag, ctx)
             elif vr in _FORMS and not _has_form(ds, tag, vr):
                 del ds[tag]  # "K" keeps an age or a weight, not text posing as one
+            elif vr in TEXT_VRS and vr != "AS":
+                # Kept as the option says (serial numbers keep their digits), but never with a
+                # name or identifier of the data set in it.
+                self._scrub(ds, tag, ctx, kind="code")
         elif action == "U":
             if vr == "UI":
                 self._remap(ds, tag, ctx)

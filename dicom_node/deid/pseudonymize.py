@@ -250,7 +250,12 @@ def decode_un_tree(ds: Dataset) -> None:
         if (tag >> 16) % 2 or tag & 0xFFFF == 0:
             continue
         if decode_un(ds, raw.tag) == "SQ":
-            for item in ds[raw.tag].value or ():
+            try:
+                items = list(ds[raw.tag].value or ())
+            except Exception:  # noqa: BLE001 - any parse error: the sequence cannot be checked
+                del ds[raw.tag]  # fail closed: nothing of an unreadable sequence survives
+                continue
+            for item in items:
                 decode_un_tree(item)
 
 

@@ -133,3 +133,11 @@ def test_undefined_length_un_sequence(tmp_path: Path) -> None:
     data = part10(elements, CTImageStorage, SOP_UID)
     out = deidentified_bytes(_pseudonymizer(), read(data, tmp_path))
     assert ACCESSION.encode() not in out and STUDY_UID.encode() not in out
+
+
+def test_unreadable_un_sequence_removed(tmp_path: Path) -> None:
+    garbage = b"\xfe\xff\x00\xe0\x10\x00\x00\x00" + b"ACCQX48213\x00\x00\x07"
+    elements = elements_of(_base()) + [(0x00400275, un_element(0x00400275, garbage))]
+    data = part10(elements, CTImageStorage, SOP_UID)
+    out = deidentified_bytes(_pseudonymizer(), read(data, tmp_path))
+    assert ACCESSION.encode() not in out

@@ -108,6 +108,8 @@ class DeidSettings(_Section):
     clean_descriptors: bool = True
     # Private attributes kept as "(gggg,xxee) creator" strings, e.g. "(0019,xx0c) SIEMENS MR HEADER".
     private_tag_allowlist: list[str] = Field(default_factory=list)
+    # Words (or phrases) cut out of every kept descriptor, e.g. the hospital's and wards' names.
+    scrub_words: list[str] = Field(default_factory=list)
     # Maximum date shift (days) when dates are shifted per patient.
     date_shift_max_days: int = Field(3650, ge=1)
 

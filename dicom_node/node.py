@@ -21,6 +21,7 @@ from dicom_node.completion import CompletionTracker
 from dicom_node.config import NodeConfig
 from dicom_node.dashboard import Dashboard
 from dicom_node.deid import Pseudonymizer
+from dicom_node.logredaction import install_redaction
 from dicom_node.metrics import NodeMetrics
 from dicom_node.scp import Receiver
 from dicom_node.sender import Sender
@@ -76,7 +77,7 @@ def configure_logging(config: NodeConfig) -> None:
     for handler in handlers:
         handler.setFormatter(formatter)
         handler._dicom_node = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
+        root.addHandler(install_redaction(handler))
     # pynetdicom logs every PDU at DEBUG/INFO; keep its warnings only.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 

@@ -9,8 +9,14 @@ nested sequences.
 Concrete actions after resolution
 ---------------------------------
 ``X`` remove; ``Z`` empty; ``D`` dummy for the VR; ``K`` keep (sequences are still walked);
-``C`` clean (dates shifted, descriptors kept only when free of identifiers, sequences walked);
+``C`` clean (dates shifted, the descriptors of :data:`~dicom_node.deid.safe.SCRUBBED_DESCRIPTORS`
+kept but scrubbed token by token, other text gets the Basic Profile action, sequences walked);
 ``U`` remap UIDs; ``U*`` keep the sequence and remap the UIDs inside it.
+
+Before any rule, an element encoded as UN is read under its dictionary VR (PS3.5 6.2.2:
+implicit little endian), so a UN-encoded sequence is walked like any other. A public attribute
+the table does not list is removed unless :mod:`dicom_node.deid.safe` keeps it ("remove
+unchecked elements"); a tag the dictionary does not know is removed.
 
 Combined codes: the attribute's Type in the object's IOD is unknown here, so each combined code
 resolves to the alternative that keeps any IOD valid: ``X/Z`` -> ``Z``; ``X/D``, ``Z/D`` and
@@ -21,18 +27,22 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
 from dicom_node.config import DeidSettings
-from dicom_node.deid.uids import CLASS_UID_TAGS, is_well_known
-from dicom_node.elements import vr_of
+from dicom_node.deid import safe
+from dicom_node.deid.scrub import Scrubber, ScrubContext
+from dicom_node.deid.uids import CLASS_UID_TAGS, is_valid_uid, is_well_known
+from dicom_node.elements import decode_un, dictionary_vr
 
 TABLE_PATH = Path(__file__).with_name("ps315_e1_1.json")
 
@@ -123,9 +133,10 @@ class ActionContext:
         Maps an original UID to its pseudonym.
     date_offset_days
         Days added to DA/DT values when dates are shifted, else ``None``.
-    identifiers
-        Lower-case identifying strings of this instance; a cleaned descriptor containing one
-        of them is not kept.
+    scrub
+        Name parts and identifiers of this instance, cut out of every kept descriptor.
+    scrubber
+        The scrubber with the site's word list.
     private_allowlist
         ``{(group, private creator): {element low bytes}}`` kept under Retain Safe Private.
     uid_mappings
@@ -134,7 +145,8 @@ class ActionContext:
 
     pseudo_uid: Callable[[str], str]
     date_offset_days: int | None = None
-    identifiers: tuple[str, ...] = ()
+    scrub: ScrubContext = field(default_factory=ScrubContext)
+    scrubber: Scrubber = field(default_factory=Scrubber)
     private_allowlist: dict[tuple[int, str], set[int]] = field(default_factory=dict)
     uid_mappings: dict[str, str] = field(default_factory=dict)
 
@@ -217,9 +229,12 @@ class Profile:
             if (t >> 16) % 2:
                 continue  # private: handled above
             if t & 0xFFFF == 0:
-                continue  # group length
-            raw = ds.get_item(tag)
-            vr = vr_of(t, raw.VR)
+                del ds[tag]  # group length: stale once elements are removed
+                continue
+            vr = decode_un(ds, tag)
+            if vr == "UN" and dictionary_vr(t) is None:
+                del ds[tag]  # a tag the dictionary does not know: nothing can vouch for it
+                continue
             rule = self.rule_for(t)
             if rule is None:
                 self._outside_table(ds, tag, vr, ctx)
@@ -227,17 +242,49 @@ class Profile:
                 self._act(ds, tag, vr, rule.action, rule, ctx)
 
     def _outside_table(self, ds: Dataset, tag, vr: str, ctx: ActionContext) -> None:  # noqa: ANN001
-        # Safety nets for attributes the table does not list (the table is a floor, not a
-        # ceiling): instance UIDs are remapped, person names removed, dates shifted.
-        if vr == "UI":
-            if int(tag) not in CLASS_UID_TAGS:
-                self._remap(ds, tag, ctx)
-        elif vr == "SQ":
+        # Remove unchecked elements: only what the safe lists keep survives (safe.py).
+        t = int(tag)
+        if vr == "SQ":
             self._walk_items(ds, tag, ctx)
-        elif vr == "PN":
+        elif vr == "UI":
+            self._remap(ds, tag, ctx)
+        elif vr in ("DA", "DT"):
+            if ctx.date_offset_days is None:
+                del ds[tag]
+            else:
+                self._shift(ds, tag, vr, ctx)
+        elif vr in safe.NUMBER_VRS:
+            return
+        elif vr in _FORMS:
+            if not _has_form(ds, tag, vr):
+                del ds[tag]
+        elif t == safe.SPECIFIC_CHARACTER_SET:
+            if not _known_charsets(ds[tag].value):
+                del ds[tag]
+        elif t in safe.CODED_TEXT:
+            self._scrub(ds, tag, ctx, kind="code")
+        elif vr == "CS":
+            self._scrub(ds, tag, ctx, kind="coded")
+        elif t in safe.SAFE_TEXT:
+            self._scrub(ds, tag, ctx, kind="text")
+        elif t in safe.SAFE_BULK:
+            return
+        else:
             del ds[tag]
-        elif vr in ("DA", "DT") and ctx.date_offset_days is not None:
-            self._shift(ds, tag, vr, ctx)
+
+    def _scrub(self, ds: Dataset, tag, ctx: ActionContext, *, kind: str) -> None:  # noqa: ANN001
+        elem = ds[tag]
+        value = elem.value
+        if value is None or value == "":
+            return
+        if isinstance(value, bytes | bytearray):
+            del ds[tag]  # text that could not be decoded cannot be checked
+            return
+        if isinstance(value, MultiValue | list):
+            cleaned = [ctx.scrubber.scrub(str(v), ctx.scrub, kind=kind) for v in value]
+            elem.value = [c for c in cleaned if c] or None
+        else:
+            elem.value = ctx.scrubber.scrub(str(value), ctx.scrub, kind=kind) or None
 
     def _act(self, ds: Dataset, tag, vr: str, action: str, rule: Rule,  # noqa: ANN001
              ctx: ActionContext) -> None:
@@ -254,6 +301,12 @@ class Profile:
         elif action == "K":
             if vr == "SQ":
                 self._walk_items(ds, tag, ctx)
+            elif vr in _FORMS and not _has_form(ds, tag, vr):
+                del ds[tag]  # "K" keeps an age or a weight, not text posing as one
+            elif vr in TEXT_VRS and vr != "AS":
+                # Kept as the option says (serial numbers keep their digits), but never with a
+                # name or identifier of the data set in it.
+                self._scrub(ds, tag, ctx, kind="code")
         elif action == "U":
             if vr == "UI":
                 self._remap(ds, tag, ctx)
@@ -278,15 +331,22 @@ class Profile:
         value = elem.value
         if not value:
             return
+        if isinstance(value, bytes | bytearray):
+            value = value.decode("ascii", "replace")
+        # Class, scheme and syntax UIDs name no instance: kept, when they are UIDs at all.
+        keep = int(tag) in CLASS_UID_TAGS
+        if keep and any(str(v).strip("\x00 ").lower() in ctx.scrub.identifiers
+                        for v in (value if isinstance(value, MultiValue | list) else [value])):
+            keep = False  # an instance UID posing as a class UID
         if isinstance(value, MultiValue | list):
-            elem.value = [self._pseudo(str(v), ctx) for v in value]
+            elem.value = [self._pseudo(str(v), ctx, keep) for v in value]
         else:
-            elem.value = self._pseudo(str(value), ctx)
+            elem.value = self._pseudo(str(value), ctx, keep)
 
     @staticmethod
-    def _pseudo(uid: str, ctx: ActionContext) -> str:
+    def _pseudo(uid: str, ctx: ActionContext, keep_class: bool = False) -> str:
         uid = uid.strip("\x00 ")
-        if not uid or is_well_known(uid):
+        if not uid or is_well_known(uid) or (keep_class and is_valid_uid(uid)):
             return uid
         pseudo = ctx.pseudo_uid(uid)
         ctx.uid_mappings[pseudo] = uid
@@ -326,17 +386,19 @@ class Profile:
             else:
                 self._shift(ds, tag, vr, ctx)
         elif vr == "TM":
-            return  # Modified Dates: times keep their value (only the day is shifted)
-        elif vr in TEXT_VRS:
-            value = ds[tag].value
-            text = " ".join(str(v) for v in value) if isinstance(value, MultiValue | list) \
-                else str(value or "")
-            lowered = text.lower()
-            if any(ident in lowered for ident in ctx.identifiers):
-                # Cleaning cannot prove the rest is safe: fall back to the Basic Profile.
-                fallback = "D" if rule.fallback == "C" else rule.fallback
-                self._act(ds, tag, vr, fallback, rule, ctx)
-        # other VRs: the option keeps them
+            # Modified Dates: times keep their value (only the day is shifted), if times.
+            if not _has_form(ds, tag, vr):
+                del ds[tag]
+        elif int(tag) == TIMEZONE_OFFSET:
+            if not _has_form(ds, tag, "timezone"):
+                del ds[tag]
+        elif vr in TEXT_VRS and int(tag) in safe.SCRUBBED_DESCRIPTORS:
+            self._scrub(ds, tag, ctx, kind="coded" if vr == "CS" else "text")
+        else:
+            # Other free text, and bulk data: cleaning cannot prove it safe, so the Basic
+            # Profile action applies.
+            fallback = "D" if rule.fallback == "C" else rule.fallback
+            self._act(ds, tag, vr, fallback, rule, ctx)
 
     @staticmethod
     def _private(ds: Dataset, ctx: ActionContext) -> None:
@@ -384,5 +446,44 @@ def shift_dt(value: str, days: int) -> str | None:
     value = value.strip()
     if len(value) < 8:
         return None  # year or month precision: cannot be shifted by days
+    if not _DT_TAIL.fullmatch(value[8:]):
+        return None  # anything after the date must be a time and an offset
     head = shift_da(value[:8], days)
     return None if head is None else head + value[8:]
+
+
+_DT_TAIL = re.compile(r"(\d{2}){0,3}(\.\d{1,6})?([+-]\d{4})?")
+# Values of these VRs are kept only when they have the VR's form (PS3.5 6.2).
+_FORMS = {
+    "TM": re.compile(r"(\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?)?"),
+    "AS": re.compile(r"\d{3}[DWMY]"),
+    "DS": re.compile(r"[0-9+\-.eE ]*"),
+    "IS": re.compile(r"[0-9+\- ]*"),
+    "timezone": re.compile(r"([+-]\d{4})?"),
+}
+TIMEZONE_OFFSET = 0x00080201
+
+
+def _has_form(ds: Dataset, tag, vr: str) -> bool:  # noqa: ANN001
+    """True when every value of the element has the form of its VR (as received)."""
+    raw = ds.get_item(tag)
+    value = getattr(raw, "value", None)
+    if isinstance(value, bytes | bytearray):
+        parts = value.decode("latin-1").rstrip("\x00 ").split("\\")
+    else:
+        try:
+            value = ds[tag].value
+        except (ValueError, TypeError, OverflowError):
+            return False
+        if value is None:
+            return True
+        values = value if isinstance(value, MultiValue | list) else [value]
+        parts = [str(getattr(v, "original_string", v)) for v in values]
+    pattern = _FORMS[vr]
+    return all(pattern.fullmatch(p.strip()) for p in parts)
+
+
+def _known_charsets(value: object) -> bool:
+    """True when Specific Character Set names only character sets pydicom knows."""
+    values = value if isinstance(value, MultiValue | list) else [value]
+    return all(not v or python_encoding.get(str(v).strip()) is not None for v in values)

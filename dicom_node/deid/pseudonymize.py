@@ -8,12 +8,14 @@ vault, in the same transaction as its index rows.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
@@ -24,8 +26,9 @@ from dicom_node.deid.profile import (
     options_from_settings,
     parse_private_allowlist,
 )
-from dicom_node.deid.uids import UidMapper
-from dicom_node.elements import vr_of
+from dicom_node.deid.scrub import Scrubber, ScrubContext
+from dicom_node.deid.uids import CLASS_UID_TAGS, UidMapper, is_well_known
+from dicom_node.elements import decode_un, vr_of
 from storage.vault import OriginalIdentity
 
 __all__ = ["OriginalIdentity", "PseudonymizedInstance", "Pseudonymizer", "QuarantineRequired",
@@ -131,6 +134,7 @@ class Pseudonymizer:
         self.mapper = UidMapper(uid_secret)
         self.profile = Profile(options_from_settings(settings))
         self.allowlist = parse_private_allowlist(settings.private_tag_allowlist)
+        self.scrubber = Scrubber(settings.scrub_words)
         self.shift_dates = settings.retain_longitudinal_modified_dates
         codes = [("113100", "Basic Application Confidentiality Profile"),
                  *self.profile.option_codes()]
@@ -161,6 +165,7 @@ class Pseudonymizer:
         QuarantineRequired
             When the pixels may carry identity (see :meth:`check_pixels`).
         """
+        decode_un_tree(ds)  # before anything reads it: a UN-encoded name is still a name
         self.check_pixels(ds)
         patient_id = str(ds.get("PatientID", "") or "").strip()
         study_uid = str(ds.get("StudyInstanceUID", "") or "").strip()
@@ -171,7 +176,8 @@ class Pseudonymizer:
         offset = (self.mapper.date_offset_days(patient_key, self.settings.date_shift_max_days)
                   if self.shift_dates else None)
         ctx = ActionContext(pseudo_uid=self.mapper.pseudo_uid, date_offset_days=offset,
-                            identifiers=_identifiers(ds), private_allowlist=self.allowlist)
+                            scrub=scrub_context(ds), scrubber=self.scrubber,
+                            private_allowlist=self.allowlist)
 
         self.profile.apply(ds, ctx)
         meta = getattr(ds, "file_meta", None)
@@ -225,32 +231,74 @@ def _method_values(prefix: str, codes: list[str]) -> list[str]:
     return values
 
 
-def _identifiers(ds: Dataset) -> tuple[str, ...]:
-    """Lower-case identifying strings of the instance, for cleaning descriptors."""
-    found: set[str] = set()
-    for keyword in ("PatientName", "OtherPatientNames", "PatientBirthName",
-                    "PatientMotherBirthName", "ReferringPhysicianName", "OperatorsName",
-                    "PerformingPhysicianName", "ResponsiblePerson"):
-        elem = ds.get(Tag(keyword))
-        if elem is None or not elem.value:
+# Identifying strings cut out of kept descriptors wherever they appear (any depth).
+_IDENTIFIER_TAGS = frozenset(int(Tag(k)) for k in (
+    "PatientID", "OtherPatientIDs", "AccessionNumber", "PatientBirthDate", "StudyID",
+    "AdmissionID", "PatientAddress", "MedicalRecordLocator", "PatientTelephoneNumbers",
+    "RequestedProcedureID", "ScheduledProcedureStepID", "PerformedProcedureStepID",
+    "PlacerOrderNumberImagingServiceRequest", "FillerOrderNumberImagingServiceRequest",
+    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
+    "IssuerOfPatientID", "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers",
+))
+_NAME_SPLIT = re.compile(r"[^\W_]+")
+
+
+def decode_un_tree(ds: Dataset) -> None:
+    """Read every UN element of a known public tag under its dictionary VR, at every depth."""
+    for raw in list(ds.elements()):
+        tag = int(raw.tag)
+        if (tag >> 16) % 2 or tag & 0xFFFF == 0:
             continue
-        values = elem.value if elem.VM > 1 else [elem.value]
-        for value in values:
-            for part in str(value).replace("=", "^").split("^"):
-                for word in part.split():
-                    if len(word) >= 3:
-                        found.add(word.lower())
-    for keyword in ("PatientID", "OtherPatientIDs", "AccessionNumber", "PatientBirthDate",
-                    "StudyID", "AdmissionID", "PatientAddress", "MedicalRecordLocator"):
-        elem = ds.get(Tag(keyword))
-        if elem is None or not elem.value:
+        if decode_un(ds, raw.tag) == "SQ":
+            try:
+                items = list(ds[raw.tag].value or ())
+            except Exception:  # noqa: BLE001 - any parse error: the sequence cannot be checked
+                del ds[raw.tag]  # fail closed: nothing of an unreadable sequence survives
+                continue
+            for item in items:
+                decode_un_tree(item)
+
+
+def scrub_context(ds: Dataset) -> ScrubContext:
+    """Every part of every person name and the identifiers of ``ds``, at every depth.
+
+    Name parts are kept whatever their length ("Li", "Al"); private elements count when their
+    VR is explicit. Bulk data is not decoded.
+    """
+    names: set[str] = set()
+    identifiers: set[str] = set()
+    _collect(ds, names, identifiers)
+    return ScrubContext(frozenset(names), frozenset(identifiers))
+
+
+def _collect(ds: Dataset, names: set[str], identifiers: set[str]) -> None:
+    for raw in ds.elements():
+        tag = int(raw.tag)
+        vr = vr_of(tag, raw.VR)
+        if vr not in ("PN", "SQ", "UI") and tag not in _IDENTIFIER_TAGS:
             continue
-        values = elem.value if elem.VM > 1 else [elem.value]
-        for value in values:
-            text = str(value).strip().lower()
-            if len(text) >= 3:
-                found.add(text)
-    return tuple(sorted(found))
+        try:
+            elem = ds[raw.tag]
+        except (ValueError, TypeError, KeyError):
+            continue  # undecodable: the profile removes or replaces it anyway
+        if vr == "SQ" and elem.VR == "SQ":
+            for item in elem.value or ():
+                _collect(item, names, identifiers)
+            continue
+        value = elem.value
+        if value is None or isinstance(value, bytes | bytearray):
+            continue
+        values = value if isinstance(value, MultiValue | list) else [value]
+        for one in values:
+            text = str(one).strip()
+            if vr == "PN":
+                names.update(w.lower() for w in _NAME_SPLIT.findall(text))
+            elif vr == "UI":
+                if len(text) >= 8 and not is_well_known(text) and tag not in CLASS_UID_TAGS:
+                    identifiers.add(text.lower())  # an original UID copied into text
+            elif text:
+                identifiers.add(text.lower())
+                identifiers.update(w.lower() for w in text.split() if len(w) >= 4)
 
 
 def identity_payload(ds: Dataset) -> bytes:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 
-# Well-known UIDs (SOP classes, transfer syntaxes, coding schemes, ...) identify no patient.
-WELL_KNOWN_ROOT = "1.2.840.10008."
+from pydicom.uid import UID_dictionary
+
+# A UI value: digits and dots, no empty or zero-padded component, at most 64 characters.
+_UID_SYNTAX = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 # UI attributes that name a class, scheme or syntax rather than an instance. They are never
 # remapped, even when their value lies outside the DICOM root (private SOP classes, SNOMED's
@@ -40,8 +43,18 @@ PSEUDO_PREFIX = "ANON"
 
 
 def is_well_known(uid: str) -> bool:
-    """True for UIDs under the DICOM root ``1.2.840.10008.``."""
-    return uid.startswith(WELL_KNOWN_ROOT)
+    """True for UIDs registered in the DICOM dictionary (PS3.6 Annex A, as pydicom ships it).
+
+    Only registered UIDs (SOP classes, transfer syntaxes, well-known frames of reference,
+    coding schemes, ...) are kept. Anything else under the ``1.2.840.10008`` root is remapped
+    like any instance UID: a sender can put any text there, ``/`` and ``..`` included.
+    """
+    return uid in UID_dictionary
+
+
+def is_valid_uid(uid: str) -> bool:
+    """True when ``uid`` is a syntactically valid UI value (PS3.5 9.1)."""
+    return 0 < len(uid) <= 64 and _UID_SYNTAX.fullmatch(uid) is not None
 
 
 class UidMapper:

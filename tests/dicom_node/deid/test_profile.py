@@ -10,6 +10,7 @@ from pydicom.uid import CTImageStorage
 from dicom_node.config import DeidSettings
 from dicom_node.deid.profile import Profile, options_from_settings, parse_private_allowlist
 from dicom_node.deid.pseudonymize import Pseudonymizer
+from dicom_node.deid.safe import SCRUBBED_DESCRIPTORS
 from dicom_node.deid.uids import UidMapper
 
 SECRET = b"unit-test-site-secret-0123456789"
@@ -75,8 +76,13 @@ def check_action(target: Dataset, tag: int, vr: str, original, action: str,  # n
             assert str(target[tag].value)[8:] == str(original)[8:]
         elif vr == "SQ":
             assert tag in target and len(target[tag].value) == len(original)
+        elif vr == "TM":
+            assert target[tag].value == original  # times keep their value
+        elif tag == 0x00080201:
+            assert tag not in target  # "some text" is no UTC offset
         else:
-            # Clean: kept because this instance holds no identifier it could contain.
+            # Clean: a listed descriptor is kept, scrubbed ("some text" has nothing to cut).
+            assert tag in SCRUBBED_DESCRIPTORS
             assert target[tag].value == original
     else:  # pragma: no cover
         raise AssertionError(action)
@@ -105,7 +111,12 @@ def test_table_action_applied(pseudonymizer, rule, vr, where) -> None:  # noqa: 
     result = pseudonymizer.pseudonymize(ds)
     target = result.dataset if where == "top" else result.dataset[CONTAINER].value[0]
     offset = pseudonymizer.mapper.date_offset_days("pid:PID-1", 3650)
-    check_action(target, tag, vr, original, rule.action, where == "top", offset)
+    action = rule.action
+    if action == "C" and vr not in ("DA", "DT", "TM", "SQ") and tag != 0x00080201 \
+            and tag not in SCRUBBED_DESCRIPTORS:
+        # Other free text and bulk data under Clean Descriptors: the Basic Profile action.
+        action = "D" if rule.fallback == "C" else rule.fallback
+    check_action(target, tag, vr, original, action, where == "top", offset)
 
 
 def test_every_row_resolved() -> None:
@@ -148,8 +159,8 @@ def test_clean_descriptor_with_identifier_not_kept(pseudonymizer) -> None:  # no
     ds.StudyDescription = "CT THORAX"
     ds.ImageComments = "see PID-4711"
     out = pseudonymizer.pseudonymize(ds).dataset
-    assert "SeriesDescription" not in out  # Basic Profile X
-    assert "ImageComments" not in out
+    assert out.SeriesDescription == "Thorax for"  # kept, the name part cut out
+    assert "ImageComments" not in out  # other free text: Basic Profile X
     assert out.StudyDescription == "CT THORAX"
 
 

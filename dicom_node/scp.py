@@ -106,14 +106,23 @@ class LimitedAssociationSocket(AssociationSocket):
         Called every ``DISK_CHECK_EVERY`` bytes of a data set; False closes the connection.
     """
 
-    def __init__(self, assoc, *, client_socket: socket.socket, max_pdata: int,  # noqa: ANN001
-                 max_dataset: int, has_room) -> None:  # noqa: ANN001
-        super().__init__(assoc, client_socket=client_socket)
-        self.max_pdata = max_pdata
-        self.max_dataset = max_dataset
-        self.has_room = has_room
-        self._body: tuple[int, int] | None = None  # (type, length) announced by a header
-        self._dataset_bytes = 0
+    max_pdata: int
+    max_dataset: int
+
+    @classmethod
+    def limit(cls, sock: AssociationSocket, *, max_pdata: int, max_dataset: int,
+              has_room) -> None:  # noqa: ANN001
+        """Give pynetdicom's socket wrapper of a new connection these limits.
+
+        The wrapper's class is switched rather than a second one made: constructing a wrapper
+        queues the "connection open" event, and the state machine takes it only once.
+        """
+        sock.__class__ = cls
+        sock.max_pdata = max_pdata  # type: ignore[attr-defined]
+        sock.max_dataset = max_dataset  # type: ignore[attr-defined]
+        sock.has_room = has_room  # type: ignore[attr-defined]
+        sock._body = None  # type: ignore[attr-defined]  # (type, length) of a read header
+        sock._dataset_bytes = 0  # type: ignore[attr-defined]
 
     def recv(self, nr_bytes: int) -> bytearray:
         if self._body is None:  # a PDU header
@@ -184,9 +193,9 @@ class GuardedRequestHandler(RequestHandler):
     def _create_association(self):  # noqa: ANN202
         assoc = super()._create_association()
         node = self.server.receiver.config.node
-        assoc.set_socket(LimitedAssociationSocket(
-            assoc, client_socket=self.request, max_pdata=node.max_pdu_bytes,
-            max_dataset=node.max_dataset_bytes, has_room=self.server.receiver.has_room))
+        LimitedAssociationSocket.limit(assoc.dul.socket, max_pdata=node.max_pdu_bytes,
+                                       max_dataset=node.max_dataset_bytes,
+                                       has_room=self.server.receiver.has_room)
         return assoc
 
 
@@ -319,14 +328,14 @@ class Receiver:
                                     tls_context=context)
             threading.Thread(target=server.serve_forever, name=f"dicom-listener-{port}",
                              daemon=True).start()
+            ae._servers.append(server)  # as start_server does; shutdown() removes it there
             self._servers.append(server)
             log.info("listening as %s on %s:%d (%s)", node.ae_title, node.host, port,
                      "DICOM TLS" if context else "plain DICOM")
 
     def stop(self) -> None:
         for server in self._servers:
-            server.shutdown()
-            server.server_close()
+            server.shutdown()  # also closes the listening socket
         self._servers = []
 
     def busy_study_uids(self) -> set[str]:
@@ -370,7 +379,7 @@ class Receiver:
     def handle_requested(self, event: Event) -> None:
         """A-ASSOCIATE-RQ received: accept only what the configuration allows."""
         assoc = event.assoc
-        calling = assoc.requestor.ae_title
+        calling = str(assoc.requestor.primitive.calling_ae_title or "").strip()
         ip = source_ip(assoc.requestor.address)
         raw = assoc.dul.socket.socket if assoc.dul.socket else None
         over_tls = isinstance(raw, ssl.SSLSocket)
@@ -381,6 +390,7 @@ class Receiver:
             log.warning("association rejected: calling AE %s from %s: %s",
                         printable(calling), ip, problem)
             assoc.acse.send_reject(0x01, 0x01, 0x03)  # permanent, calling AE not recognised
+            assoc.kill()  # as pynetdicom does after its own rejections: the RJ goes out first
             return
         storage = any(cx.abstract_syntax != Verification
                       for cx in assoc.requestor.requested_contexts)
@@ -388,6 +398,7 @@ class Receiver:
             log.error("association from %s at %s refused: less than %d MB free",
                       printable(calling), ip, self.config.node.min_free_disk_mb)
             assoc.acse.send_reject(0x02, 0x03, 0x02)  # transient, local limit exceeded
+            assoc.kill()
             return
         log.info("association from %s at %s (%s)", printable(calling), ip,
                  "DICOM TLS" if over_tls else "plain")
@@ -408,7 +419,7 @@ class Receiver:
         calling_ae = event.assoc.requestor.ae_title
         request = event.request
         for keyword in ("AffectedSOPClassUID", "AffectedSOPInstanceUID"):
-            if not is_valid_uid(str(request.get(keyword, "") or "")):
+            if not is_valid_uid(str(getattr(request, keyword, "") or "")):
                 return _failure(CANNOT_UNDERSTAND, f"{keyword} of the request is not a valid UID")
         path = Path(event.dataset_path)
         try:

@@ -414,6 +414,13 @@ class Receiver:
     def handle_closed(self, event: Event) -> None:
         with self._lock:
             self._open.pop(id(event.assoc), None)
+        # A data set cut off mid-stream (limit, disk, peer gone) leaves pynetdicom's partial
+        # temporary file behind; it holds identities, so it goes now.
+        message = getattr(event.assoc.dimse, "message", None)
+        partial = getattr(message, "_data_set_file", None)
+        if partial is not None:
+            partial.close()
+            Path(partial.name).unlink(missing_ok=True)
 
     def handle_store(self, event: Event) -> int | Dataset:
         calling_ae = event.assoc.requestor.ae_title

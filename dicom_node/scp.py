@@ -133,7 +133,8 @@ class LimitedAssociationSocket(AssociationSocket):
                 if length > limit:
                     self._refuse(f"announced PDU length {length} (type 0x{pdu_type:02X}) "
                                  f"exceeds {limit}")
-                self._body = (pdu_type, length)
+                if 0x01 <= pdu_type <= 0x07:  # pynetdicom reads no body for other types
+                    self._body = (pdu_type, length)
             return data
         pdu_type, _ = self._body
         self._body = None

@@ -196,3 +196,19 @@ def test_only_bcp195_protocols_and_ciphers(tmp_path, pki):
                          ciphers="ECDHE-ECDSA-AES128-SHA256") != "TLSv1.2"
         assert handshake(port, pki, version=ssl.TLSVersion.TLSv1_2,
                          ciphers="AES128-GCM-SHA256") != "TLSv1.2"
+
+
+def test_client_certificate_required_per_peer(tmp_path, pki, ct_file):
+    tls = tls_settings(pki, require_client_certificate=False)
+    peers = [{**PACS, "require_client_certificate": True},
+             {**PACS, "name": "viewer", "ae_title": "VIEWER"}]
+    with running_node(tmp_path, peers=peers, tls=tls) as node:
+        anonymous = ("+tla", "+cf", str(pki / "ca.crt"))  # TLS without a client certificate
+        assert storescu(tls["port"], ct_file, *anonymous, aet="PACS").returncode != 0
+        assert node.stored() == 0
+        ok = storescu(tls["port"], ct_file, *anonymous, aet="VIEWER")
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        with_cert = storescu(tls["port"], ct_file, "+tls", str(pki / "pacs.key"),
+                             str(pki / "pacs.crt"), "+cf", str(pki / "ca.crt"), aet="PACS")
+        assert with_cert.returncode == 0, with_cert.stdout + with_cert.stderr
+        assert node.stored() == 1  # the same instance twice: stored once

@@ -298,8 +298,7 @@ class Receiver:
         # inside the node's own data folder (they hold identities for the length of one
         # C-STORE and are deleted by pynetdicom after the handler returns).
         _config.STORE_RECV_CHUNKED_DATASET = True
-        incoming = self.files.root / "incoming"
-        incoming.mkdir(parents=True, exist_ok=True)
+        incoming = self.files.folder("incoming")
         for leftover in incoming.glob("*"):
             leftover.unlink(missing_ok=True)
         tempfile.tempdir = str(incoming)

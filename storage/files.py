@@ -48,6 +48,12 @@ class FileStore:
             raise UnsafePath("a path outside the data folder was refused")
         return path
 
+    def folder(self, relative: str) -> Path:
+        """A folder inside the data folder (created), e.g. ``incoming`` for C-STOREs in flight."""
+        path = self.absolute(relative)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     @staticmethod
     def _uids(*uids: str) -> None:
         for value in uids:

@@ -358,6 +358,14 @@ def check_config(config: NodeConfig, installed_engines: list[str]) -> tuple[list
         if peer.may_send and not peer.check_host and not config.node.allowed_networks:
             warnings.append(f"peers.{i}.check_host: false and no node.allowed_networks: "
                             f"{peer.ae_title!r} is accepted from any address")
+    if None not in (config.tls.certificate_file, config.tls.private_key_file,
+                    config.tls.ca_file):
+        from dicom_node.tls import TlsConfigError, server_context
+
+        try:
+            server_context(config.tls, config.resolve)
+        except TlsConfigError as exc:
+            errors.extend(exc.errors)
     if config.tls.receive and config.tls.plain_dicom_enabled:
         warnings.append("tls.plain_dicom_enabled: plain DICOM is still open on node.port "
                         "besides TLS on tls.port")

@@ -12,14 +12,18 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
-from dicom_node.config import TlsSettings
+from dicom_node.config import ConfigError, TlsSettings
 
 # OpenSSL cipher string for TLS 1.2 (TLS 1.3 suites are configured separately and all AEAD).
 TLS12_CIPHERS = "ECDHE+AESGCM:!aNULL:!eNULL"
 
 
-class TlsConfigError(Exception):
-    """The TLS files cannot be used (missing, unreadable, key does not match)."""
+class TlsConfigError(ConfigError):
+    """The TLS files cannot be used (missing, unreadable, key does not match): reported like
+    any configuration error, so ``serve`` and ``check-config`` refuse with one line."""
+
+    def __init__(self, reason: str):
+        super().__init__("[tls]", [reason])
 
 
 def _harden(ctx: ssl.SSLContext) -> ssl.SSLContext:
@@ -40,7 +44,9 @@ def _load(ctx: ssl.SSLContext, settings: TlsSettings, resolve: Callable[[Path], 
         ctx.load_cert_chain(cert, key)
         ctx.load_verify_locations(cafile=str(ca))
     except (OSError, ssl.SSLError) as exc:
-        raise TlsConfigError(f"cannot load the TLS certificate, key or CA file: {exc}") from None
+        raise TlsConfigError("tls.certificate_file/private_key_file/ca_file: cannot load "
+                             f"({type(exc).__name__}: {getattr(exc, 'strerror', None) or exc})"
+                             ) from None
 
 
 def server_context(settings: TlsSettings, resolve: Callable[[Path], Path]) -> ssl.SSLContext:

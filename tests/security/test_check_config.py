@@ -68,3 +68,12 @@ def test_accept_unknown_calling_ae_and_open_peer_warn(tmp_path, capsys):
     assert code == 0
     assert "warning: node.accept_unknown_calling_ae" in out
     assert "warning: peers.0.check_host" in out
+
+
+def test_tls_files_that_cannot_be_loaded(tmp_path, capsys):
+    code, out = check(tmp_path, PEER + ROUTE + '[tls]\nreceive = true\n'
+                      f'certificate_file = "{tmp_path}/none.crt"\n'
+                      f'private_key_file = "{tmp_path}/none.key"\nca_file = "{tmp_path}/ca.crt"\n',
+                      capsys)
+    assert code == 2
+    assert "tls.certificate_file/private_key_file/ca_file: cannot load" in out

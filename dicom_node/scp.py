@@ -67,6 +67,8 @@ CHECKED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInst
 # under 80 KiB; anything near 256 KiB is not an association request.
 MAX_ASSOCIATION_PDU = 256 * 1024
 P_DATA_TF = 0x04
+# A-ABORT PDU (PS3.8 9.3.8): source 2 (service provider), reason 0 (not specified).
+A_ABORT_PROVIDER = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 0])
 # During a data set, free disk is checked again every this many bytes.
 DISK_CHECK_EVERY = 64 * 1024 * 1024
 
@@ -164,6 +166,11 @@ class LimitedAssociationSocket(AssociationSocket):
     def _refuse(self, reason: str) -> None:
         peer = source_ip(self._assoc.requestor.address) if self._assoc.requestor else "?"
         log.warning("closing connection from %s: %s", peer, reason)
+        if self.socket is not None:
+            try:  # tell the peer why the link drops: A-ABORT, service provider, no reason
+                self.socket.sendall(A_ABORT_PROVIDER)
+            except OSError:
+                pass
         self.close()
         raise OSError(reason)
 

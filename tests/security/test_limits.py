@@ -69,7 +69,10 @@ def test_pdata_longer_than_announced_maximum_closes(tmp_path, monkeypatch):
         (ds,) = ct_series_datasets(phantom_chest_hu((1, 256, 256)))
         rsp = assoc.send_c_store(ds)
         assert "Status" not in rsp  # no answer: the connection was closed
-        assert assoc.is_aborted or not assoc.is_established
+        deadline = time.monotonic() + 10
+        while assoc.is_established and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not assoc.is_established
         assert node.stored() == 0
         assert echo_ok(node)
 
@@ -86,8 +89,10 @@ def test_data_set_over_the_maximum_is_cut_off(tmp_path):
         assert assoc.send_c_store(small).Status == 0x0000
         rsp = assoc.send_c_store(big)
         assert "Status" not in rsp or rsp.Status != 0x0000
-        if assoc.is_established:
-            assoc.release()
+        deadline = time.monotonic() + 10
+        while not assoc.is_aborted and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert assoc.is_aborted  # the node said so with an A-ABORT before closing
         assert node.stored() == 1
         assert not any((node.data_dir / "incoming").iterdir())  # the partial data set is gone
         assert echo_ok(node)

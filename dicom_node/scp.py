@@ -14,6 +14,7 @@ data folder and its index and vault rows are committed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import ipaddress
@@ -167,10 +168,9 @@ class LimitedAssociationSocket(AssociationSocket):
         peer = source_ip(self._assoc.requestor.address) if self._assoc.requestor else "?"
         log.warning("closing connection from %s: %s", peer, reason)
         if self.socket is not None:
-            try:  # tell the peer why the link drops: A-ABORT, service provider, no reason
+            # tell the peer why the link drops: A-ABORT, service provider, no reason
+            with contextlib.suppress(OSError):
                 self.socket.sendall(A_ABORT_PROVIDER)
-            except OSError:
-                pass
         self.close()
         raise OSError(reason)
 

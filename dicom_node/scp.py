@@ -444,17 +444,17 @@ class Receiver:
             return _failure(CANNOT_UNDERSTAND, "value not usable as a file name")
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                log.error("disk full while storing from %s", calling_ae)
+                log.error("disk full while storing from %s", printable(calling_ae))
                 return OUT_OF_RESOURCES
-            log.exception("I/O error while storing from %s", calling_ae)
+            log.exception("I/O error while storing from %s", printable(calling_ae))
             return OUT_OF_RESOURCES
         except Exception:  # never a false success; the peer keeps its copy and may retry
-            log.exception("could not store an instance from %s", calling_ae)
+            log.exception("could not store an instance from %s", printable(calling_ae))
             return PROCESSING_FAILURE
 
     def _store(self, event: Event, calling_ae: str, path: Path) -> int | Dataset:
         if not self.has_room():
-            log.error("refusing store from %s: less than %d MB free", calling_ae,
+            log.error("refusing store from %s: less than %d MB free", printable(calling_ae),
                       self.config.node.min_free_disk_mb)
             return OUT_OF_RESOURCES
         try:
@@ -473,7 +473,7 @@ class Receiver:
                 return _failure(CANNOT_UNDERSTAND, f"{keyword} is not a valid UID (PS3.5 9.1)")
         problem = self._mismatch(event, ds)
         if problem:
-            log.warning("rejected instance from %s: %s", calling_ae, problem)
+            log.warning("rejected instance from %s: %s", printable(calling_ae), problem)
             return DATASET_DOES_NOT_MATCH_SOP_CLASS
 
         return self.ingest(ds, calling_ae, original=path, association=id(event.assoc))
@@ -493,7 +493,7 @@ class Receiver:
                 qid = quarantine.keep(session, self.files, self.quarantine_key, original_bytes,
                                       calling_ae=calling_ae, sop_class_uid=str(ds.SOPClassUID),
                                       reason_code=q.code, reason=q.reason)
-            log.warning("quarantined instance %d from %s: %s", qid, calling_ae, q.code)
+            log.warning("quarantined instance %d from %s: %s", qid, printable(calling_ae), q.code)
             return SUCCESS  # kept (encrypted) with its reason; visible in `dicom-node status`
 
         clean = result.dataset

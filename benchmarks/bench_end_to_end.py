@@ -50,7 +50,7 @@ def main() -> None:
             node = NodeProcess(work / "node", workers=1, quiet_seconds=args.quiet,
                                port=node_port, peers=[{"name": "pacs", "ae_title": pacs.aet,
                                                        "host": "127.0.0.1",
-                                                       "port": pacs.dicom_port}])
+                                                       "port": pacs.dicom_port, "kind": "clinical"}])
             with node:
                 t0 = time.time()
                 subprocess.run([need("storescu"), "-aet", pacs.aet, "-aec", "AINODE", "127.0.0.1",

@@ -84,7 +84,7 @@ def in_process_stages(files: list[Path], work: Path) -> None:
     config = parse_config({
         "node": {"data_dir": str(work / "var"), "min_free_disk_mb": 1},
         "database": {"url": f"sqlite:///{work / 'var' / 'node.db'}"},
-        "jobs": {"workers": 0}, "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104}],
+        "jobs": {"workers": 0}, "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104, "kind": "clinical"}],
     })
     node = Node(config, workers=0, complete=False, send=False)
     spent = {"read": 0.0, "de-identify": 0.0, "encode + write + fsync": 0.0}

@@ -50,7 +50,7 @@ def run_job(ct_dir: Path, work: Path) -> dict:
         "node": {"data_dir": str(work / "var"), "min_free_disk_mb": 1},
         "database": {"url": f"sqlite:///{work / 'var' / 'node.db'}"},
         "completion": {"quiet_seconds": 0.01}, "jobs": {"workers": 0},
-        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104}],
+        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104, "kind": "clinical"}],
     })
     node = Node(config, workers=0, send=False)
     t0 = time.perf_counter()

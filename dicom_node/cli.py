@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from dicom_node import cli_models
-from dicom_node.config import ConfigError, NodeConfig, load_config
+from dicom_node.config import ConfigError, NodeConfig, check_config, load_config
 from storage.database import NoDatabase
 from storage.keys import KeyFileError
 
@@ -415,7 +415,14 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from ai_engines.registry import available_engines
+
     config = load_config(Path(args.file))
+    errors, warnings = check_config(config, available_engines())
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if errors:
+        raise ConfigError(args.file, errors)
     print(f"{args.file}: OK ({len(config.peers)} peers, {len(config.routes)} routes, "
           f"AE {config.node.ae_title} on port {config.node.port})")
     return 0

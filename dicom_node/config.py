@@ -7,6 +7,8 @@ and the reason.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -15,6 +17,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 AeTitle = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[\x20-\x5b\x5d-\x7e]*[^ ]$")]
+# A modality defined term (PS3.3 C.7.3.1.1.1): upper case, digits, underscore.
+ModalityTerm = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9_]+$")]
+# The word in routes.destinations that stands for the peer that sent the study.
+SENDER = "sender"
+# "(gggg,xxee) CREATOR": an odd group, the element offset within the creator's block.
+_PRIVATE_ENTRY = re.compile(r"^\(\s*([0-9A-Fa-f]{4})\s*,\s*[xX]{2}([0-9A-Fa-f]{2})\s*\)\s*(\S.{0,63})$")
 
 
 class _Section(BaseModel):
@@ -26,15 +34,59 @@ class NodeSettings(_Section):
     host: str = "0.0.0.0"
     port: int = Field(11112, ge=1, le=65535)
     data_dir: Path = Path("var")
-    # Accept associations from calling AE titles that are not configured peers.
+    # Escape hatch: accept associations from calling AE titles that are not configured peers
+    # (logged as a warning at start and for every such association; check-config warns).
     accept_unknown_calling_ae: bool = False
+    # Source networks (CIDR) associations may come from; empty = any (peers' hosts still apply).
+    allowed_networks: list[str] = Field(default_factory=list)
     max_pdu_bytes: int = Field(65536, ge=4096, le=1_048_576)
+    # Largest data set one C-STORE may carry; a larger one is aborted while it streams in.
+    max_dataset_bytes: int = Field(2 * 1024**3, ge=1024 * 1024)
     max_associations: int = Field(10, ge=1, le=200)
     dimse_timeout_s: float = Field(60.0, gt=0)
     network_timeout_s: float = Field(60.0, gt=0)
     # Reject new stores while less than this much disk is free under data_dir (status A700).
     min_free_disk_mb: int = Field(500, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"{net!r} is not a CIDR network ({exc})") from None
+        return v
+
+
+class TlsSettings(_Section):
+    """DICOM TLS (PS3.15 Annex B) with the BCP 195 profile: TLS 1.2+ with ECDHE/AES-GCM, 1.3."""
+
+    # Listen for DICOM TLS on `port` (needs certificate_file, private_key_file, ca_file).
+    receive: bool = False
+    port: int = Field(2762, ge=1, le=65535)
+    # The node's certificate (PEM, chain allowed) and its private key; relative paths are
+    # under data_dir like the other key files.
+    certificate_file: Path | None = None
+    private_key_file: Path | None = None
+    # CA certificates (PEM) that peers' certificates must chain to, both directions.
+    ca_file: Path | None = None
+    # Every TLS peer must present a certificate that chains to ca_file.
+    require_client_certificate: bool = True
+    # Plain (unencrypted) DICOM on node.port; false = TLS only.
+    plain_dicom_enabled: bool = True
+
+    @model_validator(mode="after")
+    def _complete(self) -> TlsSettings:
+        if not self.plain_dicom_enabled and not self.receive:
+            raise ValueError("plain_dicom_enabled = false needs receive = true "
+                             "(the node would listen nowhere)")
+        if self.receive and None in (self.certificate_file, self.private_key_file,
+                                     self.ca_file):
+            raise ValueError("receive = true needs certificate_file, private_key_file "
+                             "and ca_file")
+        return self
 
 
 class DatabaseSettings(_Section):
@@ -77,13 +129,24 @@ class Peer(_Section):
     ae_title: AeTitle
     host: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)
-    # clinical: results are re-identified; research: results leave pseudonymized.
-    kind: DestinationKind = DestinationKind.CLINICAL
+    # clinical: results are re-identified; research: results leave pseudonymized.  Required:
+    # a missing kind must not silently mean "send identities".
+    kind: DestinationKind
     # This peer may send studies to the node.
     may_send: bool = True
+    # Associations from this peer's AE title must come from an address `host` resolves to.
+    check_host: bool = True
+    # Talk to this peer over DICOM TLS only: results are sent with TLS, and associations from
+    # it are accepted only on the TLS port.
+    tls: bool = False
+    # Server name checked against the peer's certificate when sending (default: host).
+    tls_server_name: str | None = None
+    # Associations from this peer must present a client certificate that chains to tls.ca_file
+    # (implied for every peer by tls.require_client_certificate).
+    require_client_certificate: bool = False
     # Modalities of result objects this peer receives when it is a configured destination
     # (e.g. ["RTSTRUCT"] for a planning system); empty = all.
-    accepts: list[str] = Field(default_factory=list)
+    accepts: list[ModalityTerm] = Field(default_factory=list)
     storage_commitment: bool = False
     # SR SOP class for this peer: Comprehensive 3D SR (default) or plain Comprehensive SR.
     sr_storage: Literal["comprehensive3d", "comprehensive"] = "comprehensive3d"
@@ -93,10 +156,13 @@ class Route(_Section):
     """Which engine runs on a completed study; first matching routes all fire."""
 
     engine: str = Field(min_length=1)
-    modality: str = Field(min_length=1, max_length=16)
+    modality: ModalityTerm
     # The study must also hold series of these modalities (e.g. ["RTSTRUCT"]).
-    requires: list[str] = Field(default_factory=list)
+    requires: list[ModalityTerm] = Field(default_factory=list)
     enabled: bool = True
+    # Where this route's results go: peer names, and "sender" for the peer that sent the
+    # study.  Default: back to the sender only.
+    destinations: list[str] = Field(default_factory=lambda: [SENDER], min_length=1)
 
 
 class DeidSettings(_Section):
@@ -110,6 +176,16 @@ class DeidSettings(_Section):
     private_tag_allowlist: list[str] = Field(default_factory=list)
     # Words (or phrases) cut out of every kept descriptor, e.g. the hospital's and wards' names.
     scrub_words: list[str] = Field(default_factory=list)
+
+    @field_validator("private_tag_allowlist")
+    @classmethod
+    def _private_entries(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            m = _PRIVATE_ENTRY.match(entry.strip())
+            if m is None or int(m.group(1), 16) % 2 == 0 or int(m.group(1), 16) < 0x0009:
+                raise ValueError(f"{entry!r} is not '(gggg,xxee) CREATOR' with an odd "
+                                 "private group gggg (e.g. '(0019,xx0c) SIEMENS MR HEADER')")
+        return v
     # Maximum date shift (days) when dates are shifted per patient.
     date_shift_max_days: int = Field(3650, ge=1)
 
@@ -137,7 +213,8 @@ class KeySettings(_Section):
 
 
 class ResultSettings(_Section):
-    # Destinations (peer names) that receive every result besides the sending peer.
+    # Replaced by [[routes]] destinations; a non-empty list is refused (it sent every result
+    # to these peers whoever had sent the study).
     destinations: list[str] = Field(default_factory=list)
     return_to_sender: bool = True
     secondary_capture: bool = True
@@ -235,6 +312,7 @@ class NodeConfig(_Section):
     database: DatabaseSettings = DatabaseSettings()
     completion: CompletionSettings = CompletionSettings()
     jobs: JobSettings = JobSettings()
+    tls: TlsSettings = TlsSettings()
     peers: list[Peer] = Field(default_factory=list)
     routes: list[Route] = Field(
         default_factory=lambda: [
@@ -261,6 +339,11 @@ class NodeConfig(_Section):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"peers: duplicate peer name(s) {sorted(dup)}")
+        titles = [p.ae_title for p in self.peers]
+        dup = {t for t in titles if titles.count(t) > 1}
+        if dup:
+            raise ValueError(f"peers: duplicate AE title(s) {sorted(dup)}; an AE title must "
+                             "name one peer (its kind and host decide what it gets)")
         for dest in self.results.destinations:
             if dest not in names:
                 raise ValueError(f"results.destinations: {dest!r} is not a configured peer name")
@@ -269,6 +352,25 @@ class NodeConfig(_Section):
             raise ValueError(f"keys.dir: {self.keys_dir} lies inside node.data_dir "
                              f"({self.node.data_dir}); a copy of the data folder would carry "
                              "its own keys")
+        if self.results.destinations:
+            raise ValueError("results.destinations is replaced by [[routes]] destinations "
+                             "(each route names the peers its results go to, \"sender\" for "
+                             "the sending peer)")
+        for i, route in enumerate(self.routes):
+            for dest in route.destinations:
+                if dest != SENDER and dest not in names:
+                    raise ValueError(f"routes.{i}.destinations: {dest!r} is neither "
+                                     f"\"{SENDER}\" nor a configured peer name")
+        tls_ready = None not in (self.tls.certificate_file, self.tls.private_key_file,
+                                 self.tls.ca_file)
+        for peer in self.peers:
+            if peer.tls and not tls_ready:
+                raise ValueError(f"peers {peer.name!r}: tls = true needs tls.certificate_file, "
+                                 "tls.private_key_file and tls.ca_file")
+            if (peer.tls or peer.require_client_certificate) and peer.may_send and \
+                    not self.tls.receive:
+                raise ValueError(f"peers {peer.name!r}: receiving from it over TLS needs "
+                                 "tls.receive = true")
         return self
 
     @property
@@ -326,3 +428,48 @@ def load_config(path: Path | None) -> NodeConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
     return parse_config(data, str(path))
+
+
+def check_config(config: NodeConfig, installed_engines: list[str]) -> tuple[list[str], list[str]]:
+    """What ``check-config`` adds to loading: errors and warnings, one line each, naming the key.
+
+    Parameters
+    ----------
+    config
+        A configuration that loaded.
+    installed_engines
+        Engine names this installation has (``ai_engines.registry.available_engines()``).
+
+    Returns
+    -------
+    errors, warnings
+    """
+    errors: list[str] = []
+    warnings: list[str] = []
+    for i, route in enumerate(config.routes):
+        if route.engine not in installed_engines:
+            errors.append(f"routes.{i}.engine: {route.engine!r} is not an installed engine "
+                          f"(installed: {', '.join(installed_engines) or 'none'})")
+    if config.node.accept_unknown_calling_ae:
+        warnings.append("node.accept_unknown_calling_ae: true accepts associations from any "
+                        "calling AE title (only node.allowed_networks still applies); use it "
+                        "only while setting a node up")
+    senders = [p for p in config.peers if p.may_send]
+    if not senders and not config.node.accept_unknown_calling_ae:
+        warnings.append("peers: no peer with may_send = true; every association is rejected")
+    for i, peer in enumerate(config.peers):
+        if peer.may_send and not peer.check_host and not config.node.allowed_networks:
+            warnings.append(f"peers.{i}.check_host: false and no node.allowed_networks: "
+                            f"{peer.ae_title!r} is accepted from any address")
+    if None not in (config.tls.certificate_file, config.tls.private_key_file,
+                    config.tls.ca_file):
+        from dicom_node.tls import TlsConfigError, server_context
+
+        try:
+            server_context(config.tls, config.resolve)
+        except TlsConfigError as exc:
+            errors.extend(exc.errors)
+    if config.tls.receive and config.tls.plain_dicom_enabled:
+        warnings.append("tls.plain_dicom_enabled: plain DICOM is still open on node.port "
+                        "besides TLS on tls.port")
+    return errors, warnings

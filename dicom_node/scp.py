@@ -1,16 +1,27 @@
 """The Storage SCP: C-ECHO and C-STORE, durable before success, de-identified at the door.
 
-Behaviour is bound to pynetdicom events (``EVT_C_STORE``, ``EVT_C_ECHO``, association
-release/abort); the association layer is never subclassed.  A C-STORE is answered with
-Success only after the de-identified instance is fsync'd in the data folder and its index and
-vault rows are committed.
+Behaviour is bound to pynetdicom events (``EVT_REQUESTED`` decides access, ``EVT_C_STORE``,
+``EVT_C_ECHO``, association release/abort); the association state machine is never
+subclassed.  Two small transport hooks sit below it: the server accepts TCP connections and
+does the TLS handshake in the connection's own thread (not in the accept loop), and the socket
+wrapper reads each PDU header and refuses an announced length over the limit *before* the body
+is read (pynetdicom would otherwise buffer up to 4 GiB from anyone), and counts the data set
+bytes of the message in flight.
+
+A C-STORE is answered with Success only after the de-identified instance is fsync'd in the
+data folder and its index and vault rows are committed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
+import ipaddress
 import logging
+import socket
+import ssl
+import struct
 import tempfile
 import threading
 from collections import OrderedDict
@@ -25,13 +36,15 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.events import Event
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from sqlalchemy.exc import IntegrityError
 
-from dicom_node.config import NodeConfig
+from dicom_node.config import NodeConfig, Peer
 from dicom_node.deid import Pseudonymizer, QuarantineRequired
+from dicom_node.tls import server_context
 from storage import quarantine
 from storage.database import Database
-from storage.files import FileStore
+from storage.files import FileStore, UnsafePath, is_valid_uid
 from storage.keys import KeyRing
 from storage.studies import ReceivedInstance, index_instance
 from storage.tables import utcnow
@@ -45,6 +58,169 @@ OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 PROCESSING_FAILURE = 0x0110
+
+# UIDs checked as UI values (PS3.5 9.1) before anything else; an invalid one is answered
+# 0xC000 ("Error: cannot understand", PS3.4 B.2.3) with an Error Comment naming the attribute:
+# the value breaks the VR's encoding rules, which is not an IOD mismatch (A900).
+CHECKED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+                "FrameOfReferenceUID")
+
+# A-ASSOCIATE-RQ/AC/RJ PDUs: 128 presentation contexts with 20 transfer syntaxes each stay
+# under 80 KiB; anything near 256 KiB is not an association request.
+MAX_ASSOCIATION_PDU = 256 * 1024
+P_DATA_TF = 0x04
+# A-ABORT PDU (PS3.8 9.3.8): source 2 (service provider), reason 0 (not specified).
+A_ABORT_PROVIDER = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 0])
+# During a data set, free disk is checked again every this many bytes.
+DISK_CHECK_EVERY = 64 * 1024 * 1024
+
+
+def printable(value: object, limit: int = 64) -> str:
+    """A received value made safe for a log line: printable ASCII only, bounded, quoted."""
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    return repr("".join(c if " " <= c <= "~" else "?" for c in text[:limit]))
+
+
+def source_ip(address: object) -> str:
+    """The peer's IP address as a canonical string ("invalid" if it is not one)."""
+    try:
+        ip = ipaddress.ip_address(str(address))
+    except ValueError:
+        return "invalid"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # a dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d
+    return str(ip)
+
+
+class LimitedAssociationSocket(AssociationSocket):
+    """pynetdicom's socket wrapper with limits checked before data is buffered.
+
+    pynetdicom's DUL reads a PDU as ``recv(6)`` (type, reserved, length) then
+    ``recv(length)``.  Overriding ``recv`` is the narrowest place to refuse a PDU by its
+    announced length before its body is read: raising ``OSError`` there makes the DUL treat
+    the transport as closed (event 17), so the association ends without reading further.
+
+    Parameters
+    ----------
+    max_pdata
+        Largest P-DATA-TF variable field accepted: the Maximum Length the node announces.
+    max_dataset
+        Largest data set one DIMSE message may carry.
+    has_room
+        Called every ``DISK_CHECK_EVERY`` bytes of a data set; False closes the connection.
+    """
+
+    max_pdata: int
+    max_dataset: int
+
+    @classmethod
+    def limit(cls, sock: AssociationSocket, *, max_pdata: int, max_dataset: int,
+              has_room) -> None:  # noqa: ANN001
+        """Give pynetdicom's socket wrapper of a new connection these limits.
+
+        The wrapper's class is switched rather than a second one made: constructing a wrapper
+        queues the "connection open" event, and the state machine takes it only once.
+        """
+        sock.__class__ = cls
+        sock.max_pdata = max_pdata  # type: ignore[attr-defined]
+        sock.max_dataset = max_dataset  # type: ignore[attr-defined]
+        sock.has_room = has_room  # type: ignore[attr-defined]
+        sock._body = None  # type: ignore[attr-defined]  # (type, length) of a read header
+        sock._dataset_bytes = 0  # type: ignore[attr-defined]
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        if self._body is None:  # a PDU header
+            data = super().recv(nr_bytes)
+            if len(data) == 6:
+                pdu_type, _, length = struct.unpack(">BBL", data)
+                limit = self.max_pdata if pdu_type == P_DATA_TF else MAX_ASSOCIATION_PDU
+                if length > limit:
+                    self._refuse(f"announced PDU length {length} (type 0x{pdu_type:02X}) "
+                                 f"exceeds {limit}")
+                if 0x01 <= pdu_type <= 0x07:  # pynetdicom reads no body for other types
+                    self._body = (pdu_type, length)
+            return data
+        pdu_type, _ = self._body
+        self._body = None
+        data = super().recv(nr_bytes)
+        if pdu_type == P_DATA_TF:
+            self._count_dataset(data)
+        return data
+
+    def _count_dataset(self, pdu_body: bytearray) -> None:
+        offset = 0
+        while offset + 6 <= len(pdu_body):
+            (item_length,) = struct.unpack_from(">L", pdu_body, offset)
+            header = pdu_body[offset + 5]
+            if not header & 0x01:  # a data set fragment (bit 0 clear), not a command
+                before = self._dataset_bytes
+                self._dataset_bytes += max(item_length - 2, 0)
+                if self._dataset_bytes > self.max_dataset:
+                    self._refuse(f"data set exceeds node.max_dataset_bytes "
+                                 f"({self.max_dataset})")
+                if before // DISK_CHECK_EVERY != self._dataset_bytes // DISK_CHECK_EVERY \
+                        and not self.has_room():
+                    self._refuse("free disk below node.min_free_disk_mb while receiving")
+                if header & 0x02:  # last fragment of this data set
+                    self._dataset_bytes = 0
+            offset += 4 + item_length
+
+    def _refuse(self, reason: str) -> None:
+        peer = source_ip(self._assoc.requestor.address) if self._assoc.requestor else "?"
+        log.warning("closing connection from %s: %s", peer, reason)
+        if self.socket is not None:
+            # tell the peer why the link drops: A-ABORT, service provider, no reason
+            with contextlib.suppress(OSError):
+                self.socket.sendall(A_ABORT_PROVIDER)
+        self.close()
+        raise OSError(reason)
+
+
+class GuardedRequestHandler(RequestHandler):
+    """One connection: TLS handshake here (in its own thread), then pynetdicom's handling."""
+
+    server: GuardedServer
+
+    def handle(self) -> None:
+        context = self.server.tls_context
+        if context is not None:
+            raw = self.request
+            raw.settimeout(self.server.handshake_timeout)
+            try:
+                tls = context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+                tls.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                reason = getattr(exc, "reason", None) or type(exc).__name__
+                log.warning("TLS handshake from %s refused: %s", source_ip(self.client_address[0]),
+                            printable(reason))
+                raw.close()
+                return
+            tls.settimeout(None)  # pynetdicom expects a blocking socket (it selects first)
+            self.request = tls
+        super().handle()
+
+    def _create_association(self):  # noqa: ANN202
+        assoc = super()._create_association()
+        node = self.server.receiver.config.node
+        LimitedAssociationSocket.limit(assoc.dul.socket, max_pdata=node.max_pdu_bytes,
+                                       max_dataset=node.max_dataset_bytes,
+                                       has_room=self.server.receiver.has_room)
+        return assoc
+
+
+class GuardedServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, accepting plain TCP; TLS is added per connection."""
+
+    def __init__(self, *args, receiver: Receiver, tls_context: ssl.SSLContext | None,  # noqa: ANN002
+                 **kwargs) -> None:  # noqa: ANN003
+        self.receiver = receiver
+        self.tls_context = tls_context
+        self.handshake_timeout = receiver.config.node.network_timeout_s
+        super().__init__(*args, request_handler=GuardedRequestHandler, **kwargs)
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        # Without the base class's wrap_socket: a slow handshake must not block accept().
+        return self.socket.accept()  # type: ignore[union-attr]
 
 UNCOMPRESSED = [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian,
                 uid.DeflatedExplicitVRLittleEndian, uid.ExplicitVRBigEndian]
@@ -97,7 +273,7 @@ class Receiver:
         self.vault = vault
         self.quarantine_key = quarantine_key
         self.on_commitment_report = on_commitment_report
-        self._server = None
+        self._servers: list[GuardedServer] = []
         self._lock = threading.Lock()
         # Pseudonymous study UIDs being received on each open association.
         self._open: dict[int, set[str]] = {}
@@ -114,8 +290,8 @@ class Receiver:
         ae.dimse_timeout = node.dimse_timeout_s
         ae.network_timeout = node.network_timeout_s
         ae.require_called_aet = True
-        if not node.accept_unknown_calling_ae:
-            ae.require_calling_aet = [p.ae_title for p in self.config.peers if p.may_send]
+        # Calling AE title, source address, TLS and disk are decided in handle_requested
+        # (fail closed: no peer that may send means no association at all).
         syntaxes = accepted_transfer_syntaxes()
         for cx in AllStoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax, syntaxes)
@@ -141,12 +317,12 @@ class Receiver:
         # inside the node's own data folder (they hold identities for the length of one
         # C-STORE and are deleted by pynetdicom after the handler returns).
         _config.STORE_RECV_CHUNKED_DATASET = True
-        incoming = self.files.root / "incoming"
-        incoming.mkdir(parents=True, exist_ok=True)
+        incoming = self.files.folder("incoming")
         for leftover in incoming.glob("*"):
             leftover.unlink(missing_ok=True)
         tempfile.tempdir = str(incoming)
         handlers = [
+            (evt.EVT_REQUESTED, self.handle_requested),
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_RELEASED, self.handle_closed),
@@ -155,51 +331,142 @@ class Receiver:
             (evt.EVT_N_EVENT_REPORT, self.handle_event_report),
             (evt.EVT_REJECTED, self.handle_rejected),
         ]
+        node, tls = self.config.node, self.config.tls
+        if node.accept_unknown_calling_ae:
+            log.warning("node.accept_unknown_calling_ae is true: associations from calling AE "
+                        "titles that are not configured peers are ACCEPTED")
         ae = self.build_ae()
-        self._server = ae.start_server((self.config.node.host, self.config.node.port),
-                                       block=False, evt_handlers=handlers)
-        log.info("listening as %s on %s:%d", self.config.node.ae_title, self.config.node.host,
-                 self.config.node.port)
+        listeners: list[tuple[int, ssl.SSLContext | None]] = []
+        if tls.plain_dicom_enabled:
+            listeners.append((node.port, None))
+        if tls.receive:
+            listeners.append((tls.port, server_context(tls, self.config.resolve)))
+        for port, context in listeners:
+            server = ae.make_server((node.host, port), evt_handlers=handlers,
+                                    server_class=GuardedServer, receiver=self,
+                                    tls_context=context)
+            threading.Thread(target=server.serve_forever, name=f"dicom-listener-{port}",
+                             daemon=True).start()
+            ae._servers.append(server)  # as start_server does; shutdown() removes it there
+            self._servers.append(server)
+            log.info("listening as %s on %s:%d (%s)", node.ae_title, node.host, port,
+                     "DICOM TLS" if context else "plain DICOM")
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+        for server in self._servers:
+            server.shutdown()  # also closes the listening socket
+        self._servers = []
 
     def busy_study_uids(self) -> set[str]:
         """Studies still being received on an open association."""
         with self._lock:
             return set().union(*self._open.values()) if self._open else set()
 
+    def has_room(self) -> bool:
+        """Whether more than ``node.min_free_disk_mb`` is free under the data folder."""
+        return self.files.free_bytes() >= self.config.node.min_free_disk_mb * 1024 * 1024
+
+    # -- access ----------------------------------------------------------------------------
+    def access_problem(self, calling_ae: str, ip: str, tls_peer_cert: dict | None,
+                       over_tls: bool) -> str | None:
+        """Why an association from ``calling_ae`` at ``ip`` must be refused, or None.
+
+        Fail closed: only a configured peer with ``may_send`` (unless the escape hatch
+        ``accept_unknown_calling_ae``), from an address its ``host`` resolves to (unless
+        ``check_host = false``) and inside ``node.allowed_networks`` when set.
+        """
+        node = self.config.node
+        if node.allowed_networks:
+            address = ipaddress.ip_address(ip)
+            if not any(address in ipaddress.ip_network(n) for n in node.allowed_networks):
+                return "source address outside node.allowed_networks"
+        peer = self.config.peer_by_ae(calling_ae)
+        if peer is None or not peer.may_send:
+            if node.accept_unknown_calling_ae and peer is None:
+                log.warning("accepting unknown calling AE %s from %s "
+                            "(node.accept_unknown_calling_ae)", printable(calling_ae), ip)
+                return None
+            return "calling AE title is not a peer that may send"
+        if peer.check_host and ip not in peer_addresses(peer):
+            return f"source address is not peer {peer.name!r}'s host"
+        if peer.tls and not over_tls:
+            return f"peer {peer.name!r} must use DICOM TLS"
+        if peer.require_client_certificate and not tls_peer_cert:
+            return f"peer {peer.name!r} must present a client certificate"
+        return None
+
+    def handle_requested(self, event: Event) -> None:
+        """A-ASSOCIATE-RQ received: accept only what the configuration allows."""
+        assoc = event.assoc
+        calling = str(assoc.requestor.primitive.calling_ae_title or "").strip()
+        ip = source_ip(assoc.requestor.address)
+        raw = assoc.dul.socket.socket if assoc.dul.socket else None
+        over_tls = isinstance(raw, ssl.SSLSocket)
+        cert = raw.getpeercert() if over_tls else None
+        problem = "invalid source address" if ip == "invalid" else \
+            self.access_problem(calling, ip, cert, over_tls)
+        if problem:
+            log.warning("association rejected: calling AE %s from %s: %s",
+                        printable(calling), ip, problem)
+            assoc.acse.send_reject(0x01, 0x01, 0x03)  # permanent, calling AE not recognised
+            assoc.kill()  # as pynetdicom does after its own rejections: the RJ goes out first
+            return
+        storage = any(cx.abstract_syntax != Verification
+                      for cx in assoc.requestor.requested_contexts)
+        if storage and not self.has_room():
+            log.error("association from %s at %s refused: less than %d MB free",
+                      printable(calling), ip, self.config.node.min_free_disk_mb)
+            assoc.acse.send_reject(0x02, 0x03, 0x02)  # transient, local limit exceeded
+            assoc.kill()
+            return
+        log.info("association from %s at %s (%s)", printable(calling), ip,
+                 "DICOM TLS" if over_tls else "plain")
+
     # -- handlers ---------------------------------------------------------------------------
     def handle_echo(self, event: Event) -> int:
         return SUCCESS
 
     def handle_rejected(self, event: Event) -> None:
-        log.warning("association from %s rejected", event.assoc.requestor.ae_title)
+        log.warning("association from %s at %s rejected", printable(event.assoc.requestor.ae_title),
+                    source_ip(event.assoc.requestor.address))
 
     def handle_closed(self, event: Event) -> None:
         with self._lock:
             self._open.pop(id(event.assoc), None)
+        # A data set cut off mid-stream (limit, disk, peer gone) leaves pynetdicom's partial
+        # temporary file behind; it holds identities, so it goes now.
+        message = getattr(event.assoc.dimse, "message", None)
+        partial = getattr(message, "_data_set_file", None)
+        if partial is not None:
+            partial.close()
+            Path(partial.name).unlink(missing_ok=True)
 
-    def handle_store(self, event: Event) -> int:
+    def handle_store(self, event: Event) -> int | Dataset:
         calling_ae = event.assoc.requestor.ae_title
+        request = event.request
+        for keyword in ("AffectedSOPClassUID", "AffectedSOPInstanceUID"):
+            if not is_valid_uid(str(getattr(request, keyword, "") or "")):
+                return _failure(CANNOT_UNDERSTAND, f"{keyword} of the request is not a valid UID")
         path = Path(event.dataset_path)
         try:
             return self._store(event, calling_ae, path)
+        except UnsafePath:
+            log.warning("refused an instance from %s: a path would leave the data folder",
+                        printable(calling_ae))
+            return _failure(CANNOT_UNDERSTAND, "value not usable as a file name")
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                log.error("disk full while storing from %s", calling_ae)
+                log.error("disk full while storing from %s", printable(calling_ae))
                 return OUT_OF_RESOURCES
-            log.exception("I/O error while storing from %s", calling_ae)
+            log.exception("I/O error while storing from %s", printable(calling_ae))
             return OUT_OF_RESOURCES
         except Exception:  # never a false success; the peer keeps its copy and may retry
-            log.exception("could not store an instance from %s", calling_ae)
+            log.exception("could not store an instance from %s", printable(calling_ae))
             return PROCESSING_FAILURE
 
-    def _store(self, event: Event, calling_ae: str, path: Path) -> int:
-        if self.files.free_bytes() < self.config.node.min_free_disk_mb * 1024 * 1024:
-            log.error("refusing store from %s: less than %d MB free", calling_ae,
+    def _store(self, event: Event, calling_ae: str, path: Path) -> int | Dataset:
+        if not self.has_room():
+            log.error("refusing store from %s: less than %d MB free", printable(calling_ae),
                       self.config.node.min_free_disk_mb)
             return OUT_OF_RESOURCES
         try:
@@ -207,12 +474,18 @@ class Receiver:
             ds = dcmread(path, defer_size="256 KB")
             _ = ds.SOPClassUID, ds.SOPInstanceUID
         except (InvalidDicomError, AttributeError, ValueError, EOFError, KeyError) as exc:
-            log.warning("cannot understand data set from %s: %s", calling_ae,
+            log.warning("cannot understand data set from %s: %s", printable(calling_ae),
                         type(exc).__name__)
             return CANNOT_UNDERSTAND
+        for keyword in CHECKED_UIDS:
+            value = ds.get(keyword)
+            if value is not None and not is_valid_uid(str(value)):
+                log.warning("refused an instance from %s: %s is not a valid UID",
+                            printable(calling_ae), keyword)
+                return _failure(CANNOT_UNDERSTAND, f"{keyword} is not a valid UID (PS3.5 9.1)")
         problem = self._mismatch(event, ds)
         if problem:
-            log.warning("rejected instance from %s: %s", calling_ae, problem)
+            log.warning("rejected instance from %s: %s", printable(calling_ae), problem)
             return DATASET_DOES_NOT_MATCH_SOP_CLASS
 
         return self.ingest(ds, calling_ae, original=path, association=id(event.assoc))
@@ -233,13 +506,13 @@ class Receiver:
                 qid = quarantine.keep(session, self.files, self.quarantine_key, source,
                                       calling_ae=calling_ae, sop_class_uid=str(ds.SOPClassUID),
                                       reason_code=q.code, reason=q.reason)
-            log.warning("quarantined instance %d from %s: %s", qid, calling_ae, q.code)
+            log.warning("quarantined instance %d from %s: %s", qid, printable(calling_ae), q.code)
             return SUCCESS  # kept (encrypted) with its reason; visible in `dicom-node status`
 
         clean = result.dataset
         study_uid, series_uid = str(clean.StudyInstanceUID), str(clean.SeriesInstanceUID)
         sop_uid = str(clean.SOPInstanceUID)
-        relative = f"studies/{study_uid}/{series_uid}/{sop_uid}.dcm"
+        relative = self.files.instance_path(study_uid, series_uid, sop_uid)
         sha, size = self.files.write_stream(
             relative, lambda sink: dcmwrite(sink, clean, enforce_file_format=True))
         item = ReceivedInstance(
@@ -303,3 +576,22 @@ class Receiver:
         log.info("storage commitment report %s: %d committed, %d failed", transaction,
                  len(committed), len(failed))
         return SUCCESS, None
+
+
+def _failure(status: int, comment: str) -> Dataset:
+    """A C-STORE response status with an Error Comment (0000,0902), at most 64 characters."""
+    rsp = Dataset()
+    rsp.Status = status
+    rsp.ErrorComment = comment[:64]
+    return rsp
+
+
+def peer_addresses(peer: Peer) -> set[str]:
+    """The IP addresses ``peer.host`` names (resolved now: DNS may change under the node)."""
+    try:
+        infos = socket.getaddrinfo(peer.host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        log.warning("peer %s: host %s does not resolve; refusing its associations", peer.name,
+                    printable(peer.host))
+        return set()
+    return {source_ip(info[4][0]) for info in infos}

@@ -22,6 +22,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 from dicom_node.background import RepeatingStep
 from dicom_node.config import DestinationKind, NodeConfig, Peer
 from dicom_node.deid import ReidentificationError, Reidentifier, check_clinical, check_research
+from dicom_node.tls import TlsConfigError, client_context
 from storage.database import Database
 from storage.files import FileStore
 from storage.outbox import ClaimedItem, Outbox
@@ -46,6 +47,7 @@ class Sender:
         self.files = files
         self.vault = vault
         self.reidentifier = Reidentifier(vault)
+        self._tls_context = None
         self.loop = RepeatingStep("sender", self.send_once, config.sender.poll_seconds, log)
 
     def prepare(self, item: ClaimedItem, peer: Peer) -> Dataset | str:
@@ -99,11 +101,19 @@ class Sender:
             ae.add_requested_context(sop_class, ImplicitVRLittleEndian)
         if peer.storage_commitment:
             ae.add_requested_context(StorageCommitmentPushModel)
-        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+        tls_args = None
+        if peer.tls:
+            try:
+                tls_args = (self.tls_context(), peer.tls_server_name or peer.host)
+            except TlsConfigError as exc:
+                for item, _ in ready:
+                    self._retry(item, f"TLS to {peer.name}: {exc}", None)
+                return len(items)
+        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args)
         if not assoc.is_established:
             for item, _ in ready:
-                self._retry(item, f"association with {peer.ae_title}@{peer.host}:{peer.port} "
-                            "failed", None)
+                self._retry(item, f"association with {peer.ae_title}@{peer.host}:{peer.port}"
+                            f"{' (TLS)' if tls_args else ''} failed", None)
             return len(items)
         committed: list[tuple[ClaimedItem, Dataset]] = []
         try:
@@ -129,6 +139,12 @@ class Sender:
                 assoc.release()
         log.info("delivered %d/%d objects to %s", len(committed), len(items), peer.name)
         return len(items)
+
+    def tls_context(self):  # noqa: ANN201
+        """The client TLS context (node certificate, trusted CA), loaded once."""
+        if self._tls_context is None:
+            self._tls_context = client_context(self.config.tls, self.config.resolve)
+        return self._tls_context
 
     def _request_commitment(self, assoc, sent: list[tuple[ClaimedItem, Dataset]]) -> None:  # noqa: ANN001
         transaction = generate_uid(prefix=None)

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from io import BytesIO
 
@@ -27,7 +27,7 @@ from ai_engines.registry import EngineNotInstalled, get_engine
 from ai_engines.volume import SeriesVolume, StudyInput
 from dicom_node import __version__
 from dicom_node.background import RepeatingStep
-from dicom_node.config import NodeConfig
+from dicom_node.config import SENDER, NodeConfig
 from dicom_node.results import ResultOptions, build_result_objects
 from dicom_node.results.sr import build_measurement_report
 from dicom_node.volumes import VolumeError, build_volume
@@ -72,15 +72,27 @@ def device_observer_uid(uid_secret: bytes) -> str:
     return "2.25." + str(int.from_bytes(digest[:16], "big"))
 
 
-def result_destinations(config: NodeConfig, calling_ae: str) -> list[str]:
-    """Peer names that receive a study's results: the sender (by default) + configured ones."""
+def result_destinations(config: NodeConfig, calling_ae: str, engine: str,
+                        modalities: Collection[str]) -> list[str]:
+    """Peer names that receive the results of ``engine`` on a study from ``calling_ae``.
+
+    The destinations of the enabled routes that created the job (same engine, modality and
+    required modalities present in the study); ``"sender"`` is the peer that sent the study
+    (when ``results.return_to_sender``).  A sender that is not a configured peer gets nothing.
+    """
     names: list[str] = []
     sender = config.peer_by_ae(calling_ae)
-    if config.results.return_to_sender and sender is not None:
-        names.append(sender.name)
-    for name in config.results.destinations:
-        if name not in names:
-            names.append(name)
+    for route in config.routes:
+        if not (route.enabled and route.engine == engine and route.modality in modalities
+                and set(route.requires) <= set(modalities)):
+            continue
+        for dest in route.destinations:
+            if dest == SENDER:
+                if not config.results.return_to_sender or sender is None:
+                    continue
+                dest = sender.name
+            if dest not in names:
+                names.append(dest)
     return names
 
 
@@ -178,7 +190,8 @@ class JobRunner:
         source = datasets_by_series[findings.source_series_uid]
         objects = build_result_objects(findings, source, self.options)
         destinations = [p for p in (self.config.peer_by_name(n) for n in
-                                    result_destinations(self.config, calling_ae)) if p]
+                                    result_destinations(self.config, calling_ae, job.engine,
+                                                        {x.modality for x in stored})) if p]
         plain_sr = None
         if any(p.sr_storage == "comprehensive" for p in destinations):
             # Older PACS without Comprehensive 3D SR get the same report as Comprehensive SR.

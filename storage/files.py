@@ -1,15 +1,33 @@
-"""The data folder: durable writes (fsync'd file and directory) and nothing else."""
+"""The data folder: durable writes (fsync'd file and directory) and nothing else.
+
+Every path under the data folder is built here and checked to stay inside it: a received
+value never becomes a path on its own (UIDs are checked as UI values first, PS3.5 9.1).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+# PS3.5 9.1: components of digits, no leading zero in a multi-digit component, dots between.
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+def is_valid_uid(value: object) -> bool:
+    """Whether ``value`` is a UI value: digits and dots, at most 64 characters, no empty
+    component, no leading zero in a multi-digit component (PS3.5 section 9.1)."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and _UID.match(value) is not None
+
+
+class UnsafePath(ValueError):
+    """A path that would leave the data folder, or a name that is not a valid UID."""
 
 
 class FileStore:
@@ -24,11 +42,42 @@ class FileStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def absolute(self, relative: str) -> Path:
-        return self.root / relative
+        """The absolute path of ``relative``; raises ``UnsafePath`` when it leaves the root."""
+        root = self.root.resolve()
+        path = (root / relative).resolve()
+        if path == root or not path.is_relative_to(root):
+            raise UnsafePath("a path outside the data folder was refused")
+        return path
+
+    def folder(self, relative: str) -> Path:
+        """A folder inside the data folder (created), e.g. ``incoming`` for C-STOREs in flight."""
+        path = self.absolute(relative)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @staticmethod
+    def _uids(*uids: str) -> None:
+        for value in uids:
+            if not is_valid_uid(value):
+                raise UnsafePath("not a valid UID; refusing to build a path from it")
+
+    def instance_path(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> str:
+        """Relative path of a stored (de-identified) instance."""
+        self._uids(study_uid, series_uid, sop_instance_uid)
+        relative = f"studies/{study_uid}/{series_uid}/{sop_instance_uid}.dcm"
+        self.absolute(relative)
+        return relative
+
+    def result_path(self, job_id: int, sop_instance_uid: str) -> str:
+        """Relative path of a result object of a job."""
+        self._uids(sop_instance_uid)
+        relative = f"results/{int(job_id)}/{sop_instance_uid}.dcm"
+        self.absolute(relative)
+        return relative
 
     def write(self, relative: str, data: bytes) -> str:
         """Write ``data`` durably at ``relative``; returns its SHA-256 hex digest."""
-        final = self.root / relative
+        final = self.absolute(relative)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -50,7 +99,7 @@ class FileStore:
         For large instances: the content streams to disk without a second copy in memory.
         Returns the SHA-256 hex digest and the size in bytes.
         """
-        final = self.root / relative
+        final = self.absolute(relative)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         digest = hashlib.sha256()
@@ -67,10 +116,10 @@ class FileStore:
         return digest.hexdigest(), size
 
     def read(self, relative: str) -> bytes:
-        return (self.root / relative).read_bytes()
+        return self.absolute(relative).read_bytes()
 
     def delete(self, relative: str) -> None:
-        (self.root / relative).unlink(missing_ok=True)
+        self.absolute(relative).unlink(missing_ok=True)
 
     def list(self, relative: str) -> list[str]:
         """Files directly inside a folder of the data folder (relative paths, sorted)."""

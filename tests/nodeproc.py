@@ -64,7 +64,7 @@ class NodeProcess:
             sections.setdefault(section, {}).update(values)
         root.mkdir(parents=True, exist_ok=True)
         self.peers = peers if peers is not None else [
-            {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 1}]
+            {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 1, "kind": "clinical"}]
         write_config(self.config_path, sections, self.peers)
         self.proc: subprocess.Popen | None = None
 

@@ -60,7 +60,7 @@ def test_orthanc_to_node_and_back(tmp_path):
     with orthanc_server(tmp_path, {"ainode": ["AINODE", "127.0.0.1", node_port]}) as pacs:
         node = NodeProcess(tmp_path / "node", workers=1, quiet_seconds=2, port=node_port, peers=[
             {"name": "pacs", "ae_title": pacs.aet, "host": "127.0.0.1",
-             "port": pacs.dicom_port}])
+             "port": pacs.dicom_port, "kind": "clinical"}])
         with node:
             for path in files:
                 rest_post(pacs, "/instances", path.read_bytes())

@@ -45,7 +45,7 @@ def test_no_identity_at_rest_and_results_reidentified(tmp_path):
                              "+xa", str(pacs_port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     node = NodeProcess(tmp_path / "node", workers=1, quiet_seconds=1, peers=[
-        {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs_port}])
+        {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs_port, "kind": "clinical"}])
     try:
         with node:
             out = subprocess.run([need("storescu"), "-aet", "PACS", "-aec", node.ae_title,

@@ -52,7 +52,7 @@ def test_completion_wakes_workers_and_workers_wake_the_sender(tmp_path):
         "completion": {"quiet_seconds": 0.2, "poll_seconds": 0.1},
         "jobs": {"workers": 1, "poll_seconds": LONG_POLL},
         "sender": {"poll_seconds": LONG_POLL},
-        "peers": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": port}],
+        "peers": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": port, "kind": "clinical"}],
     })
     case = synthetic_chest_ct(11, n_slices=32, n_tumours=1, diameter_mm=30.0,
                               focus_tumour=True, slice_thickness=2.5)

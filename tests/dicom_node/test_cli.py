@@ -19,7 +19,7 @@ def test_status_and_jobs_commands(tmp_path, capsys):
         "database": {"url": f"sqlite:///{tmp_path / 'var' / 'node.db'}"},
         "completion": {"quiet_seconds": 0.01},
         "jobs": {"workers": 0},
-    }, [{"name": "pacs", "ae_title": "PACS", "port": 104}])
+    }, [{"name": "pacs", "ae_title": "PACS", "port": 104, "kind": "clinical"}])
     node = Node(load_config(config_path), workers=0, send=False)
     for ds in ct_series_datasets(phantom_chest_hu((3, 16, 16)), modality="MR"):
         assert node.receiver.ingest(ds, "PACS") == 0

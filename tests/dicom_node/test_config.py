@@ -42,7 +42,8 @@ def test_unknown_destination_is_rejected():
 
 def test_check_config_cli(tmp_path, capsys):
     good = tmp_path / "good.toml"
-    good.write_text('[[peers]]\nname = "pacs"\nae_title = "PACS"\nport = 4242\n')
+    good.write_text('[[peers]]\nname = "pacs"\nae_title = "PACS"\nport = 4242\nkind = "clinical"\n'
+                    '[[routes]]\nengine = "ct_lung"\nmodality = "CT"\n')
     assert main(["check-config", str(good)]) == 0
     bad = tmp_path / "bad.toml"
     bad.write_text("[node]\nport = 'x'\n")

@@ -184,8 +184,13 @@ def test_burned_in_annotation_is_quarantined(node):
     assert sum(status["quarantine"].values()) >= 1
 
 
-def test_disk_watermark_answers_out_of_resources(tmp_path):
+def test_disk_watermark_refuses_storage_before_data_arrives(tmp_path):
     with NodeProcess(tmp_path, extra={"node": {"min_free_disk_mb": 10**9}}) as full:
         (ds,) = ct_series_datasets(phantom_chest_hu((1, 16, 16)))
-        assert c_store_status(full, ds) == 0xA700
+        ae = AE(ae_title="PACS")
+        ae.add_requested_context(ds.SOPClassUID, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", full.port, ae_title=full.ae_title)
+        assert assoc.is_rejected  # transient, local limit exceeded: the PACS retries later
+        assert assoc.acceptor.primitive.result == 0x02
+        assert full.echo()  # monitoring still gets its C-ECHO
         assert full.status()["instances"]["stored"] == 0

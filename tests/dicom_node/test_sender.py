@@ -37,7 +37,8 @@ def owed(tmp_path):
     port = free_port()
     config = parse_config({
         "node": {"data_dir": str(tmp_path / "var")},
-        "peers": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": port}],
+        "peers": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": port,
+                   "kind": "clinical"}],
         "sender": {"backoff_seconds": 0.2, "backoff_max_seconds": 0.5, "max_attempts": 50,
                    "lease_seconds": 1},
     })
@@ -178,7 +179,7 @@ def test_storage_commitment_with_orthanc_is_recorded(owed, tmp_path):
     with orthanc_server(tmp_path, {"ainode": ["AINODE", "127.0.0.1", node_port]}) as pacs:
         config = parse_config({**config.model_dump(mode="json"), "peers": [
             {"name": "pacs", "ae_title": pacs.aet, "host": "127.0.0.1",
-             "port": pacs.dicom_port, "storage_commitment": True}]})
+             "port": pacs.dicom_port, "storage_commitment": True, "kind": "clinical"}]})
         receiver = Receiver(config, db, files, None, vault, os.urandom(32),  # type: ignore[arg-type]
                             on_commitment_report=Outbox(db).record_commitment)
         receiver.start()

@@ -25,7 +25,7 @@ def node(tmp_path):
         "database": {"url": f"sqlite:///{tmp_path / 'var' / 'node.db'}"},
         "jobs": {"workers": 0},
         "completion": {"quiet_seconds": 0.05},
-        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104}],
+        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104, "kind": "clinical"}],
     })
     node = Node(config, workers=0, send=False)
     yield node
@@ -134,12 +134,13 @@ def test_results_go_to_the_sender_and_configured_destinations(tmp_path):
         "database": {"url": f"sqlite:///{tmp_path / 'var' / 'node.db'}"},
         "jobs": {"workers": 0},
         "completion": {"quiet_seconds": 0.05},
-        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104},
+        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104, "kind": "clinical"},
                   {"name": "tps", "ae_title": "PLANNING", "port": 105, "may_send": False,
-                   "accepts": ["RTSTRUCT"]},
+                   "accepts": ["RTSTRUCT"], "kind": "clinical"},
                   {"name": "oldpacs", "ae_title": "OLD", "port": 106, "may_send": False,
-                   "sr_storage": "comprehensive"}],
-        "results": {"destinations": ["tps", "oldpacs"]},
+                   "sr_storage": "comprehensive", "kind": "clinical"}],
+        "routes": [{"engine": "ct_lung", "modality": "CT",
+                    "destinations": ["sender", "tps", "oldpacs"]}],
     })
     node = Node(config, workers=0, send=False)
     case = synthetic_chest_ct(11, n_slices=40, n_tumours=1, diameter_mm=30.0,
@@ -171,7 +172,7 @@ def test_workers_load_their_route_engines_at_start(tmp_path):
         "node": {"data_dir": str(tmp_path / "var")},
         "database": {"url": f"sqlite:///{tmp_path / 'var' / 'node.db'}"},
         "jobs": {"workers": 1, "poll_seconds": 60},
-        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104}],
+        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104, "kind": "clinical"}],
     })
     # A worker never creates keys: they come from the receiving host (here: made beforehand).
     KeyFolder(config.keys_dir).create(PURPOSES)

@@ -1,0 +1,70 @@
+"""DICOM TLS (PS3.15 Annex B, "BCP 195" profile): the node's server and client contexts.
+
+TLS 1.2 or 1.3 only; for TLS 1.2 only ECDHE key exchange with AES-GCM (RFC 9325, which
+PS3.15 B.9 references); TLS 1.3's suites are all AEAD.  Compression and renegotiation are off.
+The same certificate and key serve both directions; peers' certificates must chain to
+``tls.ca_file``.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+from dicom_node.config import ConfigError, TlsSettings
+
+# OpenSSL cipher string for TLS 1.2 (TLS 1.3 suites are configured separately and all AEAD).
+TLS12_CIPHERS = "ECDHE+AESGCM:!aNULL:!eNULL"
+
+
+class TlsConfigError(ConfigError):
+    """The TLS files cannot be used (missing, unreadable, key does not match): reported like
+    any configuration error, so ``serve`` and ``check-config`` refuse with one line."""
+
+    def __init__(self, reason: str):
+        super().__init__("[tls]", [reason])
+
+
+def _harden(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    return ctx
+
+
+def _load(ctx: ssl.SSLContext, settings: TlsSettings, resolve: Callable[[Path], Path]) -> None:
+    if None in (settings.certificate_file, settings.private_key_file, settings.ca_file):
+        raise TlsConfigError("tls.certificate_file, tls.private_key_file and tls.ca_file "
+                             "must all be set")
+    cert = resolve(settings.certificate_file)  # type: ignore[arg-type]
+    key = resolve(settings.private_key_file)  # type: ignore[arg-type]
+    ca = resolve(settings.ca_file)  # type: ignore[arg-type]
+    try:
+        ctx.load_cert_chain(cert, key)
+        ctx.load_verify_locations(cafile=str(ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsConfigError("tls.certificate_file/private_key_file/ca_file: cannot load "
+                             f"({type(exc).__name__}: {getattr(exc, 'strerror', None) or exc})"
+                             ) from None
+
+
+def server_context(settings: TlsSettings, resolve: Callable[[Path], Path]) -> ssl.SSLContext:
+    """Context for the TLS listener.
+
+    A client certificate is required when ``tls.require_client_certificate``; otherwise one
+    that is presented must still chain to the CA (peers with ``require_client_certificate``
+    are then checked per association).
+    """
+    ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    _load(ctx, settings, resolve)
+    ctx.verify_mode = (ssl.CERT_REQUIRED if settings.require_client_certificate
+                       else ssl.CERT_OPTIONAL)
+    return ctx
+
+
+def client_context(settings: TlsSettings, resolve: Callable[[Path], Path]) -> ssl.SSLContext:
+    """Context for sending: the peer's certificate must chain to the CA and name the peer."""
+    ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))  # CERT_REQUIRED + check_hostname
+    _load(ctx, settings, resolve)
+    return ctx

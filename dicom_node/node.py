@@ -196,12 +196,16 @@ class Node:
                               (evt.EVT_RELEASED, "released"), (evt.EVT_ABORTED, "aborted")):
             counter = self.metrics.associations.labels(result)
             self.receiver.bind(event, lambda _event, c=counter: c.inc())
+        rejected = self.metrics.associations.labels("rejected")
+        self.receiver.rejection_listeners.append(lambda *_: rejected.inc())
         if self.audit is not None:
             audit = self.audit
             self.receiver.bind(evt.EVT_ACCEPTED, lambda event: audit.association(
                 True, *_requestor(event)))
             self.receiver.bind(evt.EVT_REJECTED, lambda event: audit.association(
                 False, *_requestor(event), reason="association rejected"))
+            self.receiver.rejection_listeners.append(
+                lambda calling, ip, reason: audit.association(False, calling, ip, reason))
 
     def _purge(self) -> bool:
         report = purge(self.db, self.files, retention_policy(self.config), utcnow())

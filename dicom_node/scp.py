@@ -25,6 +25,7 @@ import struct
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 from pydicom import dcmread, uid
@@ -274,6 +275,9 @@ class Receiver:
         self.quarantine_key = quarantine_key
         self.on_commitment_report = on_commitment_report
         self._servers: list[GuardedServer] = []
+        # Called with (calling AE, source IP, reason) for each association the receiver
+        # itself refuses at A-ASSOCIATE-RQ (pynetdicom fires no EVT_REJECTED for those).
+        self.rejection_listeners: list[Callable[[str, str, str], None]] = []
         self._lock = threading.Lock()
         # Pseudonymous study UIDs being received on each open association.
         self._open: dict[int, set[str]] = {}
@@ -302,14 +306,15 @@ class Receiver:
 
     @property
     def listening(self) -> bool:
-        """True while the server accepts associations."""
-        return self._server is not None
+        """True while the receiver accepts associations (on its plain or TLS port)."""
+        return bool(self._servers)
 
     def bind(self, event: tuple, handler) -> None:  # noqa: ANN001
         """Bind one more handler to a pynetdicom notification event (e.g. metrics on
-        ``EVT_ACCEPTED``) on the running server."""
-        assert self._server is not None, "start() the receiver first"
-        self._server.bind(event, handler)
+        ``EVT_ACCEPTED``) on every running listener."""
+        assert self._servers, "start() the receiver first"
+        for server in self._servers:
+            server.bind(event, handler)
 
     def start(self) -> None:
         """Start listening (non-blocking)."""
@@ -410,6 +415,7 @@ class Receiver:
                         printable(calling), ip, problem)
             assoc.acse.send_reject(0x01, 0x01, 0x03)  # permanent, calling AE not recognised
             assoc.kill()  # as pynetdicom does after its own rejections: the RJ goes out first
+            self._rejected(calling, ip, problem)
             return
         storage = any(cx.abstract_syntax != Verification
                       for cx in assoc.requestor.requested_contexts)
@@ -418,9 +424,14 @@ class Receiver:
                       printable(calling), ip, self.config.node.min_free_disk_mb)
             assoc.acse.send_reject(0x02, 0x03, 0x02)  # transient, local limit exceeded
             assoc.kill()
+            self._rejected(calling, ip, "less free disk than node.min_free_disk_mb")
             return
         log.info("association from %s at %s (%s)", printable(calling), ip,
                  "DICOM TLS" if over_tls else "plain")
+
+    def _rejected(self, calling: str, ip: str, reason: str) -> None:
+        for listener in self.rejection_listeners:
+            listener(printable(calling), ip, reason)
 
     # -- handlers ---------------------------------------------------------------------------
     def handle_echo(self, event: Event) -> int:

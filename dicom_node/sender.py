@@ -203,7 +203,14 @@ def echo(config: NodeConfig, peer: Peer) -> EchoResult:
                                                                 config.node.network_timeout_s)
     ae.add_requested_context(Verification)
     start = time.monotonic()
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    tls_args = None
+    if peer.tls:  # the same TLS the deliveries use: a wrong certificate fails here too
+        try:
+            tls_args = (client_context(config.tls, config.resolve),
+                        peer.tls_server_name or peer.host)
+        except TlsConfigError as exc:
+            return EchoResult(peer.name, None, 0.0, f"TLS: {exc}")
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args)
     if not assoc.is_established:
         why = ("association rejected (check the AE titles on both sides)" if assoc.is_rejected
                else "no association (peer down, wrong host or port, or aborted)")

@@ -49,7 +49,9 @@ def test_completion_wakes_workers_and_workers_wake_the_sender(tmp_path):
     config = parse_config({
         "node": {"data_dir": str(tmp_path / "var"), "port": free_port(), "min_free_disk_mb": 1},
         "database": {"url": f"sqlite:///{tmp_path / 'var' / 'node.db'}"},
-        "completion": {"quiet_seconds": 0.2, "poll_seconds": 0.1},
+        # Quiet time well above the gaps between in-process ingests on a loaded machine (the
+        # study must complete once), and far below LONG_POLL (the wake-ups are under test).
+        "completion": {"quiet_seconds": 3.0, "poll_seconds": 0.1},
         "jobs": {"workers": 1, "poll_seconds": LONG_POLL},
         "sender": {"poll_seconds": LONG_POLL},
         "peers": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": port, "kind": "clinical"}],

@@ -68,27 +68,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _print_status(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
     from dicom_node.node import open_database
     from storage import quarantine
     from storage.outbox import Outbox
-    from storage.studies import counts
-    from storage.tables import Series, Study
+    from storage.studies import counts, recent_studies
 
     config = _config(args)
     db = open_database(config)
     with db.session() as session:
         report = counts(session)
         report["quarantine"] = quarantine.counts(session)
-        recent = session.execute(select(Study).order_by(Study.id.desc()).limit(args.recent))
-        report["recent_studies"] = [
-            {"study": s.study_uid, "state": s.state, "revision": s.revision,
-             "series": [{"series": x.series_uid, "modality": x.modality, "state": x.state,
-                         "instances": x.instance_count} for x in session.scalars(
-                             select(Series).where(Series.study_id == s.id))],
-             "last_received_at": s.last_received_at.isoformat() + "Z"}
-            for (s,) in recent]
+        report["recent_studies"] = recent_studies(session, args.recent)
     report["outbox"] = Outbox(db).counts()
     db.dispose()
     if args.json:
@@ -139,9 +129,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from ai_engines.registry import engine_specs
+    from dicom_node.completion import ignored_route_keys
+
     config = load_config(Path(args.file))
     print(f"{args.file}: OK ({len(config.peers)} peers, {len(config.routes)} routes, "
           f"AE {config.node.ae_title} on port {config.node.port})")
+    for line in ignored_route_keys(config.routes, engine_specs()):
+        print(f"  note: {line}")
     return 0
 
 

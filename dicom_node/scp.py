@@ -25,15 +25,14 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.events import Event
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
-from sqlalchemy.exc import IntegrityError
 
 from dicom_node.config import NodeConfig
 from dicom_node.deid import Pseudonymizer, QuarantineRequired
 from storage import quarantine
+from storage.clock import utcnow
 from storage.database import Database
 from storage.files import FileStore
-from storage.studies import ReceivedInstance, index_instance
-from storage.tables import utcnow
+from storage.studies import IndexConflict, ReceivedInstance, index_instance
 from storage.vault import Vault
 
 log = logging.getLogger("dicom_node.scp")
@@ -248,7 +247,7 @@ class Receiver:
                     self.vault.record(session, mappings, result.identity)
                     outcome = index_instance(session, item, utcnow())
                 break
-            except IntegrityError:
+            except IndexConflict:
                 if attempt == 2:
                     raise
         with self._lock:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pydicom.uid import RLELossless
 
+from ai_engines.resample import to_sitk
 from dicom_node.sample_data import ct_series_datasets, phantom_chest_hu
 from dicom_node.volumes import (
     VOL_INCONSISTENT_DIMENSIONS,
@@ -18,7 +19,6 @@ from dicom_node.volumes import (
     VOL_NO_PIXEL_DATA,
     VolumeError,
     build_volume,
-    to_sitk,
 )
 
 

@@ -34,6 +34,11 @@ SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 REGION_SOP_CLASSES = (RTSTRUCT_STORAGE, SEG_STORAGE)
 
 _AXIAL_NORMAL = np.array([0.0, 0.0, 1.0])
+# Image Type values of pages that are not images of the patient (vendor dose pages, screen
+# captures stored under an image SOP class).
+NON_PATIENT_IMAGE_TYPES = frozenset({"DOSE_INFO", "SCREEN SAVE", "SCREENSHOT", "CT_SOM5 PROT"})
+# Modalities whose images always carry patient geometry (a planar NM image need not).
+TOMOGRAPHIC_MODALITIES = frozenset({"CT", "MR", "PT"})
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,11 @@ def not_an_input(header: SeriesHeader) -> str | None:
     """Why a series is never an engine input, or None when it may be one."""
     if header.is_localizer:
         return "localizer (ImageType LOCALIZER)"
+    kinds = {v.upper() for v in header.image_type} & NON_PATIENT_IMAGE_TYPES
+    if kinds:
+        return f"not an image of the patient (ImageType {', '.join(sorted(kinds))})"
+    if header.modality in TOMOGRAPHIC_MODALITIES and header.orientation is None:
+        return "no patient geometry (a dose page or screen capture)"
     if header.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX):
         return "secondary capture (e.g. a dose report or screenshot)"
     for prefix, what in NON_IMAGE_PREFIXES.items():

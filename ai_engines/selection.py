@@ -82,16 +82,16 @@ def not_an_input(header: SeriesHeader) -> str | None:
     """Why a series is never an engine input, or None when it may be one."""
     if header.is_localizer:
         return "localizer (ImageType LOCALIZER)"
-    kinds = {v.upper() for v in header.image_type} & NON_PATIENT_IMAGE_TYPES
-    if kinds:
-        return f"not an image of the patient (ImageType {', '.join(sorted(kinds))})"
-    if header.modality in TOMOGRAPHIC_MODALITIES and header.orientation is None:
-        return "no patient geometry (a dose page or screen capture)"
     if header.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX):
         return "secondary capture (e.g. a dose report or screenshot)"
     for prefix, what in NON_IMAGE_PREFIXES.items():
         if header.sop_class_uid.startswith(prefix):
             return what
+    kinds = {v.upper() for v in header.image_type} & NON_PATIENT_IMAGE_TYPES
+    if kinds:
+        return f"not an image of the patient (ImageType {', '.join(sorted(kinds))})"
+    if header.modality in TOMOGRAPHIC_MODALITIES and header.orientation is None:
+        return "no patient geometry (a dose page or screen capture)"
     return None
 
 

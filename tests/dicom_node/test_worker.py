@@ -385,3 +385,15 @@ def test_ct_lung_outputs_are_unchanged_and_found_beside_a_localizer_and_a_dose_p
     assert state == "succeeded", summary
     assert ct_lung_outputs.signature(results) == recorded
     assert any("localizer" in n for n in summary["notes"])
+
+
+def test_a_decline_about_no_series_is_recorded_without_result_objects(hotspot_node, monkeypatch):
+    from ai_engines.findings import Decline
+    from tests.platform.hotspot_engine import HotSpotEngine
+
+    monkeypatch.setattr(HotSpotEngine, "run", lambda self, study: self.declined(
+        None, Decline("INPUT_MISSING_SERIES", "no second view arrived")))
+    receive(hotspot_node, axial_ct_with_spots(PatientIdentity()))
+    (job,) = complete_and_run(hotspot_node)
+    assert (job.state, job.reason_code, job.attempts) == ("declined", "INPUT_MISSING_SERIES", 1)
+    assert json.loads(job.summary)["objects"] == []

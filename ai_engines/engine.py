@@ -16,81 +16,34 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from ai_engines.acceptance import (
+    CT_IMAGE_STORAGE,
+    ENHANCED_CT_IMAGE_STORAGE,
+    ENHANCED_MR_IMAGE_STORAGE,
+    INPUT_MISSING_REGION,
+    INPUT_MISSING_SERIES,
+    INPUT_NOT_CO_REGISTERED,
+    MR_IMAGE_STORAGE,
+    NM_IMAGE_STORAGE,
+    Acceptance,
+    GeometryNeeds,
+    RegionRequirement,
+    SeriesRequirement,
+)
 from ai_engines.findings import Decline, EngineIdentity, Findings
+from ai_engines.quality import QC_WRONG_MODALITY, check_series
+from ai_engines.resample import grid_mismatch, overlap_fraction
 from ai_engines.volume import RoiContours, SeriesVolume, StudyInput
 
-# SOP classes engines commonly accept (PS3.4 Annex B).
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
-MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
-ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
-NM_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.20"
-
-# Decline codes of input selection (the quality-check codes live in ai_engines.quality).
-INPUT_MISSING_SERIES = "INPUT_MISSING_SERIES"
-INPUT_MISSING_REGION = "INPUT_MISSING_REGION"
-INPUT_NOT_CO_REGISTERED = "INPUT_NOT_CO_REGISTERED"
-
-
-@dataclass(frozen=True)
-class GeometryNeeds:
-    """What an engine's model was validated on, checked before inference.
-
-    Ranges are inclusive ``(low, high)`` in millimetres; ``None`` means "not checked".
-    """
-
-    min_slices: int = 1
-    slice_thickness_mm: tuple[float, float] | None = None
-    pixel_spacing_mm: tuple[float, float] | None = None
-    axial_only: bool = False
-    max_obliquity_deg: float = 1.0  # orientation vs axial, and gantry tilt
-    uniform_spacing: bool = True  # no gaps, no duplicates, equal steps
-    spacing_tolerance: float = 0.05  # relative, of the median step (never under 0.1 mm)
-    lossless_only: bool = True
-    planar: bool = False  # frames are views (anterior/posterior), not a stack in space
-
-
-@dataclass(frozen=True)
-class SeriesRequirement:
-    """One series role an engine needs, e.g. ``"CT"`` or ``"T1c"``.
-
-    ``description_pattern`` (a case-insensitive regular expression on the series
-    description) tells MR sequences apart; ``None`` accepts any description.
-    """
-
-    role: str
-    modalities: tuple[str, ...]
-    sop_classes: tuple[str, ...] = ()  # empty: any SOP class of those modalities
-    geometry: GeometryNeeds = field(default_factory=GeometryNeeds)
-    description_pattern: str | None = None
-    optional: bool = False
-
-
-@dataclass(frozen=True)
-class RegionRequirement:
-    """Regions that must have arrived with the study (RTSTRUCT ROIs or SEG segments)."""
-
-    name_pattern: str = ".*"  # case-insensitive regular expression on the ROI name
-    min_count: int = 1
-
-
-@dataclass(frozen=True)
-class Acceptance:
-    """Everything an engine declares it can read.
-
-    ``co_registered`` asks that all selected series share one frame of reference (an MR
-    glioma engine reading T1, T1c, T2 and FLAIR voxel by voxel).
-    """
-
-    series: tuple[SeriesRequirement, ...]
-    regions: RegionRequirement | None = None
-    co_registered: bool = False
-
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(m for req in self.series for m in req.modalities))
+# Re-exported: engines import their declarations from here.
+__all__ = [
+    "CT_IMAGE_STORAGE", "ENHANCED_CT_IMAGE_STORAGE", "ENHANCED_MR_IMAGE_STORAGE",
+    "INPUT_MISSING_REGION", "INPUT_MISSING_SERIES", "INPUT_NOT_CO_REGISTERED",
+    "MR_IMAGE_STORAGE", "NM_IMAGE_STORAGE", "Acceptance", "Engine", "GeometryNeeds",
+    "RegionRequirement", "SelectedInputs", "SeriesRequirement",
+]
 
 
 @dataclass(frozen=True)
@@ -124,9 +77,15 @@ class Engine(ABC):
     def run(self, study: StudyInput) -> Findings:
         """Run on a study: findings on the source grid, or a decline."""
 
-    def declined(self, source_series_uid: str, decline: Decline) -> Findings:
-        """Findings that only carry ``decline``."""
-        return Findings(engine=self.identity(), source_series_uid=source_series_uid, decline=decline)
+    def declined(self, source_series_uid: str | None, decline: Decline) -> Findings:
+        """Findings that only carry ``decline``.
+
+        ``source_series_uid`` names the series the decline is about; ``None`` (or ``""``)
+        when there is none (e.g. no series of the right kind arrived).  The report then
+        references no image series.
+        """
+        return Findings(engine=self.identity(), source_series_uid=source_series_uid or "",
+                        decline=decline)
 
     def select_inputs(self, study: StudyInput) -> SelectedInputs | Decline:
         """Pick one series per role (and the regions) that pass the quality checks.
@@ -139,8 +98,6 @@ class Engine(ABC):
         -------
         SelectedInputs or Decline
         """
-        from ai_engines.quality import QC_WRONG_MODALITY, check_series
-
         chosen: dict[str, SeriesVolume] = {}
         for req in self.acceptance.series:
             candidates = [s for s in study.series if s.modality in req.modalities]
@@ -175,11 +132,10 @@ class Engine(ABC):
                 if not req.optional:
                     assert first_failure is not None
                     return first_failure
-        if self.acceptance.co_registered and len({s.frame_of_reference_uid for s in chosen.values()}) > 1:
-            return Decline(
-                INPUT_NOT_CO_REGISTERED,
-                f"{self.name} needs its series ({', '.join(chosen)}) in one frame of reference",
-            )
+        if self.acceptance.co_registered or self.acceptance.same_grid:
+            problem = self._registration_problem(chosen)
+            if problem:
+                return Decline(INPUT_NOT_CO_REGISTERED, problem)
         regions: tuple[RoiContours, ...] = ()
         if self.acceptance.regions is not None:
             pattern = re.compile(self.acceptance.regions.name_pattern, re.IGNORECASE)
@@ -192,3 +148,30 @@ class Engine(ABC):
                     f"{self.acceptance.regions.name_pattern!r} on the selected series; found {len(regions)}",
                 )
         return SelectedInputs(series=chosen, regions=regions)
+
+    def _registration_problem(self, chosen: dict[str, SeriesVolume]) -> str | None:
+        """Why the chosen series cannot be read voxel by voxel together, or None.
+
+        Co-registered: one frame of reference and overlapping volumes (a frame-of-reference
+        UID alone is no proof the voxels meet).  ``same_grid`` also asks for one voxel grid;
+        otherwise the engine brings the series onto one with :mod:`ai_engines.resample`.
+        """
+        roles = list(chosen)
+        if len(roles) < 2:
+            return None
+        reference = chosen[roles[0]]
+        frames = {s.frame_of_reference_uid for s in chosen.values()}
+        if len(frames) > 1 or None in frames:
+            return (f"{self.name} needs its series ({', '.join(roles)}) in one frame of "
+                    f"reference; they have {len(frames - {None})} (and "
+                    f"{sum(s.frame_of_reference_uid is None for s in chosen.values())} without one)")
+        for role in roles[1:]:
+            other = chosen[role]
+            if overlap_fraction(other, reference) <= 0.0:
+                return (f"series of roles {roles[0]!r} and {role!r} share a frame of reference "
+                        f"but their volumes do not overlap")
+            if self.acceptance.same_grid:
+                mismatch = grid_mismatch(other, reference)
+                if mismatch:
+                    return f"series of roles {roles[0]!r} and {role!r} are not on one voxel grid: {mismatch}"
+        return None

@@ -17,7 +17,7 @@ from ai_engines.volume import RoiContours, SliceReference
 class EngineIdentity:
     """Who produced the findings: goes into algorithm identification and device observer."""
 
-    name: str  # e.g. "ct-lung-nsclc"
+    name: str  # the engine's spec name, e.g. "ct_lung" (the worker enforces it)
     version: str  # engine + model version, e.g. "1.0.0+demo-weights-2026.11"
     model_name: str
     model_sha256: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ai_engines.engine import GeometryNeeds
+from ai_engines.acceptance import GeometryNeeds
 from ai_engines.findings import Decline
 from ai_engines.volume import SeriesVolume
 

@@ -13,11 +13,13 @@ engine; ``factory`` names the class that is imported only when a job needs it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ai_engines.engine import Acceptance
 
 ENTRY_POINT_GROUP = "dicom_node.engines"
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,12 @@ class EngineSpec:
     factory
         ``"module:Class"``; the class is constructed with
         ``(model_dir=..., device=..., threads=...)``.
+    training
+        ``"module:object"`` of the engine's training hook (an
+        :class:`ai_engines.training.EngineTraining`), imported only by ``dicom-node
+        train-model`` / ``evaluate-model``; ``None`` when the engine cannot be trained here.
+        The module may import torch and the engine's phantom generator: a worker never
+        imports it.
     """
 
     name: str
@@ -48,3 +56,11 @@ class EngineSpec:
     acceptance: Acceptance
     models: tuple[str, ...]
     factory: str
+    training: str | None = None
+
+    def __post_init__(self) -> None:
+        if not NAME_PATTERN.fullmatch(self.name):
+            raise ValueError(f"engine name {self.name!r} must match {NAME_PATTERN.pattern}")
+        for target in (self.factory, self.training):
+            if target is not None and target.count(":") != 1:
+                raise ValueError(f"engine {self.name}: {target!r} is not 'module:object'")

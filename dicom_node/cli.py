@@ -96,26 +96,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _print_status(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
     from storage import quarantine
     from storage.outbox import Outbox
-    from storage.studies import counts
-    from storage.tables import Series, Study
+    from storage.studies import counts, recent_studies
 
     config = _config(args)
     db = _existing_database(config)
     with db.session() as session:
         report = counts(session)
         report["quarantine"] = quarantine.counts(session)
-        recent = session.execute(select(Study).order_by(Study.id.desc()).limit(args.recent))
-        report["recent_studies"] = [
-            {"study": s.study_uid, "state": s.state, "revision": s.revision,
-             "series": [{"series": x.series_uid, "modality": x.modality, "state": x.state,
-                         "instances": x.instance_count} for x in session.scalars(
-                             select(Series).where(Series.study_id == s.id))],
-             "last_received_at": s.last_received_at.isoformat() + "Z"}
-            for (s,) in recent]
+        report["recent_studies"] = recent_studies(session, args.recent)
     report["outbox"] = Outbox(db).counts()
     db.dispose()
     if args.json:
@@ -198,9 +188,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     from dicom_node.node import retention_policy
+    from storage.clock import utcnow
     from storage.files import FileStore
     from storage.retention import StudyNotPurgeable, purge, purge_study
-    from storage.tables import utcnow
 
     config = _config(args)
     db = _existing_database(config)
@@ -415,7 +405,8 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from ai_engines.registry import available_engines
+    from ai_engines.registry import available_engines, engine_specs
+    from dicom_node.completion import ignored_route_keys
 
     config = load_config(Path(args.file))
     errors, warnings = check_config(config, available_engines())
@@ -425,6 +416,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         raise ConfigError(args.file, errors)
     print(f"{args.file}: OK ({len(config.peers)} peers, {len(config.routes)} routes, "
           f"AE {config.node.ae_title} on port {config.node.port})")
+    for line in ignored_route_keys(config.routes, engine_specs()):
+        print(f"  note: {line}")
     return 0
 
 

@@ -16,27 +16,71 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from ai_engines.acceptance import Acceptance
+from ai_engines.registry import engine_specs
+from ai_engines.spec import EngineSpec
 from dicom_node.background import RepeatingStep
 from dicom_node.config import NodeConfig, Route
+from storage.clock import utcnow
 from storage.database import Database
 from storage.jobs import enqueue
 from storage.studies import CompletedStudy, complete_quiet_studies
-from storage.tables import utcnow
 
 log = logging.getLogger("dicom_node.completion")
 
+REGION_MODALITIES = frozenset({"RTSTRUCT", "SEG"})
 
-def matching_routes(routes: list[Route], modalities: frozenset[str]) -> list[str]:
-    """Engines whose route matches what the study holds (each engine at most once)."""
+
+def accepts_study(acceptance: Acceptance, modalities: frozenset[str]) -> bool:
+    """Whether a study holding series of ``modalities`` can fill every required role (and
+    brings an RTSTRUCT or SEG when the engine asks for regions)."""
+    for req in acceptance.series:
+        if not req.optional and not modalities.intersection(req.modalities):
+            return False
+    return acceptance.regions is None or bool(modalities & REGION_MODALITIES)
+
+
+def matching_routes(routes: list[Route], modalities: frozenset[str],
+                    specs: Mapping[str, EngineSpec] | None = None) -> list[str]:
+    """Engines whose route is enabled and which accept what the study holds (each once).
+
+    An installed engine (in ``specs``, default: the installed ones) is matched on its spec's
+    acceptance; a route to an engine that is not installed matches on its ``modality`` and
+    ``requires``, so the study still gets a job declined ``ENGINE_NOT_INSTALLED``.
+    """
+    specs = engine_specs() if specs is None else specs
     engines: list[str] = []
     for route in routes:
-        if not route.enabled or route.modality not in modalities:
+        if not route.enabled or route.engine in engines:
             continue
-        if all(req in modalities for req in route.requires) and route.engine not in engines:
+        spec = specs.get(route.engine)
+        if spec is not None:
+            matched = accepts_study(spec.acceptance, modalities)
+        else:
+            matched = (route.modality is not None and route.modality in modalities
+                       and all(req in modalities for req in route.requires))
+        if matched:
             engines.append(route.engine)
     return engines
+
+
+def ignored_route_keys(routes: list[Route], specs: Mapping[str, EngineSpec]) -> list[str]:
+    """One line per route whose ``modality``/``requires`` an installed engine's acceptance
+    overrides (for ``check-config``)."""
+    lines = []
+    for i, route in enumerate(routes):
+        spec = specs.get(route.engine)
+        if spec is not None and (route.modality is not None or route.requires):
+            lines.append(
+                f"routes.{i} ({route.engine}): modality/requires are ignored; the installed "
+                f"engine accepts {', '.join(spec.acceptance.modalities)}"
+                + (" with an RTSTRUCT or SEG" if spec.acceptance.regions else ""))
+        elif spec is None and route.modality is None:
+            lines.append(f"routes.{i} ({route.engine}): engine not installed and no modality "
+                         f"given: the route never matches")
+    return lines
 
 
 class CompletionTracker:
@@ -49,6 +93,7 @@ class CompletionTracker:
         self.db = db
         self.busy_study_uids = busy_study_uids
         self.on_jobs_queued = on_jobs_queued
+        self.specs = engine_specs()  # installed engines do not change while the node runs
         self.loop = RepeatingStep("completion", self._pass, config.completion.poll_seconds, log)
 
     def run_once(self, now: dt.datetime | None = None) -> list[CompletedStudy]:
@@ -58,7 +103,7 @@ class CompletionTracker:
             done = complete_quiet_studies(session, now - quiet, self.busy_study_uids(),
                                           now - 10 * quiet, now)
             for study in done:
-                engines = matching_routes(self.config.routes, study.modalities)
+                engines = matching_routes(self.config.routes, study.modalities, self.specs)
                 ids = enqueue(session, study.study_id, study.revision, engines,
                               self.config.jobs.max_attempts, now)
                 log.info("study %s revision %d complete (%s): jobs %s for %s", study.study_uid,

@@ -153,10 +153,16 @@ class Peer(_Section):
 
 
 class Route(_Section):
-    """Which engine runs on a completed study; first matching routes all fire."""
+    """Which engine runs on a completed study; all matching routes fire.
+
+    An installed engine gets the studies its declared acceptance matches (see
+    ``dicom-node engines``).  ``modality`` and ``requires`` only route studies to an engine
+    that is not installed, so they are declined ``ENGINE_NOT_INSTALLED`` visibly; for an
+    installed engine they are ignored (``check-config`` says so).
+    """
 
     engine: str = Field(min_length=1)
-    modality: ModalityTerm
+    modality: ModalityTerm | None = None
     # The study must also hold series of these modalities (e.g. ["RTSTRUCT"]).
     requires: list[ModalityTerm] = Field(default_factory=list)
     enabled: bool = True
@@ -316,7 +322,7 @@ class NodeConfig(_Section):
     peers: list[Peer] = Field(default_factory=list)
     routes: list[Route] = Field(
         default_factory=lambda: [
-            Route(engine="ct_lung", modality="CT"),
+            Route(engine="ct_lung"),
             Route(engine="radiomics", modality="CT", requires=["RTSTRUCT"]),
             Route(engine="mr_glioma", modality="MR"),
             Route(engine="bone_scan", modality="NM"),

@@ -28,13 +28,13 @@ from dicom_node.sender import Sender
 from dicom_node.web import StatusServer
 from dicom_node.worker import Worker, device_observer_uid
 from storage import migrate
+from storage.clock import utcnow
 from storage.database import Database
 from storage.files import FileStore
 from storage.keys import QUARANTINE, UID_SECRET, VAULT, KeyFolder, prepare_keys
 from storage.monitoring import database_reachable
 from storage.outbox import Outbox
 from storage.retention import RetentionPolicy, purge
-from storage.tables import utcnow
 from storage.vault import Vault
 
 log = logging.getLogger("dicom_node")

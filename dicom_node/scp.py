@@ -38,17 +38,16 @@ from pynetdicom.events import Event
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
-from sqlalchemy.exc import IntegrityError
 
 from dicom_node.config import NodeConfig, Peer
 from dicom_node.deid import Pseudonymizer, QuarantineRequired
 from dicom_node.tls import server_context
 from storage import quarantine
+from storage.clock import utcnow
 from storage.database import Database
 from storage.files import FileStore, UnsafePath, is_valid_uid
 from storage.keys import KeyRing
-from storage.studies import ReceivedInstance, index_instance
-from storage.tables import utcnow
+from storage.studies import IndexConflict, ReceivedInstance, index_instance
 from storage.vault import Vault
 
 log = logging.getLogger("dicom_node.scp")
@@ -545,7 +544,7 @@ class Receiver:
                     self.vault.record(session, mappings, result.identity)
                     outcome = index_instance(session, item, utcnow())
                 break
-            except IntegrityError:
+            except IndexConflict:
                 if attempt == 2:
                     raise
         with self._lock:

@@ -14,6 +14,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 
+from ai_engines.selection import SeriesHeader
 from ai_engines.volume import AcquisitionFacts, SeriesVolume, SliceReference, VolumeGeometry
 
 VOL_EMPTY = "VOL_EMPTY"
@@ -25,6 +26,15 @@ VOL_MIXED_ORIENTATION = "VOL_MIXED_ORIENTATION"
 VOL_MISSING_GEOMETRY = "VOL_MISSING_GEOMETRY"
 VOL_UNDECODABLE = "VOL_UNDECODABLE"
 VOL_NOT_MONOCHROME = "VOL_NOT_MONOCHROME"
+NM_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.20"
+
+# NM projections (CID 26 code meanings, lower case) as SliceReference.view names.
+_NM_VIEWS = {
+    "anterior": "ANTERIOR", "anterior projection": "ANTERIOR",
+    "posterior": "POSTERIOR", "posterior projection": "POSTERIOR",
+    "left lateral": "LEFT_LATERAL", "left lateral projection": "LEFT_LATERAL",
+    "right lateral": "RIGHT_LATERAL", "right lateral projection": "RIGHT_LATERAL",
+}
 
 # Transfer syntaxes whose compression is (or may be) lossy.
 LOSSY_TRANSFER_SYNTAXES = frozenset({
@@ -85,14 +95,45 @@ def _rescale(pixels: np.ndarray, slope: float, intercept: float) -> np.ndarray:
     return out
 
 
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) and hasattr(value, "__iter__"):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def _number(ds: Dataset, keyword: str, *sequences: str) -> float | None:
+    """A numeric attribute, top level first, then inside the named (functional group) items."""
+    value = ds.get(keyword)
+    if value in (None, ""):
+        for groups_kw in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+            groups = ds.get(groups_kw)
+            if not groups:
+                continue
+            for sequence in sequences:
+                item = groups[0].get(sequence)
+                if item and keyword in item[0] and item[0].get(keyword) not in (None, ""):
+                    value = item[0].get(keyword)
+                    break
+            if value not in (None, ""):
+                break
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _facts(ds: Dataset, lossy: bool) -> AcquisitionFacts:
     kernel = ds.get("ConvolutionKernel")
     if kernel is not None and not isinstance(kernel, str):
         kernel = "\\".join(str(k) for k in kernel)
     kvp = ds.get("KVP")
     extra = {"transfer_syntax": _transfer_syntax(ds)}
-    if "ImageType" in ds:
-        extra["image_type"] = "\\".join(str(v) for v in ds.ImageType)
+    image_type = tuple(str(v) for v in ds.ImageType) if "ImageType" in ds else ()
+    if image_type:
+        extra["image_type"] = "\\".join(image_type)
     return AcquisitionFacts(
         modality=str(ds.get("Modality", "")),
         manufacturer=str(ds.get("Manufacturer")) if ds.get("Manufacturer") else None,
@@ -102,8 +143,57 @@ def _facts(ds: Dataset, lossy: bool) -> AcquisitionFacts:
         lossy_compressed=lossy,
         gantry_tilt=float(ds.get("GantryDetectorTilt", 0.0) or 0.0),
         series_description=str(ds.get("SeriesDescription")) if ds.get("SeriesDescription") else None,
+        protocol_name=_text(ds, "ProtocolName"),
+        sequence_name=_text(ds, "SequenceName") or _text(ds, "PulseSequenceName"),
+        scanning_sequence=_text(ds, "ScanningSequence"),
+        image_type=image_type,
+        echo_time_ms=_number(ds, "EchoTime", "MREchoSequence") or _number(
+            ds, "EffectiveEchoTime", "MREchoSequence"),
+        repetition_time_ms=_number(ds, "RepetitionTime", "MRTimingAndRelatedParametersSequence"),
+        inversion_time_ms=_number(ds, "InversionTime", "MRModifierSequence")
+        or _number(ds, "InversionTimes", "MRModifierSequence"),
+        contrast_agent=_text(ds, "ContrastBolusAgent"),
         extra=extra,
     )
+
+
+def series_header(headers: Sequence[Dataset]) -> SeriesHeader:
+    """A series' :class:`~ai_engines.selection.SeriesHeader` from its instances' headers.
+
+    ``headers`` may be read with ``stop_before_pixels``: no pixel data is touched.
+    """
+    if not headers:
+        raise VolumeError(VOL_EMPTY, "no instances")
+    first = headers[0]
+    frames = sum(int(ds.get("NumberOfFrames", 1) or 1) for ds in headers)
+    orientation = first.get("ImageOrientationPatient")
+    if orientation is None:
+        plane = _functional(first, 0, "PlaneOrientationSequence")
+        orientation = plane.get("ImageOrientationPatient") if plane is not None else None
+    try:
+        iop = tuple(float(v) for v in orientation) if orientation else None
+    except (TypeError, ValueError):
+        iop = None
+    image_type = tuple(str(v) for v in first.get("ImageType", []) or [])
+    return SeriesHeader(
+        series_uid=str(first.get("SeriesInstanceUID", "")),
+        modality=str(first.get("Modality", "")),
+        sop_class_uid=str(first.get("SOPClassUID", "")),
+        instances=len(headers),
+        frames=frames,
+        description=_text(first, "SeriesDescription"),
+        image_type=image_type,
+        orientation=iop,
+        frame_of_reference_uid=_text(first, "FrameOfReferenceUID"),
+        number=_series_number(first),
+    )
+
+
+def _series_number(ds: Dataset) -> int | None:
+    try:
+        return int(ds.get("SeriesNumber")) if ds.get("SeriesNumber") not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
 
 
 def build_volume(datasets: Sequence[Dataset]) -> SeriesVolume:
@@ -190,6 +280,48 @@ def _functional(ds: Dataset, index: int, sequence: str):
     return None
 
 
+def _nm_view(item: Dataset) -> str | None:
+    """The projection of one Detector Information item (View Code Sequence), as a name."""
+    codes = item.get("ViewCodeSequence")
+    if not codes:
+        return None
+    meaning = str(codes[0].get("CodeMeaning", "")).strip().lower()
+    if meaning in _NM_VIEWS:
+        return _NM_VIEWS[meaning]
+    return meaning.upper().replace(" PROJECTION", "").replace(" ", "_") or None
+
+
+def _nm_frames(ds: Dataset, n: int) -> list[dict]:
+    """Per-frame view, detector and energy window of an NM multi-frame image.
+
+    The NM Multi-frame Module indexes frames by the vectors its Frame Increment Pointer names
+    (Energy Window Vector, Detector Vector, ...); a frame's view is its detector's View Code
+    Sequence in the Detector Information Sequence.  Empty dicts for other images.
+    """
+    if str(ds.get("SOPClassUID", "")) != NM_IMAGE_STORAGE and str(ds.get("Modality", "")) != "NM":
+        return [{} for _ in range(n)]
+
+    def vector(keyword: str) -> list[int] | None:
+        values = ds.get(keyword)
+        if values is None or values == "":
+            return None
+        values = [int(v) for v in (values if hasattr(values, "__iter__") else [values])]
+        return values if len(values) == n else None
+
+    detectors = vector("DetectorVector")
+    windows = vector("EnergyWindowVector")
+    information = list(ds.get("DetectorInformationSequence", []) or [])
+    frames = []
+    for i in range(n):
+        detector = detectors[i] if detectors else (1 if len(information) == 1 else None)
+        view = None
+        if detector is not None and 1 <= detector <= len(information):
+            view = _nm_view(information[detector - 1])
+        frames.append({"view": view, "detector": detector,
+                       "energy_window": windows[i] if windows else None})
+    return frames
+
+
 def _build_multiframe(ds: Dataset) -> SeriesVolume:
     """Enhanced multi-frame (functional groups) or planar multi-frame (views, e.g. NM)."""
     n = int(ds.NumberOfFrames)
@@ -234,7 +366,10 @@ def _build_multiframe(ds: Dataset) -> SeriesVolume:
     normal = np.cross(orientation[:3], orientation[3:])
     order = np.argsort(origins @ normal, kind="stable")
     voxels = np.stack([_rescale(pixels[i], slopes[i], intercepts[i]) for i in order])
-    slices = tuple(SliceReference(str(ds.SOPClassUID), str(ds.SOPInstanceUID), int(i) + 1) for i in order)
+    planar = _nm_frames(ds, n)
+    slices = tuple(
+        SliceReference(str(ds.SOPClassUID), str(ds.SOPInstanceUID), int(i) + 1, **planar[i])
+        for i in order)
     geometry = VolumeGeometry(
         slice_origins=origins[order],
         row_direction=tuple(float(v) for v in orientation[:3]),  # type: ignore[arg-type]
@@ -247,16 +382,3 @@ def _build_multiframe(ds: Dataset) -> SeriesVolume:
         frame_of_reference_uid=str(ds.FrameOfReferenceUID) if ds.get("FrameOfReferenceUID") else None,
         voxels=voxels, geometry=geometry, slices=slices, facts=_facts(ds, _is_lossy(ds)),
     )
-
-
-def to_sitk(volume: SeriesVolume):
-    """The volume as a ``SimpleITK.Image`` (origin, spacing and direction from the geometry)."""
-    import SimpleITK as sitk  # noqa: N813
-
-    geometry = volume.geometry
-    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.voxels))
-    image.SetOrigin(tuple(float(v) for v in geometry.slice_origins[0]))
-    image.SetSpacing((geometry.pixel_spacing[1], geometry.pixel_spacing[0], geometry.slice_spacing or 1.0))
-    axes = np.column_stack([geometry.row_direction, geometry.column_direction, geometry.normal])
-    image.SetDirection(tuple(float(v) for v in axes.ravel()))
-    return image

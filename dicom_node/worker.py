@@ -21,22 +21,27 @@ from io import BytesIO
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from ai_engines.engine import Engine
 from ai_engines.findings import Findings
 from ai_engines.models import ModelError, ModelIntegrityError, ModelNotFound
-from ai_engines.registry import EngineNotInstalled, get_engine
-from ai_engines.volume import SeriesVolume, StudyInput
+from ai_engines.quality import check_series
+from ai_engines.registry import EngineNotInstalled, EngineSpecError, get_engine, get_spec
+from ai_engines.selection import SeriesHeader, rank_candidates
+from ai_engines.spec import EngineSpec
+from ai_engines.volume import RoiContours, SeriesVolume, StudyInput
 from dicom_node import __version__
 from dicom_node.background import RepeatingStep
 from dicom_node.config import SENDER, NodeConfig
+from dicom_node.regions import read_regions
 from dicom_node.results import ResultOptions, build_result_objects
 from dicom_node.results.sr import build_measurement_report
-from dicom_node.volumes import VolumeError, build_volume
+from dicom_node.volumes import VolumeError, build_volume, series_header
 from storage import outbox
+from storage.clock import utcnow
 from storage.database import Database
 from storage.files import FileStore
 from storage.jobs import ClaimedJob, JobQueue
 from storage.studies import StoredSeries, study_calling_ae, study_series
-from storage.tables import utcnow
 
 log = logging.getLogger("dicom_node.worker")
 
@@ -104,7 +109,8 @@ class JobRunner:
         self.config = config
         self.db = db
         self.files = files
-        self._engines: dict[str, object] = {}
+        self._engines: dict[str, Engine] = {}
+        self._specs: dict[str, EngineSpec] = {}
         self._engines_lock = threading.Lock()
         self.options = ResultOptions(
             manufacturer=config.results.manufacturer,
@@ -117,11 +123,19 @@ class JobRunner:
             institution_label=config.results.institution_label,
         )
 
-    def engine(self, name: str):  # noqa: ANN201
+    def spec(self, name: str) -> EngineSpec:
+        """The installed engine's spec (cached: entry points do not change while running)."""
+        with self._engines_lock:
+            if name not in self._specs:
+                self._specs[name] = get_spec(name)
+            return self._specs[name]
+
+    def engine(self, name: str) -> Engine:
+        spec = self.spec(name)
         with self._engines_lock:
             if name not in self._engines:
                 settings = self.config.engines
-                self._engines[name] = get_engine(name, model_dir=settings.model_dir,
+                self._engines[name] = get_engine(spec.name, model_dir=settings.model_dir,
                                                  device=settings.device,
                                                  threads=settings.cpu_threads or None)
             return self._engines[name]
@@ -135,32 +149,119 @@ class JobRunner:
                 self.engine(name)
             except EngineNotInstalled:
                 log.info("route engine %s is not installed; its jobs will be declined", name)
-            except ModelError as exc:
-                log.error("engine %s cannot load its model: %s", name, exc)
+            except (ModelError, EngineSpecError) as exc:
+                log.error("engine %s cannot load: %s", name, exc)
 
-    def _load(self, stored: Sequence[StoredSeries], modalities: Sequence[str],
-              ) -> tuple[list[SeriesVolume], dict[str, list[Dataset]]]:
-        """Volumes of the series of the given modalities, and their datasets in volume order."""
-        datasets_by_series: dict[str, list[Dataset]] = {}
-        volumes = []
+    def _headers(self, stored: Sequence[StoredSeries], notes: list[str],
+                 ) -> dict[str, tuple[StoredSeries, SeriesHeader]]:
+        """Each series' header (first instance, no pixel data) and its stored paths."""
+        out: dict[str, tuple[StoredSeries, SeriesHeader]] = {}
         for series in stored:
-            if series.modality not in modalities:
+            if not series.paths:
                 continue
-            datasets = [dcmread(self.files.absolute(p)) for p in series.paths]
             try:
-                volume = build_volume(datasets)
-            except VolumeError as exc:
-                raise JobDeclined(exc.code, exc.reason) from exc
+                first = dcmread(self.files.absolute(series.paths[0]), stop_before_pixels=True)
+                header = series_header([first])
+            except Exception as exc:  # an unreadable header: that series only is left out
+                notes.append(f"a {series.modality} series ignored: header unreadable "
+                             f"({type(exc).__name__})")
+                continue
+            frames = int(first.get("NumberOfFrames", 1) or 1)
+            header = replace(header, instances=len(series.paths),
+                             frames=len(series.paths) * frames)
+            out[series.series_uid] = (series, header)
+        return out
+
+    def _read(self, series: StoredSeries) -> list[Dataset]:
+        return [dcmread(self.files.absolute(p)) for p in series.paths]
+
+    def _select(self, spec: EngineSpec, stored: Sequence[StoredSeries],
+                ) -> tuple[list[SeriesVolume], dict[str, list[Dataset]], tuple, list[str]]:
+        """Header-first selection: decode only the candidates each role needs.
+
+        Candidates of a role are decoded best first; the first that passes the role's quality
+        checks is taken (the best one that decodes is kept when none passes, so the engine
+        declines with the real reason).  A series that cannot be decoded fails only as a
+        candidate; its reason goes into the notes.
+
+        Returns
+        -------
+        volumes, datasets by series (one per instance, in volume order), regions, notes
+        """
+        notes: list[str] = []
+        headers = self._headers(stored, notes)
+        plan = rank_candidates(spec.acceptance, [h for _, h in headers.values()])
+        notes.extend(plan.notes)
+        decoded: dict[str, tuple[SeriesVolume, list[Dataset]] | VolumeError] = {}
+        chosen: dict[str, tuple[SeriesVolume, list[Dataset]]] = {}
+        first_failure: VolumeError | None = None
+        for req in spec.acceptance.series:
+            kept: tuple[SeriesVolume, list[Dataset]] | None = None
+            for header in plan.by_role[req.role]:
+                uid = header.series_uid
+                if uid not in decoded:
+                    try:
+                        datasets = self._read(headers[uid][0])
+                        decoded[uid] = (build_volume(datasets), datasets)
+                    except VolumeError as exc:
+                        decoded[uid] = exc
+                        notes.append(f"{header.label()} not used for {req.role}: {exc.code}")
+                outcome = decoded[uid]
+                if isinstance(outcome, VolumeError):
+                    first_failure = first_failure or outcome
+                    continue
+                kept = kept or outcome
+                failures = check_series(outcome[0], req.geometry)
+                if not failures:
+                    kept = outcome
+                    break
+                notes.append(f"{header.label()} not used for {req.role}: {failures[0].code}")
+            if kept is not None:
+                chosen[req.role] = kept
+            # Free the voxels of decoded series no role kept (decoded again if a later role
+            # asks for them); decode failures stay, so they are not tried twice.
+            for uid, outcome in list(decoded.items()):
+                if not isinstance(outcome, VolumeError) and all(
+                        outcome[0] is not c[0] for c in chosen.values()):
+                    del decoded[uid]
+        if not chosen:
+            if first_failure is not None:
+                raise JobDeclined(first_failure.code, first_failure.reason)
+            raise JobDeclined("NO_SUITABLE_SERIES",
+                              f"the study holds no series that {spec.name} accepts"
+                              + (f" ({'; '.join(notes)})" if notes else ""))
+        volumes = list({id(v): v for v, _ in chosen.values()}.values())
+        datasets_by_series: dict[str, list[Dataset]] = {}
+        for volume, datasets in chosen.values():
             by_uid = {str(d.SOPInstanceUID): d for d in datasets}
-            datasets_by_series[series.series_uid] = [
-                by_uid[s.sop_instance_uid] for s in volume.slices]
-            volumes.append(volume)
-        return volumes, datasets_by_series
+            # One dataset per instance: a multi-frame instance holds many slices of the volume.
+            order = dict.fromkeys(s.sop_instance_uid for s in volume.slices)
+            datasets_by_series[volume.series_uid] = [by_uid[u] for u in order]
+        regions = self._regions(plan.region_series, headers, volumes, notes)
+        return volumes, datasets_by_series, regions, notes
+
+    def _regions(self, region_series: Sequence[SeriesHeader],
+                 headers: dict[str, tuple[StoredSeries, SeriesHeader]],
+                 volumes: Sequence[SeriesVolume], notes: list[str]) -> tuple[RoiContours, ...]:
+        """RTSTRUCT and SEG series of the study as regions on the chosen volumes."""
+        regions: list[RoiContours] = []
+        for header in region_series:
+            for ds in self._read(headers[header.series_uid][0]):
+                try:
+                    found = read_regions(ds, volumes)
+                except Exception as exc:  # one unreadable structure set is a note, not a failure
+                    notes.append(f"{header.label()} regions not read ({type(exc).__name__})")
+                    continue
+                if not found:
+                    notes.append(f"{header.label()} lies on no chosen series")
+                regions.extend(found)
+        return tuple(regions)
 
     def run(self, job: ClaimedJob) -> JobOutcome:
         timings: dict[str, float] = {}
         t_setup = time.perf_counter()
         try:
+            spec = self.spec(job.engine)
             engine = self.engine(job.engine)
         except EngineNotInstalled as exc:
             raise JobDeclined("ENGINE_NOT_INSTALLED",
@@ -171,37 +272,75 @@ class JobRunner:
             raise JobCannotRun("MODEL_NOT_FOUND", str(exc)) from exc
         except ModelError as exc:  # e.g. weights made for another pre-processing version
             raise JobCannotRun("MODEL_INVALID", str(exc)) from exc
+        except EngineSpecError as exc:
+            raise JobCannotRun("ENGINE_INVALID", str(exc)) from exc
         t0 = time.perf_counter()
         if t0 - t_setup > 0.05:
             timings["engine setup"] = t0 - t_setup  # first job of this worker: model loaded
         with self.db.session() as session:
             stored = study_series(session, job.study_id)
             calling_ae = study_calling_ae(session, job.study_id)
-        volumes, datasets_by_series = self._load(stored, engine.acceptance.modalities)
+        volumes, datasets_by_series, regions, notes = self._select(spec, stored)
         timings["load"] = time.perf_counter() - t0
-        if not volumes:
-            raise JobDeclined("NO_SUITABLE_SERIES",
-                              f"the study holds no series that {job.engine} accepts")
         findings: Findings = engine.run(StudyInput(study_uid=job.study_uid,
-                                                   series=tuple(volumes)))
+                                                   series=tuple(volumes), regions=regions))
+        slices = {v.series_uid: v.slices for v in volumes}  # frames of each series, in order
         volumes.clear()  # the voxels are not needed for encoding; free them before it
+        # One name per engine: the spec's, whatever title the engine gives itself.
+        if findings.engine.name != spec.name:
+            findings = replace(findings, engine=replace(findings.engine, name=spec.name))
+        if notes:
+            findings = replace(findings, notes=findings.notes + tuple(notes))
         timings.update({f"engine.{k}": v for k, v in findings.timings_s.items()})
+        summary = {
+            "segments": [s.label for s in findings.segments],
+            "measurements": {
+                s.label: {m.name.meaning + (f" ({m.modifier.meaning})" if m.modifier else ""):
+                          round(m.value, 2) for m in s.measurements}
+                for s in findings.segments
+            },
+            "classifications": [
+                {"finding": c.finding.meaning, "probability": round(c.probability, 3)}
+                for c in findings.classifications],
+            "maps": [m.label for m in findings.maps],
+            "region_measurements": [r.region.name for r in findings.region_measurements],
+            "notes": list(findings.notes),
+        }
+        source = datasets_by_series.get(findings.source_series_uid)
+        if source is None:
+            if findings.decline is None:
+                raise ValueError(f"{spec.name} returned findings on a series it was not given")
+            # A decline about no particular series: recorded, nothing to write on an image.
+            summary.update(objects=[], deliveries=0,
+                           timings_s={k: round(v, 3) for k, v in timings.items()})
+            return JobOutcome("declined", findings.decline.code, findings.decline.reason,
+                              summary)
         t1 = time.perf_counter()
-        source = datasets_by_series[findings.source_series_uid]
-        objects = build_result_objects(findings, source, self.options)
+        missing = _other_series(findings) - set(datasets_by_series)
+        if missing:
+            raise ValueError(f"{spec.name} returned findings on {len(missing)} series it was "
+                             "not given")
+        # Every chosen series goes along: the writers use those the findings lie on (and the
+        # SR takes only the series a group references as evidence).
+        others = {uid: d for uid, d in datasets_by_series.items()
+                  if uid != findings.source_series_uid}
+        objects = build_result_objects(findings, source, self.options, sources=others,
+                                       slices=slices)
         destinations = [p for p in (self.config.peer_by_name(n) for n in
                                     result_destinations(self.config, calling_ae, job.engine,
                                                         {x.modality for x in stored})) if p]
         plain_sr = None
         if any(p.sr_storage == "comprehensive" for p in destinations):
-            # Older PACS without Comprehensive 3D SR get the same report as Comprehensive SR.
-            segmentation = next((d for d in objects if d.Modality == "SEG"), None)
+            # Older PACS without Comprehensive 3D SR get the same report as Comprehensive SR;
+            # every SEG goes along (a planar NM study has one per view).
+            segmentations = [d for d in objects if d.Modality == "SEG"]
             plain_sr = build_measurement_report(
-                findings, source, segmentation, replace(self.options, sr_storage="comprehensive"))
+                findings, source, segmentations or None,
+                replace(self.options, sr_storage="comprehensive"), sources=others)
         timings["encode"] = time.perf_counter() - t1
         owed = []
         for ds in objects + ([plain_sr] if plain_sr is not None else []):
-            relative = f"results/{job.id}/{ds.SOPInstanceUID}.dcm"
+            relative = self.files.result_path(job.id, str(ds.SOPInstanceUID))
             buffer = BytesIO()
             ds.save_as(buffer, enforce_file_format=True)
             self.files.write(relative, buffer.getvalue())
@@ -215,24 +354,20 @@ class JobRunner:
                                               str(ds.SOPInstanceUID), str(ds.Modality), relative))
         with self.db.session() as session:
             outbox.add(session, job.id, owed, utcnow())
-        summary = {
-            "objects": [str(ds.Modality) for ds in objects],
-            "deliveries": len(owed),
-            "segments": [s.label for s in findings.segments],
-            "measurements": {
-                s.label: {m.name.meaning + (f" ({m.modifier.meaning})" if m.modifier else ""):
-                          round(m.value, 2) for m in s.measurements}
-                for s in findings.segments
-            },
-            "classifications": [
-                {"finding": c.finding.meaning, "probability": round(c.probability, 3)}
-                for c in findings.classifications],
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        }
+        summary.update(objects=[str(ds.Modality) for ds in objects], deliveries=len(owed),
+                       timings_s={k: round(v, 3) for k, v in timings.items()})
         if findings.decline is not None:
             return JobOutcome("declined", findings.decline.code, findings.decline.reason,
                               summary)
         return JobOutcome("succeeded", None, None, summary)
+
+
+def _other_series(findings: Findings) -> set[str]:
+    """Series other than the findings' source that segments, maps or classifications lie on."""
+    named = {s.source_series_uid for s in findings.segments}
+    named |= {m.source_series_uid for m in findings.maps}
+    named |= {c.source_series_uid for c in findings.classifications}
+    return {uid for uid in named if uid and uid != findings.source_series_uid}
 
 
 class Worker:

@@ -6,9 +6,14 @@ import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage.tables import Instance, Job, Series, Study
+
+# Raised by :func:`index_instance` when another transaction indexed the same study or series
+# at the same moment; the caller retries.  Named here so callers need not import SQLAlchemy.
+IndexConflict = IntegrityError
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,8 @@ class CompletedStudy:
 def index_instance(session: Session, item: ReceivedInstance, now: dt.datetime) -> IndexOutcome:
     """Record one instance (idempotently) and move its study back to receiving if needed.
 
-    Raises ``sqlalchemy.exc.IntegrityError`` when another transaction created the same study
-    or series concurrently; the caller retries.
+    Raises :data:`IndexConflict` when another transaction created the same study or series
+    concurrently; the caller retries.
     """
     study = session.scalar(select(Study).where(Study.study_uid == item.study_uid))
     if study is None:
@@ -178,3 +183,15 @@ def counts(session: Session) -> dict[str, dict[str, int]]:
         "instances": {"stored": session.scalar(select(func.count()).select_from(Instance))},
         "jobs": by_state(Job),
     }
+
+
+def recent_studies(session: Session, limit: int) -> list[dict]:
+    """The last ``limit`` studies received, newest first, with their series, for ``status``."""
+    rows = session.scalars(select(Study).order_by(Study.id.desc()).limit(limit)).all()
+    return [
+        {"study": s.study_uid, "state": s.state, "revision": s.revision,
+         "series": [{"series": x.series_uid, "modality": x.modality, "state": x.state,
+                     "instances": x.instance_count} for x in session.scalars(
+                         select(Series).where(Series.study_id == s.id).order_by(Series.id))],
+         "last_received_at": s.last_received_at.isoformat() + "Z"}
+        for s in rows]

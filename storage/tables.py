@@ -20,13 +20,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from storage.clock import utcnow
 from storage.schema import Base
 
+__all__ = ["Base", "Instance", "Job", "OutboxItem", "Quarantined", "Series", "Study", "utcnow"]
+
 UID = String(64)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 class Study(Base):

@@ -19,7 +19,7 @@ import torch
 from scipy import ndimage
 
 from ai_engines import codes
-from ai_engines.ct_lung import EXTENT_MODEL_NAME, MODEL_NAME
+from ai_engines.ct_lung import ARCHITECTURE, EXTENT_MODEL_NAME, MODEL_NAME
 from ai_engines.ct_lung.lungs import isolate_lungs
 from ai_engines.ct_lung.preprocess import (
     CANVAS_SIZE,
@@ -28,7 +28,6 @@ from ai_engines.ct_lung.preprocess import (
     canvas_to_source,
     preprocess,
 )
-from ai_engines.ct_lung.train import ARCHITECTURE
 from ai_engines.ct_lung.unet import UNet2D, context_step, predict_foreground
 from ai_engines.engine import (
     CT_IMAGE_STORAGE,

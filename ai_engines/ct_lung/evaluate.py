@@ -3,17 +3,14 @@ at a tolerance (mm) and lung-wise detection, per case and summarised.
 
 Usage::
 
-    python -m ai_engines.ct_lung.evaluate --cases 20 --first-seed 100000 [--model-dir DIR]
+    dicom-node evaluate-model ct_lung --synthetic 20 --first-seed 100000 [--model-dir DIR]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -191,29 +188,3 @@ def evaluate_synthetic(engine, count: int, first_seed: int = HELD_OUT_FIRST_SEED
         study = StudyInput(study_uid=f"2.25.{seed}", series=(volume,))
         results.append(evaluate_case(engine, f"synthetic-{seed}", study, case.tumour, case.lung_left, case.lung_right))
     return results, summarise(results)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from ai_engines.registry import get_engine
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=20)
-    parser.add_argument("--first-seed", type=int, default=HELD_OUT_FIRST_SEED)
-    parser.add_argument("--model-dir", type=Path, default=None)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", type=Path, default=None, help="write per-case results and summary here")
-    args = parser.parse_args(argv)
-    engine = get_engine("ct_lung", args.model_dir, args.device)
-    results, summary = evaluate_synthetic(engine, args.cases, args.first_seed)
-    for r in results:
-        print(f"{r.case:>18} tumour={r.has_tumour!s:5} dice={r.dice:.3f} hd95={r.hd95_mm:6.2f} mm "
-              f"sdice={r.surface_dice:.3f} lungs={r.lung_dice_left:.3f}/{r.lung_dice_right:.3f} "
-              f"dice_matched={r.dice_matched:.3f} lesions={r.lesions} fp={r.false_positive_lesions} truth={r.truth_ml:.2f} ml pred={r.predicted_ml:.2f} ml {r.seconds:.1f}s")
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps({"cases": [asdict(r) for r in results], "summary": summary}, indent=2, default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,18 +8,18 @@ half of them centred near tumour, so a few minutes on one CPU thread suffice for
 
 Usage::
 
-    python -m ai_engines.ct_lung.train --synthetic 70 --minutes 8 --out ai_engines/ct_lung/weights
-    python -m ai_engines.ct_lung.train --curated --synthetic 160 --first-seed 4000 --loss small \
+    dicom-node train-model ct_lung --synthetic 70 --minutes 8 --version 1.0.0+demo --label DEMO \
+        --out ai_engines/ct_lung/weights
+    dicom-node train-model ct_lung --curated --synthetic 160 --first-seed 4000 --loss small \
         --slice-first 0.5 --warmup-steps 200 --lr 5e-4 --minutes 30 \
         --init-weights ai_engines/ct_lung/weights/ct_lung_unet.pt --out /tmp/step1
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
-from ai_engines.ct_lung import EXTENT_MODEL_NAME, MODEL_NAME
+from ai_engines.ct_lung import ARCHITECTURE, EXTENT_MODEL_NAME, MODEL_NAME
 from ai_engines.ct_lung.lungs import isolate_lungs
 from ai_engines.ct_lung.preprocess import PREPROCESSING_VERSION, preprocess, resample_to_canvas
 from ai_engines.ct_lung.synthetic import synthetic_chest_ct
@@ -44,12 +44,6 @@ INTENDED_USE = {
         "Research only: extent of the lung tumours that ct_lung_unet detected on axial chest CT "
         "(slice thickness 0.5-5 mm, pixel spacing 0.5-1.0 mm); never used to detect."
     ),
-}
-# context: neighbours either side of a slice; context_mm: their spacing (slices are chosen
-# about this far apart whatever the slice thickness, so thin series still show 3-D shape).
-ARCHITECTURE = {
-    "in_channels": 5, "out_channels": 2, "base_channels": 8, "depth": 4, "dropout": 0.1,
-    "context": 2, "context_mm": 3.0,
 }
 CROP = 128
 POSITIVE_FRACTION = 0.4  # crops centred near tumour
@@ -358,52 +352,3 @@ def train(
     )
     card.to_json(out_dir / f"{model_name}.json")
     return card
-
-
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--synthetic", type=int, default=70, help="number of synthetic training cases")
-    parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True, help="folder for weights + model card")
-    parser.add_argument("--model", choices=tuple(INTENDED_USE), default=MODEL_NAME,
-                        help="the detector or the extent model (which delineates what the detector found)")
-    parser.add_argument("--minutes", type=float, default=8.0)
-    parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--init-weights", type=Path, default=None)
-    parser.add_argument("--version", default="1.0.0+demo")
-    parser.add_argument("--label", default="DEMO")
-    parser.add_argument("--curated", action="store_true", help="case mix of curated_training_cases (small, large, no tumour)")
-    for share, default, what in (("small", 0.35, "one 5-14 mm tumour"), ("medium", 0.25, "one 14-35 mm tumour"),
-                                 ("large", 0.15, "one 35-60 mm tumour"), ("central", 0.0, "one 14-60 mm tumour against the mediastinum")):
-        parser.add_argument(f"--{share}", type=float, default=default, help=f"with --curated: share of slabs with {what}")
-    parser.add_argument("--loss", choices=("dice_ce", "small"), default="dice_ce")
-    parser.add_argument("--slice-first", type=float, default=0.0)
-    parser.add_argument("--border-share", type=float, default=0.0)
-    parser.add_argument("--warmup-steps", type=int, default=0)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.curated:
-        generated = curated_training_cases(args.synthetic, args.first_seed, small=args.small, medium=args.medium,
-                                           large=args.large, central=args.central)
-    else:
-        generated = synthetic_training_cases(args.synthetic, args.first_seed)
-    cases = tqdm(generated, total=args.synthetic, desc="generating")
-    card = train(
-        cases, args.out, minutes=args.minutes, max_steps=args.max_steps, batch_size=args.batch_size,
-        learning_rate=args.lr, seed=args.seed, threads=args.threads, init_weights=args.init_weights,
-        version=args.version, label=args.label, loss=args.loss, slice_first=args.slice_first,
-        border_share=args.border_share, warmup_steps=args.warmup_steps, model_name=args.model,
-    )
-    print(f"wrote {args.out / (args.model + '.pt')} sha256 {card.sha256}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from pydicom.uid import RLELossless
 
-from dicom_node.sample_data import ct_series_datasets, phantom_chest_hu
+from ai_engines.resample import to_sitk
+from dicom_node.sample_data import PatientIdentity, ct_series_datasets, phantom_chest_hu
 from dicom_node.volumes import (
     VOL_INCONSISTENT_DIMENSIONS,
     VOL_MIXED_FRAME_OF_REFERENCE,
@@ -18,7 +19,6 @@ from dicom_node.volumes import (
     VOL_NO_PIXEL_DATA,
     VolumeError,
     build_volume,
-    to_sitk,
 )
 
 
@@ -130,3 +130,49 @@ def test_to_sitk_geometry(datasets):
     # Voxel (i=3, j=5, k=2) lands where the geometry says.
     expected = volume.geometry.voxel_to_patient(np.array(2), np.array(5), np.array(3))
     assert image.TransformIndexToPhysicalPoint((3, 5, 2)) == pytest.approx(tuple(expected))
+
+
+def test_planar_nm_frames_name_their_view_detector_and_energy_window():
+    from tests.dicom_node.test_worker import nm_whole_body
+
+    ds = nm_whole_body(PatientIdentity())
+    ds.EnergyWindowVector = [1, 2]
+    volume = build_volume([ds])
+    assert volume.shape == (2, 64, 32) and volume.modality == "NM"
+    assert [(s.sop_instance_uid, s.frame_number, s.view, s.detector, s.energy_window)
+            for s in volume.slices] == [(ds.SOPInstanceUID, 1, "ANTERIOR", 1, 1),
+                                        (ds.SOPInstanceUID, 2, "POSTERIOR", 2, 2)]
+    assert volume.voxels[1, 41, 17] == 310.0
+
+
+def test_mr_sequence_facts_come_from_the_header(datasets):
+    mr = [copy.deepcopy(ds) for ds in datasets]
+    for ds in mr:
+        ds.Modality = "MR"
+        ds.ProtocolName = "t1_mprage_sag_p2_iso"
+        ds.SequenceName = "*tfl3d1_16ns"
+        ds.ScanningSequence = ["GR", "IR"]
+        ds.EchoTime, ds.RepetitionTime, ds.InversionTime = 2.98, 2300, 900
+        ds.ContrastBolusAgent = "Gadovist"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+    facts = build_volume(mr).facts
+    assert (facts.protocol_name, facts.sequence_name, facts.scanning_sequence) == (
+        "t1_mprage_sag_p2_iso", "*tfl3d1_16ns", "GR\\IR")
+    assert (facts.echo_time_ms, facts.repetition_time_ms, facts.inversion_time_ms) == (
+        2.98, 2300.0, 900.0)
+    assert facts.contrast_agent == "Gadovist" and facts.image_type[2:] == ("M", "ND")
+
+
+def test_series_header_reads_no_pixels(tmp_path, datasets):
+    from pydicom import dcmread
+
+    from dicom_node.sample_data import write_series
+    from dicom_node.volumes import series_header
+
+    paths = write_series(datasets, tmp_path)
+    first = dcmread(paths[0], stop_before_pixels=True)
+    assert "PixelData" not in first
+    header = series_header([first])
+    assert (header.modality, header.frames, header.number) == ("CT", 1, 2)
+    assert header.orientation == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    assert not header.is_localizer and header.obliquity_deg() == 0.0

@@ -205,7 +205,7 @@ def hotspot_node(tmp_path):
             "node": {"data_dir": str(tmp_path / "var")},
             "database": {"url": f"sqlite:///{tmp_path / 'var' / 'node.db'}"},
             "jobs": {"workers": 0}, "completion": {"quiet_seconds": 0.05},
-            "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104}],
+            "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104, "kind": "clinical"}],
             "routes": [{"engine": "hotspot"}, {"engine": "bone_scan", "modality": "NM"}],
         })
         node = Node(config, workers=0, send=False)
@@ -359,9 +359,6 @@ def test_nm_and_mr_studies_reach_their_routes_without_a_retried_failure(node):
         ("mr_glioma", "declined", "ENGINE_NOT_INSTALLED", 1)]
 
 
-@pytest.mark.xfail(strict=True, reason="planar NM sources in the SEG/SR/picture writers "
-                   "(dicom_node/results, issue 11 item 4, results engineer); remove the mark "
-                   "when they land")
 def test_an_nm_engine_runs_end_to_end_on_a_planar_whole_body_scan(hotspot_node):
     receive(hotspot_node, [nm_whole_body(PatientIdentity())])
     jobs = {j.engine: j for j in complete_and_run(hotspot_node)}

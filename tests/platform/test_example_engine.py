@@ -62,7 +62,7 @@ def test_example_engine_end_to_end_through_orthanc(tmp_path, monkeypatch):
     with orthanc_server(tmp_path, {"ainode": ["AINODE", "127.0.0.1", node_port]}) as pacs:
         node = NodeProcess(tmp_path / "node", workers=1, quiet_seconds=1, port=node_port, peers=[
             {"name": "pacs", "ae_title": pacs.aet, "host": "127.0.0.1",
-             "port": pacs.dicom_port}])
+             "port": pacs.dicom_port, "kind": "clinical"}])
         with node.config_path.open("a") as config:  # the only route: the example engine
             config.write('[[routes]]\nengine = "hotspot"\n')
         # The node's own process sees the engine (and its acceptance) through the entry point.

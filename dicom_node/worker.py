@@ -81,14 +81,16 @@ def result_destinations(config: NodeConfig, calling_ae: str, engine: str,
                         modalities: Collection[str]) -> list[str]:
     """Peer names that receive the results of ``engine`` on a study from ``calling_ae``.
 
-    The destinations of the enabled routes that created the job (same engine, modality and
-    required modalities present in the study); ``"sender"`` is the peer that sent the study
-    (when ``results.return_to_sender``).  A sender that is not a configured peer gets nothing.
+    The destinations of the enabled routes of that engine (a route that names a modality or
+    required modalities only when the study holds them); ``"sender"`` is the peer that sent the
+    study (when ``results.return_to_sender``).  A sender that is not a configured peer gets
+    nothing.
     """
     names: list[str] = []
     sender = config.peer_by_ae(calling_ae)
     for route in config.routes:
-        if not (route.enabled and route.engine == engine and route.modality in modalities
+        if not (route.enabled and route.engine == engine
+                and (route.modality is None or route.modality in modalities)
                 and set(route.requires) <= set(modalities)):
             continue
         for dest in route.destinations:

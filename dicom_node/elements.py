@@ -35,9 +35,9 @@ def _dictionary_vr(tag: int) -> str:
 
 def elements_with_vr(ds: Dataset, vrs: frozenset[str]) -> Iterator[DataElement]:
     """The top-level elements of ``ds`` whose VR is in ``vrs``, decoded; the rest untouched."""
-    for raw in ds.elements():
-        if vr_of(int(raw.tag), raw.VR) in vrs:
-            yield ds[raw.tag]
+    for tag in list(ds.keys()):  # not elements(): that reads deferred values (pixel data)
+        if vr_of(int(tag), ds.get_item(tag, keep_deferred=True).VR) in vrs:
+            yield ds[tag]
 
 
 def dictionary_vr(tag: int) -> str | None:
@@ -64,7 +64,9 @@ def decode_un(ds: Dataset, tag: int) -> str:
     not depend on it. Returns ``"UN"`` for a tag the dictionary does not know (or a private
     tag), leaving the element as it is.
     """
-    raw = ds.get_item(tag)
+    # keep_deferred: looking at the VR must not read a deferred value (a 200 MiB pixel data
+    # element stays in the received file until it is written out, or quarantined as a stream).
+    raw = ds.get_item(tag, keep_deferred=True)
     vr = vr_of(int(tag), raw.VR)
     if vr != "UN":
         return vr

@@ -245,15 +245,14 @@ _NAME_SPLIT = re.compile(r"[^\W_]+")
 
 def decode_un_tree(ds: Dataset) -> None:
     """Read every UN element of a known public tag under its dictionary VR, at every depth."""
-    for raw in list(ds.elements()):
-        tag = int(raw.tag)
+    for tag in list(ds.keys()):  # keys, not elements(): that would read deferred values
         if (tag >> 16) % 2 or tag & 0xFFFF == 0:
             continue
-        if decode_un(ds, raw.tag) == "SQ":
+        if decode_un(ds, tag) == "SQ":
             try:
-                items = list(ds[raw.tag].value or ())
+                items = list(ds[tag].value or ())
             except Exception:  # noqa: BLE001 - any parse error: the sequence cannot be checked
-                del ds[raw.tag]  # fail closed: nothing of an unreadable sequence survives
+                del ds[tag]  # fail closed: nothing of an unreadable sequence survives
                 continue
             for item in items:
                 decode_un_tree(item)
@@ -272,8 +271,9 @@ def scrub_context(ds: Dataset) -> ScrubContext:
 
 
 def _collect(ds: Dataset, names: set[str], identifiers: set[str]) -> None:
-    for raw in ds.elements():
-        tag = int(raw.tag)
+    for key in list(ds.keys()):
+        tag = int(key)
+        raw = ds.get_item(key, keep_deferred=True)  # a deferred value is not read to learn its VR
         vr = vr_of(tag, raw.VR)
         if vr not in ("PN", "SQ", "UI") and tag not in _IDENTIFIER_TAGS:
             continue

@@ -28,7 +28,7 @@ from ai_engines.volume import (
 )
 
 
-@pytest.mark.parametrize("name", ["mr_glioma", "bone_scan", "radiomics", "nope"])
+@pytest.mark.parametrize("name", ["lung_screening_v9", "nope"])
 def test_unknown_engines_are_not_installed(name):
     with pytest.raises(EngineNotInstalled) as err:
         get_engine(name)

@@ -103,7 +103,7 @@ def run_case(root: Path, extra_series: Sequence[Sequence[Dataset]] = ()) -> tupl
         "node": {"data_dir": str(root / "var")},
         "database": {"url": f"sqlite:///{root / 'var' / 'node.db'}"},
         "jobs": {"workers": 0}, "completion": {"quiet_seconds": 0.05},
-        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104}],
+        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104, "kind": "clinical"}],
     })
     node = Node(config, workers=0, send=False)
     identity = PatientIdentity()

@@ -23,12 +23,14 @@ def test_engines_lists_installed_engines_and_their_model_cards(tmp_path, capsys)
         assert main(["engines", "--json"]) == 1  # a package that cannot be used is an error
     report = json.loads(capsys.readouterr().out)
     names = [e["name"] for e in report["engines"]]
-    assert names == ["ct_lung", "hotspot"]
+    assert names == sorted(names) and {"ct_lung", "hotspot"} <= set(names)
+    assert "broken" not in names
     assert "ModuleNotFoundError" in report["problems"]["broken"]
 
 
 def test_training_commands_name_what_is_missing(tmp_path, capsys):
-    assert main(["train-model", "mr_glioma", "--synthetic", "1", "--out", str(tmp_path)]) == 2
+    assert main(["train-model", "lung_screening_v9", "--synthetic", "1", "--out",
+                 str(tmp_path)]) == 2
     assert "not installed" in capsys.readouterr().err
     with installed(tmp_path, "site-engines", {"hotspot": "tests.platform.hotspot_engine:SPEC"}):
         assert main(["evaluate-model", "hotspot"]) == 2
@@ -63,11 +65,13 @@ def test_train_then_evaluate_the_ct_lung_engine_through_the_one_cli(tmp_path, ca
 
 def test_old_route_keys_still_load_and_check_config_says_what_decides(tmp_path, capsys):
     config = tmp_path / "node.toml"
-    config.write_text('[[routes]]\nengine = "ct_lung"\nmodality = "CT"\n\n'
-                      '[[routes]]\nengine = "mr_glioma"\nmodality = "MR"\n\n'
-                      '[[routes]]\nengine = "bone_scan"\n')
+    config.write_text('[[routes]]\nengine = "ct_lung"\nmodality = "CT"\n')
     assert main(["check-config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "routes.0 (ct_lung): modality/requires are ignored; the installed engine accepts CT" in out
-    assert "routes.1" not in out  # not installed: its modality routes its declined jobs
-    assert "routes.2 (bone_scan): engine not installed and no modality given" in out
+    # A route to an engine this installation lacks is refused (fail closed), naming the key.
+    config.write_text('[[routes]]\nengine = "ct_lung"\n\n'
+                      '[[routes]]\nengine = "lung_screening_v9"\nmodality = "CT"\n')
+    assert main(["check-config", str(config)]) == 2
+    assert "routes.1.engine: 'lung_screening_v9' is not an installed engine" in \
+        capsys.readouterr().err

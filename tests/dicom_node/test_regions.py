@@ -66,7 +66,7 @@ def study(tmp_path):
         "node": {"data_dir": str(tmp_path / "var")},
         "database": {"url": f"sqlite:///{tmp_path / 'var' / 'node.db'}"},
         "jobs": {"workers": 0}, "completion": {"quiet_seconds": 0.05},
-        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104}],
+        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104, "kind": "clinical"}],
     })
     node = Node(config, workers=0, send=False)
     runner = JobRunner(node.config, node.db, node.files, "2.25.99")

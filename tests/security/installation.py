@@ -35,7 +35,7 @@ def node_config(root: Path, *, keys_dir: Path | None = None,
         "database": {"url": database_url or f"sqlite:///{root / 'var' / 'node.db'}"},
         "jobs": {"workers": 0},
         "keys": {"dir": str(keys_dir or root / "keys")},
-        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104}],
+        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104, "kind": "clinical"}],
     })
 
 

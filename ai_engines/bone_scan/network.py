@@ -3,19 +3,24 @@
 The published model (Primakov, thesis ch. 7) is an ImageNet VGG16 on both views side by side at
 512x512.  Here the views are the two channels of a 128x32 canvas and the network is four VGG
 blocks (two 3x3 convolutions + batch norm + ReLU each; max-pooling after the first two, so the
-last block, which Grad-CAM reads, keeps a 32x8 grid) with global average pooling and one logit:
-74 k parameters, small enough to train in minutes on two shared CPU threads and to classify and
-explain a scan well under the published 2 s.
+last block, which Grad-CAM reads, keeps a 32x8 grid), a linear layer applied at every cell of
+that grid (a logit map) and log-sum-exp pooling of the map into one logit: 74 k parameters,
+small enough to train in minutes on two shared CPU threads and to classify and explain a scan
+well under the published 2 s.  Log-sum-exp (a smooth maximum) instead of the mean lets a single
+hot spot decide, so the heat map points at it rather than spreading over the body;
+``pooling="mean"`` gives the plain global-average-pooling network.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-ARCHITECTURE = {"in_channels": 2, "channels": (8, 16, 32, 64), "pools": 2, "dropout": 0.2}
+ARCHITECTURE = {"in_channels": 2, "channels": (8, 16, 32, 64), "pools": 2, "dropout": 0.2,
+                "pooling": "lse", "sharpness": 4.0}
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -29,7 +34,7 @@ class BoneScanCNN(nn.Module):
     """Two-view canvas ``[N, 2, H, W]`` -> logit of metastatic bone disease ``[N]``."""
 
     def __init__(self, in_channels: int = 2, channels: Sequence[int] = (8, 16, 32, 64), pools: int = 2,
-                 dropout: float = 0.2) -> None:
+                 dropout: float = 0.2, pooling: str = "mean", sharpness: float = 4.0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c_in = in_channels
@@ -39,6 +44,9 @@ class BoneScanCNN(nn.Module):
                 layers.append(nn.MaxPool2d(2))
             c_in = c_out
         self.features = nn.Sequential(*layers)
+        if pooling not in ("mean", "lse"):
+            raise ValueError(f"pooling must be 'mean' or 'lse', not {pooling!r}")
+        self.pooling, self.sharpness = pooling, float(sharpness)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(c_in, 1)
 
@@ -46,19 +54,32 @@ class BoneScanCNN(nn.Module):
         """Activations of the last convolutional block (Grad-CAM reads these)."""
         return self.features(x)
 
+    def logit_map(self, features: torch.Tensor) -> torch.Tensor:
+        """The linear head at every cell: ``[N, h, w]``."""
+        features = self.dropout(features)
+        return torch.einsum("nchw,c->nhw", features, self.head.weight[0]) + self.head.bias[0]
+
     def classify(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(features.mean(dim=(2, 3)))).squeeze(1)
+        cells = self.logit_map(features).flatten(1)
+        if self.pooling == "mean":
+            return cells.mean(dim=1)
+        r = self.sharpness
+        return (torch.logsumexp(r * cells, dim=1) - math.log(cells.shape[1])) / r
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.forward_features(x))
 
 
 def predict_with_gradcam(model: BoneScanCNN, canvas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probability and Grad-CAM of the positive class for a batch of canvases.
+    """Probability and class-activation map of the positive class for a batch of canvases.
 
-    Grad-CAM (Selvaraju et al. 2017): the last block's activations weighted by the spatial mean
-    of the logit's gradient per channel, summed, ReLU.  Maps are scaled to [0, 1] per image
-    (all zero when nothing speaks for the positive class).
+    The map is read on the last block, as Grad-CAM (Selvaraju et al. 2017), in its element-wise
+    form (HiResCAM, Draelos & Carin 2020): activations times the logit's gradient at each cell,
+    summed over channels, ReLU.  Grad-CAM proper averages the gradient over the grid first; for
+    a mean-pooled head the two are the same map, for the log-sum-exp head the element-wise form
+    keeps the pooling's weight on the cells that decided, where plain Grad-CAM would spread over
+    the whole receptive field.  Maps are scaled to [0, 1] per image (all zero when nothing
+    speaks for the positive class).
 
     Returns
     -------
@@ -69,8 +90,7 @@ def predict_with_gradcam(model: BoneScanCNN, canvas: torch.Tensor) -> tuple[torc
         features = model.forward_features(canvas).detach().requires_grad_(True)
         logits = model.classify(features)
         (gradients,) = torch.autograd.grad(logits.sum(), features)
-    weights = gradients.mean(dim=(2, 3), keepdim=True)
-    cam = torch.relu((weights * features).sum(dim=1)).detach()
+    cam = torch.relu((gradients * features).sum(dim=1)).detach()
     peak = cam.flatten(1).max(dim=1).values.clamp_min(1e-12)
     cam = cam / peak[:, None, None]
     return torch.sigmoid(logits.detach()), cam

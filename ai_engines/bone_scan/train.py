@@ -64,6 +64,19 @@ def canvases(scans: Iterable[LabelledScan], progress: bool = False) -> tuple[np.
     return np.stack(xs), np.asarray(ys, np.float32), names, declined
 
 
+def cached_canvases(cache: Path | None, scans: Iterable[LabelledScan], progress: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`canvases`, kept in ``cache`` (``.npz``) so a second run (e.g. fine-tuning with
+    another budget) skips drawing the same seeds again; the cache must match the pre-processing."""
+    if cache is not None and Path(cache).is_file():
+        with np.load(cache) as data:
+            if str(data["preprocessing_version"]) == PREPROCESSING_VERSION:
+                return data["x"], data["y"], int(data["declined"])
+    x, y, _, declined = canvases(scans, progress)
+    if cache is not None:
+        np.savez(cache, x=x, y=y, declined=declined, preprocessing_version=PREPROCESSING_VERSION)
+    return x, y, declined
+
+
 def synthetic_training_scans(count: int, first_seed: int = 0) -> Iterable[LabelledScan]:
     """Synthetic scans for training: random layouts, a fifth at 1024x256, the rest 512x128."""
     for seed in range(first_seed, first_seed + count):
@@ -115,6 +128,7 @@ def train(
     out_dir: Path,
     *,
     validation: Iterable[LabelledScan] | None = None,
+    cache: Path | None = None,
     minutes: float = 10.0,
     max_steps: int | None = None,
     batch_size: int = 32,
@@ -136,6 +150,8 @@ def train(
     validation
         Labelled scans for the operating threshold (Youden's J); None: the threshold is chosen
         on the training scans (optimistic; say so in ``training_data``).
+    cache
+        ``.npz`` file for the training canvases (validation beside it); reused when present.
     minutes
         Wall-clock budget of the optimisation (canvas preparation not included).
     max_steps
@@ -152,11 +168,12 @@ def train(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     started = time.monotonic()
-    x, y, _, declined = canvases(scans, progress)
+    x, y, declined = cached_canvases(cache, scans, progress)
     if len(x) == 0 or y.min() == y.max():
         raise ValueError(f"training needs scans of both labels; got {len(x)} usable, {declined} declined")
     if validation is not None:
-        vx, vy, _, vdeclined = canvases(validation, progress)
+        vx, vy, vdeclined = cached_canvases(
+            None if cache is None else Path(cache).with_suffix(".validation.npz"), validation, progress)
     else:
         vx, vy, vdeclined = x, y, 0
     prepared_s = time.monotonic() - started
@@ -189,7 +206,8 @@ def train(
         loss.backward()
         optimiser.step()
         step += 1
-        running = float(loss) if running is None else 0.98 * running + 0.02 * float(loss)
+        value = float(loss.detach())
+        running = value if running is None else 0.98 * running + 0.02 * value
         bar.update(1 if max_steps else int(time.monotonic() - start) - bar.n)
         bar.set_postfix(loss=f"{running:.3f}", step=step)
     bar.close()
@@ -234,6 +252,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--validation", type=int, default=300, help="synthetic validation scans for the threshold")
     parser.add_argument("--out", type=Path, required=True, help="folder for weights + model card")
+    parser.add_argument("--cache", type=Path, default=None, help="keep the canvases here (.npz) and reuse them")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -262,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = f"site data: {len(scans)} labelled bone scans"
         validation = None
     card = train(
-        scans, args.out, validation=validation, minutes=args.minutes, max_steps=args.max_steps,
+        scans, args.out, validation=validation, cache=args.cache, minutes=args.minutes, max_steps=args.max_steps,
         batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, threads=args.threads,
         init_weights=args.init_weights, version=args.version, label=args.label, training_data=data,
     )

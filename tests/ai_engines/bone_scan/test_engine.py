@@ -154,8 +154,8 @@ def test_spec_imports_no_torch():
 
 @pytest.mark.slow
 def test_held_out_synthetic_auc(engine):
-    """AUC >= 0.95 on 150 held-out synthetic scans (seeds disjoint from training/validation)."""
-    _, summary = evaluate_synthetic(engine, 150, progress=False)
+    """AUC >= 0.95 on the 200 held-out synthetic scans (seeds disjoint from training/validation)."""
+    _, summary = evaluate_synthetic(engine, 200, progress=False)
     overall = summary["overall"]
     assert overall["declined"] == 0
     assert overall["auc"] >= 0.95, overall

@@ -72,6 +72,14 @@ def _view_of(item) -> str | None:
     return meaning.upper().replace(" ", "_") or None
 
 
+def _vector(ds, keyword: str) -> list[int]:
+    """A US 1-n vector as a list (pydicom gives a single value as a plain int)."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return []
+    return [int(v) for v in value] if isinstance(value, list | tuple) or hasattr(value, "__iter__") else [int(value)]
+
+
 def planar_volume(datasets: Sequence) -> SeriesVolume:
     """A planar NM series (one multi-frame instance, or single-frame instances) as a volume.
 
@@ -89,8 +97,8 @@ def planar_volume(datasets: Sequence) -> SeriesVolume:
         slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
         n = int(ds.get("NumberOfFrames", 1) or 1)
         pixels = pixels.reshape(n, *pixels.shape[-2:]) * slope + intercept
-        detectors = list(ds.get("DetectorVector", [])) or [1] * n
-        windows = list(ds.get("EnergyWindowVector", [])) or [1] * n
+        detectors = _vector(ds, "DetectorVector") or [1] * n
+        windows = _vector(ds, "EnergyWindowVector") or [1] * n
         info = list(ds.get("DetectorInformationSequence", []))
         for k in range(n):
             detector = int(detectors[k]) if k < len(detectors) else 1

@@ -3,7 +3,7 @@
 The published model (Primakov, thesis ch. 7) is an ImageNet VGG16 on both views side by side at
 512x512.  Here the views are the two channels of a 128x32 canvas and the network is four VGG
 blocks (two 3x3 convolutions + batch norm + ReLU each; max-pooling after the first two, so the
-last block, which Grad-CAM reads, keeps a 32x8 grid), a linear layer applied at every cell of
+last two blocks keep a 32x8 grid; the heat map is read on the third), a linear layer applied at every cell of
 that grid (a logit map) and log-sum-exp pooling of the map into one logit: 74 k parameters,
 small enough to train in minutes on two shared CPU threads and to classify and explain a scan
 well under the published 2 s.  Log-sum-exp (a smooth maximum) instead of the mean lets a single
@@ -51,7 +51,7 @@ class BoneScanCNN(nn.Module):
         self.head = nn.Linear(c_in, 1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Activations of the last convolutional block (Grad-CAM reads these)."""
+        """Activations of the last convolutional block (the logit map reads these)."""
         return self.features(x)
 
     def logit_map(self, features: torch.Tensor) -> torch.Tensor:

@@ -185,3 +185,46 @@ def phantom_chest_hu(shape: tuple[int, int, int] = (40, 128, 128), seed: int = 0
     vol[nodule] = 30.0
     vol += rng.normal(0, 15, shape)
     return vol.astype(np.float32)
+
+
+def nm_whole_body_dataset(frames: np.ndarray, *, identity: PatientIdentity | None = None,
+                          pixel_spacing_mm: float = 2.26, series_number: int = 4,
+                          series_description: str = "WB ANT/POST") -> Dataset:
+    """A planar NM whole-body image as a gamma camera writes it: anterior and posterior views
+    as two frames of one instance (posterior as seen from behind), indexed by the Detector
+    Vector, with the views coded in the Detector Information Sequence (SCT anterior/posterior
+    projection)."""
+    from pydicom.sequence import Sequence
+    from pydicom.uid import NuclearMedicineImageStorage
+
+    if frames.ndim != 3 or frames.shape[0] != 2:
+        raise ValueError(f"two frames (anterior, posterior) expected, got {frames.shape}")
+    (ds,) = ct_series_datasets(np.zeros((1, *frames.shape[1:])), identity=identity,
+                               modality="MR", series_number=series_number,
+                               series_description=series_description)
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "SliceLocation",
+                    "SliceThickness", "RescaleIntercept", "RescaleSlope", "FrameOfReferenceUID"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.SOPClassUID = NuclearMedicineImageStorage
+    ds.file_meta.MediaStorageSOPClassUID = NuclearMedicineImageStorage
+    ds.Modality = "NM"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "WHOLE BODY", "EMISSION"]
+    ds.PixelSpacing = [pixel_spacing_mm, pixel_spacing_mm]
+    ds.NumberOfFrames = 2
+    ds.FrameIncrementPointer = [0x00540020]  # Detector Vector
+    ds.DetectorVector = [1, 2]
+    ds.EnergyWindowVector = [1, 1]
+    ds.NumberOfDetectors = 2
+    ds.NumberOfEnergyWindows = 1
+    views = []
+    for meaning, code in (("anterior projection", "399067008"),
+                          ("posterior projection", "399348003")):
+        item, view = Dataset(), Dataset()
+        view.CodeValue, view.CodingSchemeDesignator, view.CodeMeaning = code, "SCT", meaning
+        item.ViewCodeSequence = Sequence([view])
+        views.append(item)
+    ds.DetectorInformationSequence = Sequence(views)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = np.ascontiguousarray(frames.astype(np.uint16)).tobytes()
+    return ds

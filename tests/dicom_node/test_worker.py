@@ -12,10 +12,16 @@ from pydicom.dataset import Dataset
 from pydicom.uid import RTStructureSetStorage, generate_uid
 from sqlalchemy import select
 
+from ai_engines.registry import available_engines
 from dicom_node.completion import matching_routes
 from dicom_node.config import Route, parse_config
 from dicom_node.node import Node
-from dicom_node.sample_data import PatientIdentity, ct_series_datasets, phantom_chest_hu
+from dicom_node.sample_data import (
+    PatientIdentity,
+    ct_series_datasets,
+    nm_whole_body_dataset,
+    phantom_chest_hu,
+)
 from storage.keys import PURPOSES, KeyFolder
 from storage.tables import Job
 
@@ -169,7 +175,7 @@ def test_results_go_to_the_sender_and_configured_destinations(tmp_path):
 
 def test_workers_load_their_route_engines_at_start(tmp_path):
     """The first study after a start does not wait for torch and the weights; routes whose
-    engine is not installed (MR, NM) are only logged."""
+    engine is not installed are only logged."""
     config = parse_config({
         "node": {"data_dir": str(tmp_path / "var")},
         "database": {"url": f"sqlite:///{tmp_path / 'var' / 'node.db'}"},
@@ -182,10 +188,12 @@ def test_workers_load_their_route_engines_at_start(tmp_path):
     node.start()
     try:
         runner = node.workers[0].runner
-        deadline = time.monotonic() + 60
-        while "ct_lung" not in runner._engines and time.monotonic() < deadline:
+        expected = {r.engine for r in config.routes} & set(available_engines())
+        assert "ct_lung" in expected
+        deadline = time.monotonic() + 120
+        while set(runner._engines) != expected and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert set(runner._engines) == {"ct_lung"}
+        assert set(runner._engines) == expected
     finally:
         node.stop()
         node.db.dispose()
@@ -283,44 +291,12 @@ def test_only_chosen_series_are_decoded(hotspot_node, monkeypatch):
 
 
 def nm_whole_body(identity: PatientIdentity) -> Dataset:
-    """A planar NM whole-body image: anterior and posterior views as two frames of one
-    instance, indexed by the Detector Vector."""
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, NuclearMedicineImageStorage
-
-    (ds,) = ct_series_datasets(np.zeros((1, 64, 32)), identity=identity, modality="MR",
-                               series_number=4, series_description="WB ANT/POST")
-    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "SliceLocation",
-                    "SliceThickness", "RescaleIntercept", "RescaleSlope", "FrameOfReferenceUID"):
-        if keyword in ds:
-            delattr(ds, keyword)
-    ds.SOPClassUID = NuclearMedicineImageStorage
-    ds.Modality = "NM"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "WHOLE BODY", "EMISSION"]
+    """A small planar NM image: anterior and posterior views as two frames of one instance."""
     frames = np.zeros((2, 64, 32), np.uint16)
     frames[:, 20:24, 10:14] = 400  # a hot spot in both views
     frames[1, 40:44, 16:20] = 300  # and one seen only from behind
     frames += 10
-    ds.NumberOfFrames = 2
-    ds.FrameIncrementPointer = [0x00540020]  # Detector Vector
-    ds.DetectorVector = [1, 2]
-    ds.EnergyWindowVector = [1, 1]
-    ds.NumberOfDetectors = 2
-    ds.NumberOfEnergyWindows = 1
-    views = []
-    for meaning, code in (("anterior projection", "399067008"), ("posterior projection", "399348003")):
-        item, view = Dataset(), Dataset()
-        view.CodeValue, view.CodingSchemeDesignator, view.CodeMeaning = code, "SCT", meaning
-        item.ViewCodeSequence = Sequence([view])
-        views.append(item)
-    ds.DetectorInformationSequence = Sequence(views)
-    ds.PixelData = frames.tobytes()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = NuclearMedicineImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    return ds
+    return nm_whole_body_dataset(frames, identity=identity)
 
 
 def test_an_nm_multiframe_instance_is_one_source_dataset_with_its_views(hotspot_node):
@@ -343,8 +319,9 @@ def test_an_nm_multiframe_instance_is_one_source_dataset_with_its_views(hotspot_
 
 
 def test_nm_and_mr_studies_reach_their_routes_without_a_retried_failure(node):
-    """Default routes: bone_scan and mr_glioma are not installed yet; their jobs end declined
-    on the first attempt, never as a retried failure."""
+    """Default routes: a tiny NM image and an MR phantom reach bone_scan and mr_glioma (or, where
+    an engine is not installed, ENGINE_NOT_INSTALLED); each job ends declined with a coded
+    reason on the first attempt, never as a retried failure."""
     identity = PatientIdentity()
     mr = ct_series_datasets(phantom_chest_hu((8, 32, 32)), identity=identity, modality="MR",
                             series_number=5)
@@ -354,9 +331,12 @@ def test_nm_and_mr_studies_reach_their_routes_without_a_retried_failure(node):
         ds.file_meta.MediaStorageSOPClassUID = mr[0].SOPClassUID
     receive(node, [nm_whole_body(identity)] + mr + scout)
     jobs = complete_and_run(node)
-    assert sorted((j.engine, j.state, j.reason_code, j.attempts) for j in jobs) == [
-        ("bone_scan", "declined", "ENGINE_NOT_INSTALLED", 1),
-        ("mr_glioma", "declined", "ENGINE_NOT_INSTALLED", 1)]
+    assert sorted(j.engine for j in jobs) == ["bone_scan", "mr_glioma"]
+    for job in jobs:
+        assert (job.state, job.attempts) == ("declined", 1), (job.engine, job.reason_code)
+        assert job.reason_code and job.reason_code != "ENGINE_ERROR"
+    bone_scan = next(j for j in jobs if j.engine == "bone_scan")
+    assert bone_scan.reason_code == "NM_NOT_WHOLE_BODY"  # 64 x 32 pixels: no whole body
 
 
 def test_an_nm_engine_runs_end_to_end_on_a_planar_whole_body_scan(hotspot_node):

@@ -4,6 +4,7 @@ at a tolerance (mm) and lung-wise detection, per case and summarised.
 Usage::
 
     python -m ai_engines.ct_lung.evaluate --cases 20 --first-seed 100000 [--model-dir DIR]
+    python -m ai_engines.ct_lung.evaluate --nrrd IMAGE.nrrd LABEL.nrrd   # a real CT with its label
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ai_engines.volume import StudyInput
+from ai_engines.volume import (
+    AcquisitionFacts,
+    SeriesVolume,
+    SliceReference,
+    StudyInput,
+    VolumeGeometry,
+)
 
 HELD_OUT_FIRST_SEED = 100_000  # training uses seeds below this
 SURFACE_TOLERANCE_MM = 2.0
@@ -193,6 +200,39 @@ def evaluate_synthetic(engine, count: int, first_seed: int = HELD_OUT_FIRST_SEED
     return results, summarise(results)
 
 
+def nrrd_case(image_path: Path, label_path: Path | None = None, series_uid: str = "2.25.1") -> tuple[SeriesVolume, np.ndarray | None]:
+    """A CT stored as NRRD (HU, LPS) as the node would hand it to the engine, and its label.
+
+    Geometry from the header: voxel (k, j, i) lies at origin + i*sx*d0 + j*sy*d1 + k*sz*d2
+    (ITK's direction columns d0, d1, d2), exactly as a DICOM series with
+    ImageOrientationPatient = (d0, d1) and ImagePositionPatient = origin + k*sz*d2 per slice.
+    """
+    import SimpleITK as sitk  # noqa: N813
+
+    image = sitk.ReadImage(str(image_path))
+    if image.GetDimension() != 3:
+        raise ValueError(f"{image_path.name}: not a 3-D image")
+    direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    spacing = image.GetSpacing()
+    origin = np.asarray(image.GetOrigin(), float)
+    voxels = sitk.GetArrayFromImage(image).astype(np.float32)  # (slice, row, column)
+    n = voxels.shape[0]
+    origins = origin[None, :] + np.arange(n)[:, None] * spacing[2] * direction[:, 2][None, :]
+    geometry = VolumeGeometry(
+        slice_origins=origins, row_direction=tuple(direction[:, 0]), column_direction=tuple(direction[:, 1]),
+        pixel_spacing=(float(spacing[1]), float(spacing[0])), slice_thickness=float(spacing[2]),
+    )
+    slices = tuple(SliceReference("1.2.840.10008.5.1.4.1.1.2", f"{series_uid}.{k + 1}") for k in range(n))
+    volume = SeriesVolume(series_uid, f"{series_uid}.0", voxels, geometry, slices, AcquisitionFacts(modality="CT"))
+    label = None
+    if label_path is not None:
+        label_image = sitk.ReadImage(str(label_path))
+        if label_image.GetSize() != image.GetSize():
+            raise ValueError(f"{label_path.name}: grid differs from the image's")
+        label = sitk.GetArrayFromImage(label_image) > 0
+    return volume, label
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from ai_engines.registry import get_engine
 
@@ -202,8 +242,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None, help="write per-case results and summary here")
+    parser.add_argument("--nrrd", type=Path, nargs=2, metavar=("IMAGE", "LABEL"),
+                        help="score one CT stored as NRRD (HU, LPS) against its tumour label")
     args = parser.parse_args(argv)
     engine = get_engine("ct_lung", args.model_dir, args.device)
+    if args.nrrd:
+        volume, label = nrrd_case(*args.nrrd)
+        findings = engine.run(StudyInput("2.25.2", (volume,)))
+        for segment in findings.segments:
+            if segment.rt_interpreted_type == "GTV":
+                overlap = dice(segment.mask, label) if (segment.mask & label).any() else 0.0
+                print(f"{segment.label}: {segment.mask.sum() * np.prod(volume.geometry.spacing_zyx) / 1000:.2f} ml, "
+                      f"probability {segment.probability}, Dice with the label {overlap:.3f}")
+        predicted = np.logical_or.reduce([s.mask for s in findings.segments if s.rt_interpreted_type == "GTV"]
+                                         or [np.zeros_like(label)])
+        print(json.dumps({"study_dice": dice(predicted, label), "notes": findings.notes,
+                          "timings_s": findings.timings_s}, indent=2))
+        return 0
     results, summary = evaluate_synthetic(engine, args.cases, args.first_seed)
     for r in results:
         print(f"{r.case:>18} tumour={r.has_tumour!s:5} dice={r.dice:.3f} hd95={r.hd95_mm:6.2f} mm "

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from ai_engines import codes
-from ai_engines.ct_lung.engine import QC_NO_LUNG_FIELD, CtLungEngine, recist_axes
+from ai_engines.ct_lung.engine import QC_NO_LUNG_FIELD, CtLungEngine
 from ai_engines.ct_lung.evaluate import dice, evaluate_synthetic
+from ai_engines.ct_lung.recist import recist_axes
 from ai_engines.ct_lung.synthetic import synthetic_chest_ct
 from ai_engines.models import locate_model
 from ai_engines.registry import get_engine
@@ -47,7 +48,7 @@ def test_finds_tumour_and_lungs(engine, case):
     findings = engine.run(study_of(case.to_volume()))
     assert not findings.declined
     labels = [s.label for s in findings.segments]
-    assert labels[0] == "GTV" and "Lung_L" in labels and "Lung_R" in labels
+    assert labels[0] == "GTV_1" and "Lung_L" in labels and "Lung_R" in labels
     gtv = findings.segments[0]
     assert gtv.category == codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE and gtv.property_type == codes.NEOPLASM
     assert gtv.anatomic_region == codes.LUNG and gtv.rt_interpreted_type == "GTV"
@@ -178,7 +179,7 @@ def test_held_out_synthetic_gtv_dice_target(held_out_summary):
 def test_false_positive_filter_keeps_tumour_drops_spurious_components():
     from scipy import ndimage
 
-    from ai_engines.ct_lung.engine import keep_components
+    from ai_engines.ct_lung.lesions import keep_components
 
     spacing = (2.0, 1.0, 1.0)
     shape = (30, 80, 80)
@@ -196,3 +197,19 @@ def test_false_positive_filter_keeps_tumour_drops_spurious_components():
     kept_masks = [labels == k for k in kept]
     assert len(kept_masks) == 2
     assert kept_masks[0][15, 20, 20] and kept_masks[1][13, 52, 52]
+
+
+def test_recist_long_axis_stays_inside_one_piece():
+    """Two pieces on one slice (a lobulated tumour cut by the slice, or two lesions joined by
+    the extent model): the long axis is the longest chord of one piece, never one spanning the
+    gap between them; the short axis lies in the same piece."""
+    mask = np.zeros((3, 80, 120), bool)
+    yy, xx = np.mgrid[:80, :120]
+    mask[1] = (((yy - 40) / 12.0) ** 2 + ((xx - 20) / 12.0) ** 2 <= 1) | (((yy - 40) / 8.0) ** 2 + ((xx - 95) / 16.0) ** 2 <= 1)
+    mask[0, 40, 20:100] = False
+    long_axis, short_axis, key, long_mm, short_mm = recist_axes(mask, (1.0, 1.0))
+    assert key == 1
+    assert long_mm == pytest.approx(32.0, abs=1.5)  # the 32 mm ellipse, not 20 -> 111 across the gap
+    for (_k, row, col) in (*long_axis, *short_axis):
+        assert 79 <= col <= 111 and 32 <= row <= 48  # endpoints in the right-hand piece
+    assert short_mm == pytest.approx(16.0, abs=1.5)

@@ -2,10 +2,12 @@
 
 After Primakov et al., "Automated detection and segmentation of non-small cell lung cancer
 computed tomography images", Nat Commun 13, 3423 (2022): rule-based lung isolation, 2-D U-Net
-tumour segmentation on the published pre-processing, largest component as the primary GTV,
-further components above a size threshold as additional lesions; a second network of the same
-shape delineates the extent of each lesion the first one found.  Measurements per lesion:
-volume, RECIST 1.1 longest axial diameter and its perpendicular, mean and SD of HU.
+tumour segmentation on the published pre-processing, lesions that pass a false-positive filter
+and the anatomical checks a lung tumour must pass (``lesions``, ``lesion_checks``), numbered
+GTV_1, GTV_2... largest first; a second network of the same shape delineates the extent of
+each lesion the first one found, within the lesion's surroundings.  Per lesion: volume,
+RECIST 1.1 axes (``recist``), mean and SD of HU, a calibrated probability (``confidence``).
+This module holds the stages; the lesion post-processing lives in those modules.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from ai_engines.models import (
 )
 from ai_engines.volume import SeriesVolume, StudyInput
 
-ENGINE_VERSION = "1.3.0"  # 1.1.0: false-positive filter; 1.1.1: same results, box-restricted lesion search; 1.2.0: airway grown from the lumen (was often skipped); 1.3.0: extent model
+ENGINE_VERSION = "1.4.0"  # 1.1.0: false-positive filter; 1.1.1: same results, box-restricted lesion search; 1.2.0: airway grown from the lumen (was often skipped); 1.3.0: extent model; 1.4.0: anatomical lesion checks, extent confined to the lesion's surroundings, RECIST in one piece, GTV_n labels, calibrated lesion probability
 QC_NO_LUNG_FIELD = "QC_NO_LUNG_FIELD"
 MIN_LUNG_ML = 100.0  # less than this in both lungs: not a chest CT (or not this region)
 EXTENT_MARGIN_MM = 20.0  # the extent model looks this far above and below each detected lesion

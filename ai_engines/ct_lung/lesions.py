@@ -205,8 +205,17 @@ def keep_components(
             # The detector breaks a vessel into pieces where it bends or changes calibre (the
             # aortic arch above the descending aorta): a candidate mostly outside the lungs
             # within VESSEL_PIECE_MM of a tube is a piece of that vessel.
-            distance = ndimage.distance_transform_edt(~np.isin(labels, tubes), sampling=spacing)
-            near_tube = ndimage.minimum(distance, labels, index=[i + 1 for i in candidates])
+            # Distances only in the box around the tubes widened by VESSEL_PIECE_MM: nothing
+            # farther can be a piece (and a volume-sized distance map would cost gigabytes).
+            tube_mask = np.isin(labels, tubes)
+            around = tuple(
+                slice(max(0, int(ix.min()) - pad), int(ix.max()) + pad + 1)
+                for ix, pad in zip(np.nonzero(tube_mask), (int(np.ceil(VESSEL_PIECE_MM / sp)) + 1 for sp in spacing), strict=True)
+            )
+            distance = ndimage.distance_transform_edt(~tube_mask[around], sampling=spacing)
+            ids = np.array([i + 1 for i in candidates])
+            near_tube = np.asarray(ndimage.minimum(distance, labels[around], index=ids), float)
+            near_tube[~np.isin(ids, labels[around])] = np.inf  # not in the box (scipy says 0)
             pieces = {i for i, d in zip(candidates, near_tube, strict=True) if d <= VESSEL_PIECE_MM and in_lung[i] < 0.5}
             for i in pieces:
                 failed_checks(i + 1, None)  # reported as a piece of a tube

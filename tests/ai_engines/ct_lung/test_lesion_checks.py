@@ -144,3 +144,37 @@ def test_rejected_false_lesion_does_not_hide_a_true_one():
 
     (kept,) = keep_components(labels, count, probability, lungs, near, SPACING, failed_checks=failed)
     assert (labels == kept)[nodule].all()
+
+
+def test_pieces_of_a_rejected_tube_are_rejected_distant_lesions_are_not():
+    """A candidate outside the lungs within VESSEL_PIECE_MM of a rejected tube is a piece of
+    that vessel (the aortic knob above the arch on lung1); one farther away is judged alone."""
+    from ai_engines.ct_lung.lesions import VESSEL_PIECE_MM
+
+    shape = (30, 160, 160)
+    lungs = chest(shape)
+    probability = np.zeros(shape, np.float16)
+    aorta = np.zeros(shape, bool)
+    aorta[2:22] = disk(shape[1:], (80, 143), 12)
+    lungs &= ~aorta
+    probability[aorta] = 0.97
+    knob = np.zeros(shape, bool)
+    knob[23:26] = disk(shape[1:], (80, 124), 8)  # 10 mm above the tube's end, denting the lung
+    far = ball(shape, (12, 80, 38), 9.0)  # a juxtapleural nodule on the other side, 90 mm away
+    lungs &= ~knob & ~far
+    probability[knob] = 0.95
+    probability[far] = 0.95
+    labels, count = ndimage.label(probability >= 0.5, structure=np.ones((3, 3, 3), bool))
+    reported = []
+
+    def failed(label, box):
+        if box is None:
+            reported.append(label)
+            return ("tube",)
+        return measure_lesion(labels[box] == label, lungs[box], None, SPACING).failed(SPACING[0])
+
+    assert VESSEL_PIECE_MM >= 5.0
+    kept = keep_components(labels, count, probability, lungs, np.ones(shape, bool), SPACING, failed_checks=failed)
+    knob_label, far_label = labels[24, 80, 124], labels[12, 80, 38]
+    assert reported == [knob_label] and knob_label not in kept
+    assert far_label in kept

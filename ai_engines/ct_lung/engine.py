@@ -70,8 +70,12 @@ CHECK_NAMES = {  # lesion_checks.CHECKS as the notes say them
     "flat": "flat sheet (dome or pleura cut tangentially)",
     "density": "not soft tissue",
 }
-# The smallest lesions the engine was validated to detect (docs: "Small nodules").
-SMALLEST_VALIDATED_NOTE = "validated to detect solid lesions of 1 ml (12 mm) and larger; smaller nodules may be missed"
+# The smallest lesions the engine was validated to detect (docs, "Small nodules": synthetic
+# validation seeds 300000-300010: all 9 tumours of 0.5 ml or more found, none of 4 smaller).
+SMALLEST_VALIDATED_NOTE = (
+    "validated on synthetic CT to detect solid lesions of 0.5 ml (about 10 mm) and larger; "
+    "smaller nodules may be missed; not validated on real CT, where a 1.4 ml nodule was missed"
+)
 LUNG_L_COLOUR = (0, 160, 255)
 LUNG_R_COLOUR = (0, 200, 120)
 

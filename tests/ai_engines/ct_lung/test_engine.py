@@ -52,6 +52,9 @@ def test_finds_tumour_and_lungs(engine, case):
     gtv = findings.segments[0]
     assert gtv.category == codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE and gtv.property_type == codes.NEOPLASM
     assert gtv.anatomic_region == codes.LUNG and gtv.rt_interpreted_type == "GTV"
+    assert gtv.tracking_id == "GTV_1"  # the SR tracks the lesion under its ROI name
+    assert gtv.probability is not None and 0.5 < gtv.probability <= 1.0  # calibrated, from the card
+    assert any(n.startswith("validated to detect") for n in findings.notes)
     assert gtv.mask.shape == case.hu.shape
     assert dice(gtv.mask, case.tumour) > 0.6  # accuracy proper: the slow held-out tests
     names = {(m.name, m.modifier): m.value for m in gtv.measurements}

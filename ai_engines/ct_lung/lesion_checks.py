@@ -95,16 +95,21 @@ def measure_lesion(
 def lung_envelope(lungs: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
     """The lungs with their in-plane indentations narrower than about 2 x ``radius_mm`` filled.
 
-    A per-slice binary closing with a disk, on every second row and column (the envelope is
-    coarse by nature) with the lungs padded so the closing does not stick to the box edge.
+    A per-slice binary closing with a disk of ``radius_mm``, computed from two Euclidean
+    distance transforms (dilation: within the radius of lung; erosion: farther than the radius
+    from outside the dilation), so its cost does not grow with the radius; on every second
+    row and column (the envelope is coarse by nature), the lungs padded so the closing does
+    not stick to the box edge.
     """
     step = 2
-    radius = max(1, int(round(radius_mm / (min(pixel_spacing) * step))))
-    r = np.arange(-radius, radius + 1)
-    disk = np.zeros((1, 2 * radius + 1, 2 * radius + 1), dtype=bool)
-    disk[0] = r[:, None] ** 2 + r[None, :] ** 2 <= radius**2
-    small = np.pad(lungs[:, ::step, ::step], ((0, 0), (radius + 1, radius + 1), (radius + 1, radius + 1)))
-    closed = ndimage.binary_closing(small, structure=disk)[:, radius + 1 : -radius - 1, radius + 1 : -radius - 1]
+    spacing = (pixel_spacing[0] * step, pixel_spacing[1] * step)
+    pad = int(np.ceil(radius_mm / min(spacing))) + 2
+    small = np.pad(lungs[:, ::step, ::step], ((0, 0), (pad, pad), (pad, pad)))
+    closed = np.zeros_like(small)
+    for k in np.nonzero(small.any(axis=(1, 2)))[0]:
+        dilated = ndimage.distance_transform_edt(~small[k], sampling=spacing) <= radius_mm
+        closed[k] = ndimage.distance_transform_edt(dilated, sampling=spacing) > radius_mm
+    closed = closed[:, pad:-pad, pad:-pad]
     full = np.repeat(np.repeat(closed, step, axis=1), step, axis=2)[:, : lungs.shape[1], : lungs.shape[2]]
     return full | lungs
 

@@ -248,7 +248,7 @@ class CtLungEngine(Engine):
             segments.insert(number - 1, self._gtv_segment(number, lesion, hu, volume, confidence))
         timings["measure"] = time.perf_counter() - t
         notes = [f"{len(lesions)} lesion(s) above {MIN_LESION_MM3:g} mm3"]
-        notes += _search_notes(search, self._calibration is not None)
+        notes += _search_notes(search, self._calibration is not None and bool(lesions))
         if self.files.card.label:
             notes.append(f"model {self.files.card.name} {self.files.card.version} [{self.files.card.label}]")
         if extent_note:

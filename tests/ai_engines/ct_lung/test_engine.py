@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ai_engines import codes
-from ai_engines.ct_lung.engine import QC_NO_LUNG_FIELD, CtLungEngine
+from ai_engines.ct_lung.engine import QC_NO_LUNG_FIELD, SMALLEST_VALIDATED_NOTE, CtLungEngine
 from ai_engines.ct_lung.evaluate import dice, evaluate_synthetic
 from ai_engines.ct_lung.recist import recist_axes
 from ai_engines.ct_lung.synthetic import synthetic_chest_ct
@@ -54,7 +54,7 @@ def test_finds_tumour_and_lungs(engine, case):
     assert gtv.anatomic_region == codes.LUNG and gtv.rt_interpreted_type == "GTV"
     assert gtv.tracking_id == "GTV_1"  # the SR tracks the lesion under its ROI name
     assert gtv.probability is not None and 0.5 < gtv.probability <= 1.0  # calibrated, from the card
-    assert any(n.startswith("validated to detect") for n in findings.notes)
+    assert SMALLEST_VALIDATED_NOTE in findings.notes
     assert gtv.mask.shape == case.hu.shape
     assert dice(gtv.mask, case.tumour) > 0.6  # accuracy proper: the slow held-out tests
     names = {(m.name, m.modifier): m.value for m in gtv.measurements}

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ai_engines.ct_lung.engine import SMALLEST_VALIDATED_NOTE
 from ai_engines.ct_lung.evaluate import dice, nrrd_case
 from ai_engines.registry import get_engine
 from ai_engines.volume import StudyInput
@@ -67,4 +68,4 @@ def test_lung1_no_false_positive_gtv(lung1):
         assert nodule_dice >= 0.5
     else:
         # Not found: the report must say how small a lesion the engine was validated to find.
-        assert any(n.startswith("validated to detect") for n in findings.notes), findings.notes
+        assert SMALLEST_VALIDATED_NOTE in findings.notes, findings.notes

@@ -33,6 +33,7 @@ MIN_Z_EXTENT_MM = 6.0  # spurious findings are often one or two thin slices thic
 MIN_END_SLICES_MM = 15.0  # extra-pulmonary blobs on the first/last lung slice thinner than this are dropped
 MIN_RELATIVE_WEIGHT = 0.1  # probability-weighted volume relative to the largest candidate
 VESSEL_PIECE_MM = 10.0  # a candidate outside the lungs this near a rejected tube is part of it
+TUBE_AXIS_REACH = 3.0  # ...or on its axis, as far beyond its ends as its length or this many diameters
 # Where the extent model may grow a detected lesion (refine_extent / extent_reach).
 EXTENT_MIN_REACH_MM = 10.0
 EXTENT_REACH_FACTOR = 0.5  # x the detected lesion's in-plane diameter
@@ -204,7 +205,7 @@ def keep_components(
         if tubes and candidates:
             # The detector breaks a vessel into pieces where it bends or changes calibre (the
             # aortic arch above the descending aorta): a candidate mostly outside the lungs
-            # within VESSEL_PIECE_MM of a tube is a piece of that vessel.
+            # within VESSEL_PIECE_MM of a tube, or on its axis, is a piece of that vessel.
             # Distances only in the box around the tubes widened by VESSEL_PIECE_MM: nothing
             # farther can be a piece (and a volume-sized distance map would cost gigabytes).
             tube_mask = np.isin(labels, tubes)
@@ -217,6 +218,12 @@ def keep_components(
             near_tube = np.asarray(ndimage.minimum(distance, labels[around], index=ids), float)
             near_tube[~np.isin(ids, labels[around])] = np.inf  # not in the box (scipy says 0)
             pieces = {i for i, d in zip(candidates, near_tube, strict=True) if d <= VESSEL_PIECE_MM and in_lung[i] < 0.5}
+            # ...or lies on a tube's axis, extended beyond its ends: where the detector loses a
+            # straight vessel for a few centimetres, the next piece is on the same line.
+            boxes = ndimage.find_objects(labels)
+            for t in tubes:
+                axis = _tube_axis(labels, t, boxes[t - 1], spacing)
+                pieces |= {i for i in candidates if in_lung[i] < 0.5 and _on_axis(labels, i + 1, boxes[i], axis, spacing)}
             for i in pieces:
                 failed_checks(i + 1, None)  # reported as a piece of a tube
             candidates = [i for i in candidates if i not in pieces]
@@ -314,6 +321,36 @@ def extent_reach(lesion: np.ndarray, lungs: np.ndarray, spacing: tuple[float, fl
     border = ndimage.binary_dilation(envelope, structure=_in_plane_disk(max(1, int(round(EXTENT_BORDER_MM / min(sr, sc))))))
     reach[box] = near & border
     return reach | lesion
+
+
+def _tube_axis(
+    labels: np.ndarray, label: int, box: tuple[slice, slice, slice], spacing: tuple[float, float, float],
+) -> tuple[np.ndarray, np.ndarray, float, tuple[float, float]]:
+    """A tube's axis: (row, col) in mm as a straight line of z (mm), its mean radius (mm) and
+    its z range (mm), from the per-slice centroids of ``labels == label``."""
+    mask = labels[box] == label
+    points = np.argwhere(mask).astype(float) + [s.start for s in box]
+    z = points[:, 0] * spacing[0]
+    row_fit = np.polyfit(z, points[:, 1] * spacing[1], 1) if np.ptp(z) > 0 else np.array([0.0, points[:, 1].mean() * spacing[1]])
+    col_fit = np.polyfit(z, points[:, 2] * spacing[2], 1) if np.ptp(z) > 0 else np.array([0.0, points[:, 2].mean() * spacing[2]])
+    n_slices = int(mask.any(axis=(1, 2)).sum())
+    radius = float(np.sqrt(mask.sum() / n_slices * spacing[1] * spacing[2] / np.pi))
+    return row_fit, col_fit, radius, (float(z.min()), float(z.max()))
+
+
+def _on_axis(
+    labels: np.ndarray, label: int, box: tuple[slice, slice, slice],
+    axis: tuple[np.ndarray, np.ndarray, float, tuple[float, float]], spacing: tuple[float, float, float],
+) -> bool:
+    """Whether component ``label`` lies on a tube's axis: its centroid within the tube's radius
+    of the axis line, and beyond the tube's ends by at most the tube's own length (a vessel seen
+    straight over L mm is extrapolated as far again) or TUBE_AXIS_REACH diameters."""
+    row_fit, col_fit, radius, (z_lo, z_hi) = axis
+    points = np.argwhere(labels[box] == label).astype(float) + [s.start for s in box]
+    z, row, col = points.mean(axis=0) * spacing
+    beyond = max(z_lo - z, z - z_hi, 0.0)
+    off = np.hypot(row - np.polyval(row_fit, z), col - np.polyval(col_fit, z))
+    return bool(off <= radius and beyond <= max(z_hi - z_lo, TUBE_AXIS_REACH * 2 * radius))
 
 
 def _box_around(mask: np.ndarray, in_plane_margin: int) -> tuple[slice, slice, slice]:

@@ -178,3 +178,32 @@ def test_pieces_of_a_rejected_tube_are_rejected_distant_lesions_are_not():
     knob_label, far_label = labels[24, 80, 124], labels[12, 80, 38]
     assert reported == [knob_label] and knob_label not in kept
     assert far_label in kept
+
+
+def test_piece_on_the_axis_of_a_rejected_tube_is_rejected():
+    """Where the detector loses a straight vessel for a few centimetres, the next piece lies on
+    the same line (the synthetic paravertebral aorta: 35 mm gap); one off the axis is judged alone."""
+    shape = (40, 160, 160)
+    lungs = chest(shape)
+    probability = np.zeros(shape, np.float16)
+    aorta = np.zeros(shape, bool)
+    aorta[22:38] = disk(shape[1:], (80, 143), 12)  # 80 mm of tube
+    piece = np.zeros(shape, bool)
+    piece[8:13] = disk(shape[1:], (81, 142), 12)  # 45 mm below its end, same line
+    off_axis = np.zeros(shape, bool)
+    off_axis[8:13] = disk(shape[1:], (40, 120), 10)  # beside the lung, far from the line
+    lungs &= ~(aorta | piece | off_axis)
+    for mask in (aorta, piece, off_axis):
+        probability[mask] = 0.97
+    labels, count = ndimage.label(probability >= 0.5, structure=np.ones((3, 3, 3), bool))
+    reported = []
+
+    def failed(label, box):
+        if box is None:
+            reported.append(label)
+            return ("tube",)
+        return ("tube",) if label == labels[30, 80, 143] else ()
+
+    kept = keep_components(labels, count, probability, lungs, np.ones(shape, bool), SPACING, failed_checks=failed)
+    assert reported == [labels[10, 81, 142]]
+    assert kept == [labels[10, 40, 120]]

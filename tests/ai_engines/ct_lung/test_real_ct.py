@@ -69,3 +69,24 @@ def test_lung1_no_false_positive_gtv(lung1):
     else:
         # Not found: the report must say how small a lesion the engine was validated to find.
         assert SMALLEST_VALIDATED_NOTE in findings.notes, findings.notes
+
+
+@pytest.mark.slow
+def test_synthetic_paravertebral_aorta_is_no_gtv():
+    """The synthetic CT with the aorta where real CTs have it (anatomy_kind="real"): the detector
+    takes it for tumour in pieces over 85 mm (confirming the cause seen on lung1), and the
+    lesion checks reject every piece, so no GTV overlaps the aorta."""
+    from ai_engines.ct_lung.synthetic import synthetic_chest_ct
+
+    case = synthetic_chest_ct(900_001, n_slices=48, slice_thickness=5.0, n_tumours=0, anatomy_kind="real", slab_position=0.5)
+    volume = case.to_volume()
+    findings = get_engine("ct_lung", None, "cpu").run(StudyInput("2.25.12", (volume,)))
+    (rejected,) = [n for n in findings.notes if "rejected as not lung tumours" in n]
+    assert "tube" in rejected  # the detector did fire on the aorta
+    hu, lungs = case.hu, case.lung_left | case.lung_right
+    # The aorta: blood-filled soft tissue outside the lungs, posterior and left of centre.
+    aorta = (hu > 20) & (hu < 320) & ~lungs
+    aorta[:, :240, :] = False
+    aorta[:, :, :280] = False
+    for gtv in (s for s in findings.segments if s.rt_interpreted_type == "GTV"):
+        assert (gtv.mask & aorta).sum() < 0.2 * gtv.mask.sum(), gtv.label

@@ -120,7 +120,7 @@ def test_orthanc_to_node_and_back(tmp_path):
         assert np.array_equal(delivered, segment.mask), segment.label
     # The primary GTV lies on the known tumour (0.88 measured with engine 1.3.0); the accuracy
     # over the 20 held-out cases is tests/ai_engines/ct_lung/test_engine.py's target test.
-    primary = next(s for s in direct.segments if s.label == "GTV")
+    primary = next(s for s in direct.segments if s.label == "GTV_1")
     score = dice(primary.mask, case.tumour)
     print(f"primary GTV Dice against the synthetic ground truth: {score:.3f}")
     assert score >= 0.85

@@ -4,6 +4,9 @@ at a tolerance (mm) and lung-wise detection, per case and summarised.
 Usage::
 
     dicom-node evaluate-model ct_lung --synthetic 20 --first-seed 100000 [--model-dir DIR]
+
+A real CT stored as NRRD with its label (``real-dev/lung1``) is read by :func:`nrrd_case`;
+``tests/ai_engines/ct_lung/test_real_ct.py`` scores it.
 """
 
 from __future__ import annotations
@@ -11,11 +14,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from ai_engines.volume import StudyInput
+from ai_engines.volume import (
+    AcquisitionFacts,
+    SeriesVolume,
+    SliceReference,
+    StudyInput,
+    VolumeGeometry,
+)
 
 HELD_OUT_FIRST_SEED = 100_000  # training uses seeds below this
 SURFACE_TOLERANCE_MM = 2.0
@@ -188,3 +198,38 @@ def evaluate_synthetic(engine, count: int, first_seed: int = HELD_OUT_FIRST_SEED
         study = StudyInput(study_uid=f"2.25.{seed}", series=(volume,))
         results.append(evaluate_case(engine, f"synthetic-{seed}", study, case.tumour, case.lung_left, case.lung_right))
     return results, summarise(results)
+
+
+def nrrd_case(image_path: Path, label_path: Path | None = None, series_uid: str = "2.25.1") -> tuple[SeriesVolume, np.ndarray | None]:
+    """A CT stored as NRRD (HU, LPS) as the node would hand it to the engine, and its label.
+
+    Geometry from the header: voxel (k, j, i) lies at origin + i*sx*d0 + j*sy*d1 + k*sz*d2
+    (ITK's direction columns d0, d1, d2), exactly as a DICOM series with
+    ImageOrientationPatient = (d0, d1) and ImagePositionPatient = origin + k*sz*d2 per slice.
+    """
+    import SimpleITK as sitk  # noqa: N813
+
+    image = sitk.ReadImage(str(image_path))
+    if image.GetDimension() != 3:
+        raise ValueError(f"{image_path.name}: not a 3-D image")
+    direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    spacing = image.GetSpacing()
+    origin = np.asarray(image.GetOrigin(), float)
+    voxels = sitk.GetArrayFromImage(image).astype(np.float32)  # (slice, row, column)
+    n = voxels.shape[0]
+    origins = origin[None, :] + np.arange(n)[:, None] * spacing[2] * direction[:, 2][None, :]
+    geometry = VolumeGeometry(
+        slice_origins=origins, row_direction=tuple(direction[:, 0]), column_direction=tuple(direction[:, 1]),
+        pixel_spacing=(float(spacing[1]), float(spacing[0])), slice_thickness=float(spacing[2]),
+    )
+    slices = tuple(SliceReference("1.2.840.10008.5.1.4.1.1.2", f"{series_uid}.{k + 1}") for k in range(n))
+    volume = SeriesVolume(series_uid, f"{series_uid}.0", voxels, geometry, slices, AcquisitionFacts(modality="CT"))
+    label = None
+    if label_path is not None:
+        label_image = sitk.ReadImage(str(label_path))
+        if label_image.GetSize() != image.GetSize():
+            raise ValueError(f"{label_path.name}: grid differs from the image's")
+        label = sitk.GetArrayFromImage(label_image) > 0
+    return volume, label
+
+

@@ -174,6 +174,7 @@ class _Anatomy:
         self.heart_axes = np.array([62, 52, 58]) * f * rng.uniform(0.9, 1.1)
         self.aorta_x = self.cx + 22 * f
         self.fissure = (rng.uniform(0.5, 0.9), rng.uniform(-40, -10))
+        self.real_aorta: tuple[float, float, float, float] | None = None  # x, y, radius, arch z
 
     def cavity(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return ((x - self.cx) / self.ca) ** 2 + ((y - self.cy) / self.cb) ** 2 <= 1
@@ -203,7 +204,18 @@ class _Anatomy:
         h = ((x - self.heart[0]) / self.heart_axes[0]) ** 2 + ((y - self.heart[1]) / self.heart_axes[1]) ** 2 + ((z - self.heart[2]) / self.heart_axes[2]) ** 2
         lungs &= h > 1
         spine = (np.abs(x - self.cx) < 34) & (y > self.spine_y - 26)
-        return lungs & ~spine
+        lungs &= ~spine
+        if self.real_aorta is not None:  # the descending aorta dents the left lung
+            ax, ay, radius, top = self.real_aorta
+            lungs &= ~((((x - ax) ** 2 + (y - ay) ** 2) <= (radius + 3) ** 2) & (z < top + radius))
+        return lungs
+
+    def add_real_aorta(self, rng: np.random.Generator) -> None:
+        """The descending aorta as real chest CT shows it (lung1): in the left paravertebral
+        gutter, level with the vertebral body about 34 mm left of its centre, denting the left
+        lung from the diaphragm up to the arch (instead of inside the mediastinum)."""
+        self.real_aorta = (self.cx + rng.uniform(30, 38), self.spine_y + rng.uniform(-6, 2),
+                           rng.uniform(11, 15), rng.uniform(15, 35))
 
 
 def _tumour_shape(
@@ -257,6 +269,7 @@ def synthetic_chest_ct(
     focus_tumour: bool = False,
     slab_position: float | None = None,
     rows: int = ROWS,
+    anatomy_kind: str = "demo",
 ) -> SyntheticCase:
     """Generate one synthetic chest CT.
 
@@ -283,11 +296,16 @@ def synthetic_chest_ct(
     """
     if kind not in (None, "juxtapleural", "central", "peripheral"):
         raise ValueError(f"unknown tumour kind {kind!r}")
+    if anatomy_kind not in ("demo", "real"):
+        raise ValueError(f"unknown anatomy kind {anatomy_kind!r}")
     rng = np.random.default_rng(seed)
     spacing = float(pixel_spacing if pixel_spacing is not None else rng.uniform(0.6, 0.9))
     thickness = float(slice_thickness if slice_thickness is not None else rng.choice([1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0]))
     fov_half = rows * spacing / 2
     anatomy = _Anatomy(rng, fov_half)
+    if anatomy_kind == "real":
+        # Drawn from their own generator, so the demo anatomy of every seed stays as it was.
+        anatomy.add_real_aorta(np.random.default_rng(seed + 7_000_000))
     if n_tumours is None:
         n_tumours = int(rng.choice([0, 1, 2], p=[0.15, 0.7, 0.15]))
 
@@ -387,6 +405,11 @@ def synthetic_chest_ct(
     asc = np.array([anatomy.cx + 5, anatomy.trachea_y - 35, 25])
     _paint_tube(hu, coords, asc + [0, 0, -85], asc, aorta_r + 2, aorta_r + 2, blood, 2, 45)
     _paint_tube(hu, coords, asc, desc + [0, 0, 25], aorta_r + 1, aorta_r, blood, 2, 45)
+    if anatomy.real_aorta is not None:
+        ax, ay, radius, top = anatomy.real_aorta
+        real_desc = np.array([ax, ay, top])
+        _paint_tube(hu, coords, real_desc + [0, 0, -400], real_desc, radius, radius, blood, 2, 45)
+        _paint_tube(hu, coords, asc, real_desc, radius + 1, radius, blood, 2, 45)  # the arch and its knob
     _paint_tube(hu, coords, np.array([anatomy.cx + 6, anatomy.spine_y - 25, -300]),
                 np.array([anatomy.cx + 2, anatomy.spine_y - 25, 300]), 7, 7, 40)
     # Below the diaphragm: liver on the right, spleen and stomach (with gas) on the left.

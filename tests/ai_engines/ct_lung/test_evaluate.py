@@ -55,3 +55,28 @@ def test_summary_counts():
     r = ev.CaseResult("a", True, 0.9, 2.0, 0.95, 0.98, 0.97, {"L": (True, True), "R": (False, False)}, 1, 10.0, 9.0, 1.0)
     s = ev.summarise([r])
     assert s["dice_mean"] == 0.9 and s["lungwise_sensitivity"] == 1.0 and s["lungwise_specificity"] == 1.0
+
+
+def test_nrrd_case_geometry_matches_simpleitk(tmp_path):
+    """A NRRD's voxels land where SimpleITK puts them (LPS), so the engine's left and right
+    and the label's slices are those of the file."""
+    import SimpleITK as sitk  # noqa: N813
+
+    from ai_engines.ct_lung.evaluate import nrrd_case
+
+    voxels = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    image = sitk.GetImageFromArray(voxels)
+    image.SetSpacing((0.7, 0.8, 2.5))
+    image.SetOrigin((-100.0, -50.0, 30.0))
+    image.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0))  # feet-first stack
+    label = sitk.GetImageFromArray((voxels % 7 == 0).astype(np.uint8))
+    label.CopyInformation(image)
+    sitk.WriteImage(image, str(tmp_path / "ct.nrrd"))
+    sitk.WriteImage(label, str(tmp_path / "label.nrrd"))
+    volume, mask = nrrd_case(tmp_path / "ct.nrrd", tmp_path / "label.nrrd")
+    assert volume.shape == (4, 5, 6) and volume.voxels[2, 3, 4] == voxels[2, 3, 4]
+    assert np.array_equal(mask, voxels % 7 == 0)
+    assert volume.geometry.pixel_spacing == (0.8, 0.7) and volume.geometry.slice_spacing == 2.5
+    for k, j, i in ((0, 0, 0), (3, 4, 5), (2, 1, 3)):
+        expected = image.TransformIndexToPhysicalPoint((i, j, k))
+        assert np.allclose(volume.geometry.voxel_to_patient(k, j, i), expected)

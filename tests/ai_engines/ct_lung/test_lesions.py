@@ -1,5 +1,6 @@
 """lesion_masks: the box-restricted search gives exactly what a whole-volume search gives;
-refine_extent: the extent model widens detected lesions and never adds one."""
+refine_extent: the extent model widens detected lesions, never adds one, and never grows one
+into a distant structure."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ai_engines.ct_lung.engine import (
+from ai_engines.ct_lung.lesions import (
     LUNG_MARGIN_MM,
     TUMOUR_THRESHOLD,
     _in_plane_disk,
@@ -53,7 +54,7 @@ def random_case(seed: int, shape=(40, 97, 91)):
 def test_box_restricted_search_equals_whole_volume(seed):
     probability, lungs = random_case(seed)
     spacing = (2.0, 0.7, 0.7) if seed % 2 else (1.0, 0.9, 0.9)
-    got = lesion_masks(probability, lungs, spacing)
+    got = lesion_masks(probability, lungs, spacing, anatomy_checks=False).masks
     want = whole_volume_reference(probability, lungs, spacing)
     assert len(got) == len(want)
     for a, b in zip(got, want, strict=True):
@@ -62,14 +63,14 @@ def test_box_restricted_search_equals_whole_volume(seed):
 
 def test_some_random_cases_keep_lesions():
     """The comparison above is not vacuous: several cases keep lesions, several drop some."""
-    kept = [len(lesion_masks(*random_case(seed), (1.0, 0.9, 0.9))) for seed in range(25)]
+    kept = [len(lesion_masks(*random_case(seed), (1.0, 0.9, 0.9), anatomy_checks=False).masks) for seed in range(25)]
     assert sum(k > 0 for k in kept) >= 5
 
 
 def test_no_candidates_no_lesions():
     probability, lungs = random_case(0)
-    assert lesion_masks(np.zeros_like(probability), lungs, (1.0, 1.0, 1.0)) == []
-    assert lesion_masks(probability, np.zeros_like(lungs), (1.0, 1.0, 1.0)) == []
+    assert lesion_masks(np.zeros_like(probability), lungs, (1.0, 1.0, 1.0)).masks == []
+    assert lesion_masks(probability, np.zeros_like(lungs), (1.0, 1.0, 1.0)).masks == []
 
 
 @pytest.mark.parametrize("gap_px", [2, 5, 8, 11, 14])
@@ -82,7 +83,7 @@ def test_lone_lesion_beside_the_lungs(gap_px):
     probability = np.zeros(shape, np.float16)
     probability[10:16, 25:35, 30 - gap_px - 8 : 30 - gap_px] = 0.99
     spacing = (2.0, 1.0, 1.0)
-    got = lesion_masks(probability, lungs, spacing)
+    got = lesion_masks(probability, lungs, spacing, anatomy_checks=False).masks
     assert len(got) == (1 if gap_px < LUNG_MARGIN_MM else 0)
     assert [m.sum() for m in got] == [m.sum() for m in whole_volume_reference(probability, lungs, spacing)]
 
@@ -98,9 +99,9 @@ def test_extent_widens_a_detected_lesion_on_its_slab_only():
     lesion = box_mask(shape, (10, 14), (20, 30), (20, 30))  # the detector stopped short
     z0 = 5  # the extent model ran on slices 5..24
     extent = np.zeros((20, 60, 60), np.float16)
-    extent[3:12, 15:40, 15:35] = 0.9  # slices 8..16: the whole tumour
-    (refined,) = refine_extent([lesion], extent, z0)
-    expected = box_mask(shape, (8, 17), (15, 40), (15, 35)) | lesion
+    extent[3:12, 15:35, 15:35] = 0.9  # slices 8..16: the whole tumour, within the reach
+    (refined,) = refine_extent([lesion], extent, z0, np.ones(shape, bool), (1.0, 1.0, 1.0))
+    expected = box_mask(shape, (8, 17), (15, 35), (15, 35)) | lesion
     assert np.array_equal(refined, expected)
     assert lesion.sum() == 400  # the detector's mask itself is not modified
 
@@ -111,9 +112,9 @@ def test_extent_components_touching_no_lesion_add_nothing():
     extent = np.zeros(shape, np.float16)
     extent[5:9, 40:50, 40:50] = 0.99  # the extent model's own finding: not a lesion
     extent[5:9, 10:20, 10:20] = 0.4  # below the threshold over the lesion
-    refined = refine_extent([lesion], extent, 0)
+    refined = refine_extent([lesion], extent, 0, np.ones(shape, bool), (1.0, 1.0, 1.0))
     assert len(refined) == 1 and np.array_equal(refined[0], lesion)
-    assert refine_extent([], extent, 0) == []
+    assert refine_extent([], extent, 0, np.ones(shape, bool), (1.0, 1.0, 1.0)) == []
 
 
 def test_lesions_joined_by_one_extent_component_become_one_largest_first():
@@ -123,7 +124,40 @@ def test_lesions_joined_by_one_extent_component_become_one_largest_first():
     part_b = box_mask(shape, (5, 10), (40, 46), (30, 36))
     extent = np.zeros(shape, np.float16)
     extent[5:10, 40:46, 10:36] = 0.95  # one mass under both parts
-    refined = refine_extent([part_a, small, part_b], extent, 0)
+    refined = refine_extent([part_a, small, part_b], extent, 0, np.ones(shape, bool), (1.0, 1.0, 1.0))
     assert len(refined) == 2
     assert np.array_equal(refined[0], box_mask(shape, (5, 10), (40, 46), (10, 36)))
     assert np.array_equal(refined[1], small)
+
+
+def test_extent_is_cut_where_it_runs_on_into_a_distant_structure():
+    """An extent component that starts on the lesion and runs on along a tube (the aorta, the
+    chest wall) adds only the lesion's surroundings: within max(10 mm, 0.5 x its diameter)."""
+    shape = (40, 60, 120)
+    lesion = box_mask(shape, (10, 15), (20, 30), (20, 30))  # 10 mm wide
+    extent = np.zeros(shape, np.float16)
+    extent[8:17, 18:32, 18:32] = 0.9  # the tumour's true extent, 2 mm beyond the detector's
+    extent[10:15, 22:28, 32:118] = 0.9  # ...and on along a structure 86 mm long
+    lungs = np.ones(shape, bool)
+    (refined,) = refine_extent([lesion], extent, 0, lungs, (1.0, 1.0, 1.0))
+    assert refined[8:17, 18:32, 18:32].all()  # the tumour itself is completed
+    cols = np.nonzero(refined.any(axis=(0, 1)))[0]
+    assert cols[-1] <= 29 + 10  # the run along the structure stops 10 mm from the lesion
+    assert (refined & ~lesion & ~(extent >= 0.5)).sum() == 0  # only extent voxels are added
+
+
+def test_extent_stays_inside_the_lung_border():
+    """Beyond the lungs' envelope widened by EXTENT_BORDER_MM (the mediastinum proper, the chest
+    wall) the extent model adds nothing, however near the lesion."""
+    from ai_engines.ct_lung.lesions import EXTENT_BORDER_MM
+
+    shape = (20, 80, 80)
+    lungs = np.zeros(shape, bool)
+    lungs[:, :, :40] = True  # a flat lung border at column 40
+    lesion = box_mask(shape, (5, 12), (30, 50), (34, 44))  # 20 mm lesion astride the border
+    extent = np.zeros(shape, np.float16)
+    extent[5:12, 30:50, 30:80] = 0.9  # runs 40 mm into the mediastinum
+    (refined,) = refine_extent([lesion], extent, 0, lungs, (1.0, 1.0, 1.0))
+    cols = np.nonzero(refined.any(axis=(0, 1)))[0]
+    assert cols[-1] <= 40 + EXTENT_BORDER_MM
+    assert cols[-1] >= 44  # but it may reach into the border

@@ -64,3 +64,19 @@ def test_forced_kind_places_the_tumour_against_the_mediastinum():
 def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="kind"):
         synthetic_chest_ct(1, n_slices=4, kind="hilar")
+
+
+def test_real_anatomy_puts_the_descending_aorta_in_the_left_paravertebral_gutter():
+    """anatomy_kind="real": the aorta dents the left lung beside the spine, as on real CT (lung1);
+    everything else is the demo anatomy of the same seed (its seeds' images do not change)."""
+    demo = synthetic_chest_ct(7, n_slices=8, slice_thickness=5.0, n_tumours=0, slab_position=0.3)
+    real = synthetic_chest_ct(7, n_slices=8, slice_thickness=5.0, n_tumours=0, slab_position=0.3, anatomy_kind="real")
+    assert np.array_equal(demo.lung_right, real.lung_right)
+    taken = demo.lung_left & ~real.lung_left
+    assert not (real.lung_left & ~demo.lung_left).any() and taken.sum() > 0.02 * demo.lung_left.sum()
+    # What the aorta took from the lung is blood-filled soft tissue, posterior and left of centre.
+    assert 20 < np.median(real.hu[taken]) < 320
+    rows, cols = np.nonzero(taken.any(axis=0))
+    assert cols.mean() > 256 and rows.mean() > 256
+    with pytest.raises(ValueError):
+        synthetic_chest_ct(7, n_slices=4, anatomy_kind="martian")

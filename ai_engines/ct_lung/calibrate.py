@@ -1,0 +1,106 @@
+"""Fit the per-lesion probability (Platt) and measure sensitivity by tumour size on validation
+cases: the figures behind the detector card's ``lesion_probability`` and the engine's
+``SMALLEST_VALIDATED_NOTE``.
+
+Usage::
+
+    python -m ai_engines.ct_lung.calibrate --seeds 300000-300029 310000-310039 [--model-dir DIR]
+
+Validation seeds only: never the held-out seeds (100000-100019) the accuracy is reported on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ai_engines.ct_lung.confidence import (
+    CARD_KEY,
+    FEATURES,
+    fit_platt,
+    lesion_features,
+    lesion_probability,
+)
+from ai_engines.ct_lung.evaluate import evaluation_slices
+from ai_engines.ct_lung.lesions import lesion_masks
+from ai_engines.ct_lung.lungs import isolate_lungs
+from ai_engines.ct_lung.preprocess import preprocess
+from ai_engines.ct_lung.unet import context_step
+
+MIN_TUMOUR_ML = 0.05  # smaller truth components are clipping fragments of a tumour
+SIZE_BUCKETS_ML = (0.0, 0.5, 1.0, 4.0, float("inf"))
+
+
+def validation_lesions(engine, seed: int) -> tuple[list[dict], list[dict]]:
+    """The lesions the engine's detector stage reports on one synthetic case (before the extent
+    model), each with whether it overlaps a tumour; and each tumour with whether it was found."""
+    from ai_engines.ct_lung.synthetic import synthetic_chest_ct
+
+    n_slices, thickness = evaluation_slices(seed)
+    case = synthetic_chest_ct(seed, n_slices=n_slices, slice_thickness=thickness)
+    volume = case.to_volume()
+    hu, geometry = np.asarray(volume.voxels, np.float32), volume.geometry
+    lungs = isolate_lungs(hu, geometry.pixel_spacing, geometry.slice_spacing, geometry.row_direction[0] >= 0)
+    lung_slices = np.nonzero(lungs.both.any(axis=(1, 2)))[0]
+    detector = engine.detector
+    reach = detector.context * context_step(geometry.slice_spacing, detector.context_mm)
+    first, last = max(int(lung_slices[0]) - reach, 0), min(int(lung_slices[-1]) + reach, hu.shape[0] - 1)
+    canvas, mapping = preprocess(hu[first : last + 1], geometry.pixel_spacing)
+    box = engine._canvas_box(lungs.both, mapping, detector.depth)
+    probability = engine._probabilities(detector, canvas, lung_slices, first, box, mapping, hu.shape, geometry.slice_spacing)
+    search = lesion_masks(probability, lungs.both, geometry.spacing_zyx, hu=hu)
+    voxel_ml = float(np.prod(geometry.spacing_zyx)) / 1000
+    lesions = [{"seed": seed, "tumour": bool((lesion.mask & case.tumour).any()), "mean_probability": lesion.mean_probability,
+                "volume_ml": float(lesion.mask.sum()) * voxel_ml} for lesion in search.lesions]
+    labels, count = ndimage.label(case.tumour, structure=np.ones((3, 3, 3), bool))
+    tumours = []
+    for i in range(1, count + 1):
+        tumour = labels == i
+        if tumour.sum() * voxel_ml >= MIN_TUMOUR_ML:
+            tumours.append({"seed": seed, "volume_ml": float(tumour.sum()) * voxel_ml,
+                            "found": any((lesion.mask & tumour).any() for lesion in search.lesions)})
+    return lesions, tumours
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ai_engines.registry import get_engine
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", nargs="+", default=["300000-300029", "310000-310039"], help="ranges FIRST-LAST")
+    parser.add_argument("--model-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    engine = get_engine("ct_lung", args.model_dir, "cpu")
+    lesions: list[dict] = []
+    tumours: list[dict] = []
+    for spec in args.seeds:
+        a, b = (int(v) for v in spec.split("-"))
+        for seed in range(a, b + 1):
+            found, truth = validation_lesions(engine, seed)
+            lesions += found
+            tumours += truth
+            print(f"seed {seed}: {len(found)} lesion(s), {sum(f['tumour'] for f in found)} on a tumour", flush=True)
+    if not lesions:
+        print("no lesions on these seeds: nothing to calibrate")
+        return 1
+    features = [lesion_features(x["mean_probability"], x["volume_ml"]) for x in lesions]
+    calibration = fit_platt(features, [x["tumour"] for x in lesions])
+    predicted = np.array([lesion_probability(x["mean_probability"], x["volume_ml"], calibration) for x in lesions])
+    observed = np.array([x["tumour"] for x in lesions], float)
+    entry = {"method": "platt", "features": list(FEATURES), "intercept": round(calibration.intercept, 4),
+             "coefficients": [round(c, 4) for c in calibration.coefficients], "l2_penalty_on_slopes": 1.0,
+             "fit_mean_predicted": round(float(predicted.mean()), 3), "fit_observed_rate": round(float(observed.mean()), 3),
+             "fit_brier": round(float(((predicted - observed) ** 2).mean()), 4)}
+    print(json.dumps({CARD_KEY: entry}, indent=2))
+    for lo, hi in zip(SIZE_BUCKETS_ML[:-1], SIZE_BUCKETS_ML[1:], strict=True):
+        bucket = [t for t in tumours if lo <= t["volume_ml"] < hi]
+        print(f"tumours {lo:g}-{hi:g} ml: {sum(t['found'] for t in bucket)} of {len(bucket)} found")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

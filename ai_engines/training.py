@@ -60,6 +60,16 @@ class EngineTraining(ABC):
     def add_train_arguments(self, parser: argparse.ArgumentParser) -> None:  # noqa: B027
         """Add the engine's own ``train-model`` options (optional)."""
 
+    def add_site_arguments(self, parser: argparse.ArgumentParser) -> None:  # noqa: B027
+        """Add options that ``--data-dir`` needs for this engine (both commands; optional),
+        e.g. ``--labels`` for a classifier whose ground truth is a label per study."""
+
+    def read_site_data(self, data_dir: Path, args: argparse.Namespace) -> Iterable[Any] | None:
+        """A site's labelled data read the engine's own way (images plus a labels file for a
+        classifier); None (the default): series with RTSTRUCT/SEG ground truth, which the node
+        reads into :class:`LabelledVolume` for :meth:`site_cases` / :meth:`evaluate_site`."""
+        return None
+
     @abstractmethod
     def synthetic_cases(self, count: int, first_seed: int, args: argparse.Namespace) -> Iterable[Any]:
         """``count`` synthetic training cases from seed ``first_seed`` on."""

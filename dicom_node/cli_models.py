@@ -83,10 +83,15 @@ def _train(args: argparse.Namespace) -> int:
     parser.add_argument("--version", default="1.0.0+site")
     parser.add_argument("--label", default="")
     hook.add_train_arguments(parser)
+    hook.add_site_arguments(parser)
     options = parser.parse_args(args.options)
+    own = hook.read_site_data(options.data_dir, options) if options.data_dir else None
     if options.synthetic is not None:
         cases = hook.synthetic_cases(options.synthetic, options.first_seed, options)
         data = f"{options.synthetic} synthetic cases of {spec.name} from seed {options.first_seed}"
+    elif own is not None:
+        cases = hook.site_cases(own)
+        data = f"site data under {options.data_dir.name}"
     else:
         labelled = list(_labelled(options.data_dir, options.roi_pattern or hook.roi_pattern,
                                   spec.acceptance.modalities))
@@ -124,9 +129,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None,
                         help="write per-case results and summary here")
+    hook.add_site_arguments(parser)
     options = parser.parse_args(args.options)
     engine = get_engine(spec.name, options.model_dir, options.device)
-    if options.data_dir is not None:
+    own = hook.read_site_data(options.data_dir, options) if options.data_dir else None
+    if own is not None:
+        evaluation = hook.evaluate_site(engine, own)
+    elif options.data_dir is not None:
         labelled = _labelled(options.data_dir, options.roi_pattern or hook.roi_pattern,
                              spec.acceptance.modalities)
         evaluation = hook.evaluate_site(engine, labelled)

@@ -31,4 +31,5 @@ SPEC = EngineSpec(
     acceptance=ACCEPTANCE,
     models=(MODEL_NAME,),
     factory="ai_engines.bone_scan.engine:BoneScanEngine",
+    training="ai_engines.bone_scan.training:TRAINING",
 )

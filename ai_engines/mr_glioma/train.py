@@ -39,10 +39,10 @@ from ai_engines.mr_glioma.synthetic import SHAPE, bias_field, rician, synthetic_
 from ai_engines.mr_glioma.unet import (
     INPUT_ROLES,
     GradeHead,
-    encode,
     n_input_channels,
     region_dice_ce_loss,
     stack_inputs,
+    tumour_features,
 )
 from ai_engines.volume import SeriesVolume
 
@@ -199,25 +199,6 @@ def train_segmentation(cases: list[TrainingCase], minutes: float, seed: int, lr:
     return model, {"steps": step, "batch": batch, "final_loss_mean_last_50": round(float(np.mean(losses[-50:])), 4)}
 
 
-def study_features(model: UNet2D, channels: dict[str, np.ndarray], tumour: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encoder features and tumour weights of the slices holding tumour (one study)."""
-    ks = np.nonzero(tumour.any(axis=(1, 2)))[0]
-    unit = POOL * 2**model.depth
-    rows, cols = (np.nonzero(tumour.any(axis=a))[0] for a in ((0, 2), (0, 1)))
-    box = []
-    for idx, n in ((rows, tumour.shape[1]), (cols, tumour.shape[2])):
-        centre = (int(idx[0]) + int(idx[-1])) // 2
-        size = min(n // unit * unit, max(64, int(np.ceil((idx[-1] - idx[0] + 32) / unit) * unit)))
-        lo = int(np.clip(centre - size // 2, 0, n - size))
-        box.append(slice(lo, lo + size))
-    x = torch.from_numpy(stack_inputs(channels, ks, CONTEXT, STEP_MM, (box[0], box[1]), POOL))
-    with torch.no_grad():
-        features = encode(model, x)
-    weight = torch.from_numpy(tumour[ks][:, None, box[0], box[1]].astype(np.float32))
-    weight = torch.nn.functional.adaptive_avg_pool2d(weight, features.shape[-2:])
-    return features, weight
-
-
 def train_grade(model: UNet2D, cases: list[TrainingCase], minutes: float, seed: int) -> tuple[GradeHead, dict]:
     """The grade head on the frozen segmentation encoder (tumour cases only)."""
     torch.manual_seed(seed)
@@ -230,7 +211,7 @@ def train_grade(model: UNet2D, cases: list[TrainingCase], minutes: float, seed: 
     while time.monotonic() < deadline:
         case = tumour_cases[int(rng.integers(len(tumour_cases)))]
         kept = {role: case.channels[role] for role in _drop_sequences(rng)}
-        features, weight = study_features(model, kept, case.labels > 0)
+        features, weight = tumour_features(model, kept, case.labels > 0, CONTEXT, STEP_MM, POOL)
         logit = head(features, weight)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, torch.tensor(float(case.high_grade)))
         optimiser.zero_grad()

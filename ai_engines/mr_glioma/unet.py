@@ -115,3 +115,25 @@ def predict_probabilities(
             prob = torch.softmax(logits, dim=1)
             out[:, start : start + len(chunk)] = prob.permute(1, 0, 2, 3).cpu().numpy().astype(np.float16)
     return out
+
+
+def tumour_features(
+    model: UNet2D, channels: dict[str, np.ndarray], tumour: np.ndarray, context: int, step: int, pool: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deepest encoder features of the slices holding ``tumour`` (a box around it) and the
+    tumour mask pooled to their scale: the grade head's input."""
+    ks = np.nonzero(tumour.any(axis=(1, 2)))[0]
+    unit = pool * 2**model.depth
+    rows, cols = (np.nonzero(tumour.any(axis=a))[0] for a in ((0, 2), (0, 1)))
+    box = []
+    for idx, n in ((rows, tumour.shape[1]), (cols, tumour.shape[2])):
+        centre = (int(idx[0]) + int(idx[-1])) // 2
+        size = min(n // unit * unit, max(2 * unit, int(np.ceil((idx[-1] - idx[0] + 32) / unit) * unit)))
+        lo = int(np.clip(centre - size // 2, 0, n - size))
+        box.append(slice(lo, lo + size))
+    x = torch.from_numpy(stack_inputs(channels, ks, context, step, (box[0], box[1]), pool))
+    with torch.no_grad():
+        features = encode(model, x)
+    weight = torch.from_numpy(tumour[ks][:, None, box[0], box[1]].astype(np.float32))
+    weight = F.adaptive_avg_pool2d(weight, features.shape[-2:])
+    return features, weight

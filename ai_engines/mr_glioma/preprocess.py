@@ -36,7 +36,9 @@ N4_ITERATIONS = (20, 10)  # two fitting levels
 REGISTRATION_MIN_HEAD_DICE = 0.80  # below: MR_REGISTRATION_FAILED
 REGISTRATION_MAX_SHIFT_MM = 40.0
 REGISTRATION_MAX_ROTATION_DEG = 20.0
-SCALP_SKULL_DEPTH_MM = 9.0  # brain starts about this deep below the head surface in-plane
+SKIN_DEPTH_MM = 3.0  # skin: never brain
+SCALP_SKULL_DEPTH_MM = 8.0  # brain seeds lie at least this deep below the head outline in-plane
+BRAIN_EROSION_MM = 7.0  # cuts the scalp-brain bridges through a thin or partial-volumed skull
 Z_CLIP = 5.0
 BRAIN_PIECE_FRACTION = 0.1  # brain-mask components kept: at least this share of the largest
 
@@ -147,35 +149,38 @@ def _otsu(values: np.ndarray, bins: int = 128) -> float:
     return float(centres[int(np.argmax(between))])
 
 
-def brain_mask(values: np.ndarray, spacing_mm: float = GRID_MM) -> np.ndarray:
-    """An approximate brain mask on an isotropic grid.
+def brain_mask(values: np.ndarray, spacing_mm: float = GRID_MM, keep_pieces: bool = False) -> np.ndarray:
+    """An approximate brain mask on an isotropic grid (no trained skull stripper).
 
-    Head by Otsu; in each slice, voxels deeper than :data:`SCALP_SKULL_DEPTH_MM` below the
-    head outline (scalp and skull are about that thick) and brighter than half the Otsu
-    threshold of the head (CSF-dark and bone-dark voxels out, on T1 and FLAIR alike); opened
-    by 2 mm to cut thin bridges, largest 3-D component (and any at least a tenth of it), dilated back, holes filled per slice.
-    Tumour in the outermost cortex stays in: the mask is dilated by the opening radius again.
+    Head by Otsu; tissue = head voxels brighter than half the head's Otsu threshold (dark
+    skull and CSF out) and more than :data:`SKIN_DEPTH_MM` below the head outline in their
+    slice; seeds = tissue deeper than :data:`SCALP_SKULL_DEPTH_MM` in-plane, eroded by
+    :data:`BRAIN_EROSION_MM` so that scalp and temporal muscle come loose from the brain;
+    the largest 3-D component (``keep_pieces``: and any at least
+    :data:`BRAIN_PIECE_FRACTION` of it, for slabs where skull-base pieces are separate),
+    dilated back inside the tissue; holes (ventricles, necrosis) filled.
     """
     head = head_mask_array(values)
     if not head.any():
         return head
     depth = np.stack([ndimage.distance_transform_edt(s) for s in head]) * spacing_mm
     threshold = _otsu(values[head])
-    tissue = head & (depth > SCALP_SKULL_DEPTH_MM) & (values > 0.5 * threshold)
-    radius = max(1, int(round(2.0 / spacing_mm)))
+    tissue = head & (depth > SKIN_DEPTH_MM) & (values > 0.5 * threshold)
+    radius = max(1, int(round(BRAIN_EROSION_MM / spacing_mm)))
     ball = ndimage.generate_binary_structure(3, 1)
-    core = ndimage.binary_opening(tissue, structure=ball, iterations=radius)
+    core = ndimage.binary_erosion(tissue & (depth > SCALP_SKULL_DEPTH_MM), structure=ball, iterations=radius)
     labels, n = ndimage.label(core)
     if n == 0:
         return core
     sizes = ndimage.sum_labels(core, labels, index=np.arange(1, n + 1))
-    # The largest component and any other large one (at the skull base the temporal lobes
-    # and the cerebellum can be separate pieces within a partial field of view).
-    keep = np.nonzero(sizes >= BRAIN_PIECE_FRACTION * sizes.max())[0] + 1
+    if keep_pieces:
+        keep = np.nonzero(sizes >= BRAIN_PIECE_FRACTION * sizes.max())[0] + 1
+    else:
+        keep = [int(np.argmax(sizes)) + 1]
     brain = np.isin(labels, keep)
-    brain = ndimage.binary_dilation(brain, structure=ball, iterations=2 * radius) & head
+    brain = ndimage.binary_dilation(brain, structure=ball, iterations=radius + 1, mask=tissue)
     brain = np.stack([ndimage.binary_fill_holes(s) for s in brain])
-    return brain
+    return ndimage.binary_fill_holes(brain)
 
 
 def n4_correct(image: sitk.Image, mask: np.ndarray) -> sitk.Image:

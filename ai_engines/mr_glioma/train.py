@@ -106,7 +106,7 @@ def synthetic_case(seed: int) -> TrainingCase:
     thickness = float(rng.choice([1.0, 1.5, 3.0, 4.0, 5.0, 6.5]))
     acquired = {role: _simulate_acquisition(brain.images[role], rng, thickness) for role in INPUT_ROLES}
     reference = "T1c" if rng.random() < 0.7 else "FLAIR"
-    mask = brain_mask(acquired[reference])
+    mask = brain_mask(acquired[reference], keep_pieces=True)  # a slab: skull-base pieces apart
     channels = {role: zscore(values, mask) for role, values in acquired.items()}
     # The engine keeps only tumour inside the brain mask; so does the training target.
     labels = np.where(mask, brain.labels, 0).astype(np.uint8)

@@ -59,10 +59,11 @@ DECLINE_CODES = (MR_NO_USABLE_SEQUENCE, MR_NOT_BRAIN, MR_REGISTRATION_FAILED)
 # A brain mask outside this range is not a (whole or most of a) brain: a spine, a knee, a slab.
 MIN_BRAIN_ML, MAX_BRAIN_ML = 400.0, 2500.0
 # Lesion checks on the 1 mm working grid.
-MIN_LESION_ML = 0.3  # whole-tumour components smaller than this are noise
+MIN_LESION_ML = 1.0  # smaller whole-tumour components: noise or vessels (brain2: a 0.7 ml bright vessel); under the 2 mm network grid's reach anyway
 MIN_CORE_ML = 0.1  # a lesion needs a tumour core (enhancing, necrotic or non-enhancing)
 MIN_MEAN_PROBABILITY = 0.6  # mean tumour probability over the component
 MIN_RELATIVE_SIZE = 0.1  # further lesions: at least this share of the largest
+MIN_MEAN_DEPTH_MM = 6.0  # mean depth of a lesion below the brain-mask surface (1 mm voxels)
 MIDLINE_MARGIN_MM = 5.0  # crossing: tumour this far on both sides of the mid-sagittal plane
 LOBE_MIN_FRACTION = 0.1  # a lobe is "involved" with at least this share of the whole tumour
 GRADE_THRESHOLD = 0.5
@@ -270,8 +271,11 @@ def keep_lesions(probabilities: np.ndarray, brain: np.ndarray) -> tuple[np.ndarr
     A whole-tumour component (26-connected) is kept when it lies in the brain mask, holds at
     least :data:`MIN_LESION_ML`, has a tumour core (enhancing or necrotic/non-enhancing) of
     :data:`MIN_CORE_ML`, a mean tumour probability of :data:`MIN_MEAN_PROBABILITY`, and is at
-    least :data:`MIN_RELATIVE_SIZE` of the largest kept one.  Oedema-like signal without a core
-    (vessels, choroid plexus, artefacts) is dropped.
+    least :data:`MIN_RELATIVE_SIZE` of the largest kept one, and lies on average at least
+    :data:`MIN_MEAN_DEPTH_MM` below the brain-mask surface (on real brain2 the false lesions
+    were scalp fat at the vertex and orbit/skull-base fat the mask had let in, 4 mm deep on
+    average).
+    Oedema-like signal without a core (vessels, choroid plexus, artefacts) is dropped.
     """
     labels = np.argmax(probabilities, axis=0).astype(np.uint8)
     labels[~brain] = 0
@@ -284,8 +288,12 @@ def keep_lesions(probabilities: np.ndarray, brain: np.ndarray) -> tuple[np.ndarr
     core = ndimage.sum_labels((labels == 1) | (labels == 3), components, index) / 1000.0
     tumour_probability = 1.0 - probabilities[0].astype(np.float32)
     mean_probability = ndimage.mean(tumour_probability, components, index)
+    # Scalp fat at the vertex and orbit/skull-base fat that the brain mask let in lie in its
+    # outer shell: a tumour reaches deeper into the brain on average.
+    depth = ndimage.distance_transform_edt(brain)
+    mean_depth = ndimage.mean(depth, components, index)
     candidates = [i for i in range(n) if sizes[i] >= MIN_LESION_ML and core[i] >= MIN_CORE_ML
-                  and mean_probability[i] >= MIN_MEAN_PROBABILITY]
+                  and mean_probability[i] >= MIN_MEAN_PROBABILITY and mean_depth[i] >= MIN_MEAN_DEPTH_MM]
     if candidates:
         largest = max(sizes[i] for i in candidates)
         candidates = [i for i in candidates if sizes[i] >= MIN_RELATIVE_SIZE * largest]

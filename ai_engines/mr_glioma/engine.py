@@ -19,7 +19,6 @@ from scipy import ndimage
 
 from ai_engines import codes
 from ai_engines.codes import Code
-from ai_engines.ct_lung.engine import recist_axes
 from ai_engines.ct_lung.unet import UNet2D
 from ai_engines.engine import Engine
 from ai_engines.findings import (
@@ -344,18 +343,13 @@ def describe(
         if not mask.any():
             return
         volume = round(float(mask.sum()) * voxel_ml, 2)
-        key = int(np.argmax(mask.sum(axis=(1, 2))))
-        extra: dict = {}
-        if label == "GTV":
-            long_axis, short_axis, key, long_mm, short_mm = recist_axes(mask, reference.geometry.pixel_spacing)
-            extra = {"long_axis": long_axis, "short_axis": short_axis}
+        key = int(np.argmax(mask.sum(axis=(1, 2))))  # the slice with the largest area
         segments.append(Segment(
             label=label, description=description, category=codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
             property_type=prop, anatomic_region=codes.BRAIN, rt_interpreted_type=rt_type,
             color_rgb=COLOURS[label], mask=mask, tracking_id=label, key_slice=key,
             source_series_uid=reference.series_uid,
             measurements=(Measurement(codes.VOLUME, volume, codes.UNIT_ML, description=f"{description} volume"),),
-            **extra,
         ))
 
     add("Enhancing", "enhancing tumour", codes.ENHANCING_LESION, "GTV", enhancing)

@@ -87,7 +87,10 @@ def evaluate_synthetic(engine: object, cases: int, first_seed: int = FIRST_HELD_
             truth = labels_on(brain, reference)
             found = masks_of(findings, truth.shape)
             truths = {"WT": truth > 0, "TC": (truth == 1) | (truth == 3), "ET": truth == 3}
-            row = {"seed": seed, "kind": brain.kind, "mode": mode, "seconds": round(seconds, 1)}
+            row = {"seed": seed, "kind": brain.kind, "mode": mode, "seconds": round(seconds, 1),
+                   "declined": findings.decline.code if findings.decline else None}
+            if findings.decline:
+                row["reason"] = findings.decline.reason[:300]
             for region in ("WT", "TC", "ET"):
                 d = dice(found[region], truths[region])
                 row[region] = None if d is None else round(d, 3)

@@ -277,7 +277,8 @@ def prepare(sequences: dict[str, SeriesVolume], reference_role: str, correct_bia
             image = sitk.GetImageFromArray(values)
             image.CopyInformation(grid)
             on_grid[role] = sitk.GetArrayFromImage(n4_correct(image, head))
-    brain = brain_mask(on_grid[reference_role])
+    # Pieces too: dark sulci and the fissure (FLAIR, T1) split the eroded brain into lobes.
+    brain = brain_mask(on_grid[reference_role], keep_pieces=True)
     channels = {role: zscore(values, brain) for role, values in on_grid.items()}
     return Prepared(channels, brain, grid, tuple(results))
 

@@ -135,6 +135,18 @@ def head_mask_array(values: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(head)
 
 
+def head_outline(values: np.ndarray) -> np.ndarray:
+    """The head against air, the same whatever the contrast (for the registration check):
+    above a tenth of the 99th percentile, largest component, holes filled per slice."""
+    head = values > 0.1 * float(np.percentile(values, 99))
+    labels, n = ndimage.label(head)
+    if n == 0:
+        return head
+    sizes = ndimage.sum_labels(head, labels, index=np.arange(1, n + 1))
+    head = labels == (int(np.argmax(sizes)) + 1)
+    return np.stack([ndimage.binary_fill_holes(s) for s in head])
+
+
 def _otsu(values: np.ndarray, bins: int = 128) -> float:
     """Otsu threshold of a 1-D sample (clipped to its 99.5th percentile)."""
     high = float(np.percentile(values, 99.5))
@@ -237,9 +249,9 @@ def register(fixed: sitk.Image, moving: sitk.Image, role: str, seed: int = 1) ->
         if transform.GetName() == "CompositeTransform" else sitk.Euler3DTransform(transform)
     rotation = float(np.degrees(np.max(np.abs(euler.GetParameters()[:3]))))
     shift = float(np.linalg.norm(euler.GetTranslation()))
-    fixed_head = head_mask_array(sitk.GetArrayFromImage(fixed))
+    fixed_head = head_outline(sitk.GetArrayFromImage(fixed))
     moved = sitk.GetArrayFromImage(resample(moving, fixed, transform))
-    moved_head = head_mask_array(moved)
+    moved_head = head_outline(moved)
     both = fixed_head.sum() + moved_head.sum()
     dice = float(2 * (fixed_head & moved_head).sum() / both) if both else 0.0
     return transform, RegistrationResult(role, metric, dice, shift, rotation)

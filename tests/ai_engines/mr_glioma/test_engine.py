@@ -76,15 +76,15 @@ def test_a_series_failing_quality_checks_is_not_used(engine: MrGliomaEngine) -> 
 
 @pytest.mark.slow
 def test_not_a_brain_declines(engine: MrGliomaEngine) -> None:
-    small = phantom_head("a", "AX T1 POST GD", scale=0.35, size_mm=120.0)  # ~60 ml: not a brain
+    small = phantom_head("a", "AX T1 POST GD", scale=0.35, size_mm=120.0, spacing=1.5)  # ~60 ml: not a brain
     findings = engine.run(StudyInput("1", (small,)))
     assert findings.decline is not None and findings.decline.code == MR_NOT_BRAIN, findings.notes
 
 
 @pytest.mark.slow
 def test_registration_failure_declines(engine: MrGliomaEngine) -> None:
-    t1c = phantom_head("a", "AX T1 POST GD", seed=1)
-    flair_elsewhere = phantom_head("b", "FLAIR AX", scale=0.45, shift_mm=(60.0, 60.0, 40.0), seed=3)
+    t1c = phantom_head("a", "AX T1 POST GD", seed=1, spacing=1.5)
+    flair_elsewhere = phantom_head("b", "FLAIR AX", scale=0.45, shift_mm=(60.0, 60.0, 40.0), seed=3, spacing=1.5)
     findings = engine.run(StudyInput("1", (t1c, flair_elsewhere)))
     assert findings.decline is not None and findings.decline.code == MR_REGISTRATION_FAILED
     assert "head Dice" in findings.decline.reason

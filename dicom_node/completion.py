@@ -34,11 +34,15 @@ REGION_MODALITIES = frozenset({"RTSTRUCT", "SEG"})
 
 
 def accepts_study(acceptance: Acceptance, modalities: frozenset[str]) -> bool:
-    """Whether a study holding series of ``modalities`` can fill every required role (and
-    brings an RTSTRUCT or SEG when the engine asks for regions)."""
+    """Whether a study holding series of ``modalities`` can fill every required role, and at
+    least one role at all (an engine whose roles are all optional, as the MR glioma engine's
+    sequences are, still needs one of them), and brings an RTSTRUCT or SEG when the engine
+    asks for regions."""
     for req in acceptance.series:
         if not req.optional and not modalities.intersection(req.modalities):
             return False
+    if not any(modalities.intersection(req.modalities) for req in acceptance.series):
+        return False
     return acceptance.regions is None or bool(modalities & REGION_MODALITIES)
 
 

@@ -412,18 +412,18 @@ class Receiver:
         if problem:
             log.warning("association rejected: calling AE %s from %s: %s",
                         printable(calling), ip, problem)
+            self._rejected(calling, ip, problem)  # recorded before the peer hears of it
             assoc.acse.send_reject(0x01, 0x01, 0x03)  # permanent, calling AE not recognised
             assoc.kill()  # as pynetdicom does after its own rejections: the RJ goes out first
-            self._rejected(calling, ip, problem)
             return
         storage = any(cx.abstract_syntax != Verification
                       for cx in assoc.requestor.requested_contexts)
         if storage and not self.has_room():
             log.error("association from %s at %s refused: less than %d MB free",
                       printable(calling), ip, self.config.node.min_free_disk_mb)
+            self._rejected(calling, ip, "less free disk than node.min_free_disk_mb")
             assoc.acse.send_reject(0x02, 0x03, 0x02)  # transient, local limit exceeded
             assoc.kill()
-            self._rejected(calling, ip, "less free disk than node.min_free_disk_mb")
             return
         log.info("association from %s at %s (%s)", printable(calling), ip,
                  "DICOM TLS" if over_tls else "plain")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ai_engines import codes
-from ai_engines.ct_lung import ARCHITECTURE, EXTENT_MODEL_NAME, MODEL_NAME
+from ai_engines.ct_lung import ARCHITECTURE, ENGINE_VERSION, EXTENT_MODEL_NAME, MODEL_NAME
 from ai_engines.ct_lung.confidence import PlattCalibration, lesion_probability
 from ai_engines.ct_lung.lesions import (
     MIN_LESION_MM3,
@@ -58,7 +58,6 @@ from ai_engines.models import (
 )
 from ai_engines.volume import SeriesVolume, StudyInput
 
-ENGINE_VERSION = "1.4.0"  # 1.1.0: false-positive filter; 1.1.1: same results, box-restricted lesion search; 1.2.0: airway grown from the lumen (was often skipped); 1.3.0: extent model; 1.4.0: anatomical lesion checks, extent confined to the lesion's surroundings, RECIST in one piece, GTV_n labels, calibrated lesion probability
 QC_NO_LUNG_FIELD = "QC_NO_LUNG_FIELD"
 MIN_LUNG_ML = 100.0  # less than this in both lungs: not a chest CT (or not this region)
 EXTENT_MARGIN_MM = 20.0  # the extent model looks this far above and below each detected lesion

@@ -41,7 +41,9 @@ def test_sigkill_mid_send_loses_nothing_acknowledged(tmp_path):
     for ds, path in zip(datasets, files, strict=True):
         originals[str(path)] = str(ds.SOPInstanceUID)
 
-    node = NodeProcess(tmp_path / "node", quiet_seconds=2)
+    # Quiet time well above a kill, a restart and the start of the re-send, so the interrupted
+    # study is not completed (and re-opened as revision 2) in between.
+    node = NodeProcess(tmp_path / "node", quiet_seconds=15)
     node.start()
     sender = subprocess.Popen(
         [need("storescu"), "-v", "-aet", "PACS", "-aec", node.ae_title, "127.0.0.1",

@@ -186,7 +186,7 @@ def test_storage_commitment_with_orthanc_is_recorded(owed, tmp_path):
         try:
             sender = Sender(config, db, files, vault)
             assert sender.send_once() == len(objects)
-            deadline = time.time() + 30
+            deadline = time.time() + 90  # Orthanc answers on its own association, when it gets to it
             while time.time() < deadline:
                 with db.session() as s:
                     states = {i.commitment for i in s.query(OutboxItem)}

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from ai_engines.ct_lung import ENGINE_VERSION
 from dicom_node.cli import main
 from tests.platform.entry_points import installed
 
@@ -13,7 +14,7 @@ from tests.platform.entry_points import installed
 def test_engines_lists_installed_engines_and_their_model_cards(tmp_path, capsys):
     assert main(["engines"]) == 0
     out = capsys.readouterr().out
-    assert "ct_lung 1.3.0" in out
+    assert f"ct_lung {ENGINE_VERSION}" in out
     assert "role CT: CT, >= 16 slices, axial (<= 1 deg)" in out
     assert "model ct_lung_unet 1.0.0+demo" in out and "model ct_lung_unet_extent" in out
     assert "training: dicom-node train-model ct_lung" in out

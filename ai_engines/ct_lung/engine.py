@@ -38,14 +38,10 @@ from ai_engines.ct_lung.preprocess import (
     preprocess,
 )
 from ai_engines.ct_lung.recist import recist_axes
+from ai_engines.ct_lung.spec import ACCEPTANCE
 from ai_engines.ct_lung.unet import UNet2D, context_step, predict_foreground
 from ai_engines.engine import (
-    CT_IMAGE_STORAGE,
-    ENHANCED_CT_IMAGE_STORAGE,
-    Acceptance,
     Engine,
-    GeometryNeeds,
-    SeriesRequirement,
 )
 from ai_engines.findings import Decline, EngineIdentity, Findings, Measurement, Segment
 from ai_engines.models import (
@@ -103,24 +99,7 @@ class CtLungEngine(Engine):
 
     name = "ct_lung"
     version = ENGINE_VERSION
-    acceptance = Acceptance(
-        series=(
-            SeriesRequirement(
-                role="CT",
-                modalities=("CT",),
-                sop_classes=(CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE),
-                geometry=GeometryNeeds(
-                    min_slices=16,
-                    slice_thickness_mm=(0.5, 5.0),
-                    pixel_spacing_mm=(0.5, 1.0),
-                    axial_only=True,
-                    max_obliquity_deg=1.0,
-                    uniform_spacing=True,
-                    lossless_only=True,
-                ),
-            ),
-        ),
-    )
+    acceptance = ACCEPTANCE  # declared once, in the torch-free spec
 
     def __init__(self, model_dir: Path | None = None, device: str = "auto", threads: int | None = None) -> None:
         self.device = resolve_device(device)

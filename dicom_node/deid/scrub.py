@@ -23,9 +23,10 @@ Three kinds of value:
 * ``"coded"`` (CS values): no title rule, and name parts shorter than three characters are not
   cut: defined terms include single letters (``M``/``P`` in Image Type) that a middle initial
   must not erase;
-* ``"code"`` (Code Value, Coding Scheme Designator, ...): like ``"coded"``, but long numbers
-  and bare digit runs that look like telephone numbers stay: codes such as SNOMED
-  ``12738006`` or ``R-10242`` are numbers by design.
+* ``"code"`` (Code Value, Coding Scheme Designator, and text an option keeps, such as serial
+  numbers or Ethnic Group): like ``"coded"``, but long numbers and bare digit runs that look
+  like telephone numbers stay (codes such as SNOMED ``12738006`` or ``R-10242`` are numbers by
+  design), and a title with the name after it is cut as in ``"text"``.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ class Scrubber:
                         mark(nxt.start(), nxt.end())  # "Dr Hans Huber": both parts go
                 else:
                     skip_name = 0
-            if not drop and not coded and self._is_title(text, m):
+            if not drop and kind != "coded" and self._is_title(text, m):
                 drop, skip_name = True, 1
             if not drop:
                 drop = self._identifying(low, word, ctx, coded, digits=kind != "code")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 from ai_engines.acceptance import (
     CT_IMAGE_STORAGE,
@@ -68,6 +69,11 @@ class Engine(ABC):
     name: str
     version: str
     acceptance: Acceptance
+
+    def __init__(self, model_dir: Path | None = None, device: str = "auto",  # noqa: B027
+                 threads: int | None = None) -> None:
+        """The keywords every engine is built with (:func:`ai_engines.registry.get_engine`);
+        an engine with models or torch overrides this to use them."""
 
     @abstractmethod
     def identity(self) -> EngineIdentity:

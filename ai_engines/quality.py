@@ -42,7 +42,7 @@ _AXIAL_NORMAL = np.array([0.0, 0.0, 1.0])
 
 def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
     """Angle between two lines (direction sign ignored), in degrees."""
-    cos = abs(float(a @ b)) / (np.linalg.norm(a) * np.linalg.norm(b))
+    cos = float(abs(float(a @ b)) / (np.linalg.norm(a) * np.linalg.norm(b)))
     return float(np.degrees(np.arccos(min(1.0, cos))))
 
 

@@ -69,7 +69,7 @@ class SeriesHeader:
         size = np.linalg.norm(normal)
         if size == 0:
             return None
-        return float(np.degrees(np.arccos(min(1.0, abs(float(normal @ _AXIAL_NORMAL)) / size))))
+        return float(np.degrees(np.arccos(min(1.0, float(abs(float(normal @ _AXIAL_NORMAL)) / size)))))
 
     def label(self) -> str:
         """How notes name the series: number and modality.  Notes reach the report, which is

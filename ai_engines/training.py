@@ -38,7 +38,7 @@ class Evaluation:
     """Per-case results, their summary, and one printable line per case."""
 
     cases: list[Any]
-    summary: dict[str, float]
+    summary: dict[str, Any]  # JSON-like; figures may be grouped (per confounder, per view)
     lines: list[str] = field(default_factory=list)
 
 
@@ -75,7 +75,7 @@ class EngineTraining(ABC):
         """``count`` synthetic training cases from seed ``first_seed`` on."""
 
     @abstractmethod
-    def site_cases(self, labelled: Iterable[LabelledVolume]) -> Iterable[Any]:
+    def site_cases(self, labelled: Iterable[Any]) -> Iterable[Any]:
         """A site's labelled series as training cases."""
 
     @abstractmethod
@@ -94,5 +94,6 @@ class EngineTraining(ABC):
         held-out seeds)."""
 
     @abstractmethod
-    def evaluate_site(self, engine: Engine, labelled: Iterable[LabelledVolume]) -> Evaluation:
-        """Score ``engine`` on a site's labelled series."""
+    def evaluate_site(self, engine: Engine, labelled: Iterable[Any]) -> Evaluation:
+        """Score ``engine`` on a site's labelled series (:class:`LabelledVolume`), or on what
+        :meth:`read_site_data` read."""

@@ -128,7 +128,8 @@ class SeriesVolume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.voxels.shape)  # type: ignore[return-value]
+        slices, rows, cols = self.voxels.shape
+        return slices, rows, cols
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -145,7 +146,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(line)
     print(json.dumps(evaluation.summary, indent=2))
     if options.json:
-        cases = [asdict(c) if is_dataclass(c) else c for c in evaluation.cases]
+        cases = [asdict(c) if is_dataclass(c) and not isinstance(c, type) else c
+                 for c in evaluation.cases]
         options.json.write_text(json.dumps({"engine": spec.name, "cases": cases,
                                             "summary": evaluation.summary}, indent=2, default=str))
     return 0
@@ -185,9 +187,9 @@ def _engines(args: argparse.Namespace) -> int:
     from ai_engines.registry import discover
 
     found = discover()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spec in found.specs.values():
-        models = []
+        models: list[dict[str, Any]] = []
         for name in spec.models:
             try:
                 files = locate_model(spec.name, name, args.model_dir)
@@ -230,7 +232,7 @@ def _models(args: argparse.Namespace) -> int:
     rows = []
     status = 0
     for files in list_models(args.model_dir):
-        row = {"name": files.card.name, "version": files.card.version, "sha256": files.card.sha256,
+        row: dict[str, Any] = {"name": files.card.name, "version": files.card.version, "sha256": files.card.sha256,
                "source": files.source, "weights": str(files.weights), "label": files.card.label,
                "research_use_only": files.card.research_use_only}
         if args.verify:

@@ -31,7 +31,7 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
     return "\n".join(lines)
 
 
-def accepted_contexts(config: NodeConfig) -> list[tuple[str, list[str], str]]:
+def accepted_contexts(config: NodeConfig) -> list[tuple[str, list[UID], str]]:
     """(abstract syntax, transfer syntaxes, role) as the receiver's AE supports them."""
     ae = scp.Receiver.build_ae(SimpleNamespace(config=config))  # type: ignore[arg-type]
     rows = []

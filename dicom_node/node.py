@@ -157,11 +157,14 @@ class Node:
         self.completion = None
         self.sender = None
         if receive:
+            # receive loads the UID secret and the vault key (purposes above)
+            assert uid_secret is not None and self.vault is not None
             self.receiver = Receiver(config, self.db, self.files,
                                      Pseudonymizer(config.deid, uid_secret), self.vault,
                                      keys.ring(QUARANTINE), on_commitment_report=Outbox(self.db)
                                      .record_commitment)
         if send:
+            assert self.vault is not None  # send loads the vault key (purposes above)
             self.sender = Sender(config, self.db, self.files, self.vault)
         # Each stage wakes the next when it hands it work; polling stays as the fallback
         # (and is all that separate `dicom-node worker` processes have).

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
-IMPLEMENTATION_UID = "1.2.826.0.1.3680043.8.498.1"
+IMPLEMENTATION_UID = UID("1.2.826.0.1.3680043.8.498.1")
 
 
 @dataclass
@@ -158,7 +158,7 @@ def ct_series_datasets(
 def write_series(datasets: list[Dataset], out_dir: Path) -> list[Path]:
     """Write datasets as DICOM Part 10 files named by instance number."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths: list[Path] = []
     for ds in datasets:
         path = out_dir / f"{int(ds.get('InstanceNumber', len(paths) + 1)):05d}.dcm"
         ds.save_as(path, enforce_file_format=True)

@@ -30,4 +30,6 @@ PY=${PYTHON:-python3}
 
 .venv/bin/ruff check .
 .venv/bin/lint-imports
+# Type hints are checked, not just written ([tool.mypy] in pyproject.toml); errors fail the run.
+.venv/bin/mypy
 exec .venv/bin/pytest "$@"

@@ -10,9 +10,9 @@ don't queue behind each other; on SQLite the database's single writer does the s
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 
@@ -45,13 +45,14 @@ def claim_rows(
         query = query.with_for_update(skip_locked=True)
     claimed = []
     for row_id in session.scalars(query).all():
-        result = session.execute(
+        # An UPDATE's result is a CursorResult (the one that counts rows).
+        result = cast(CursorResult[Any], session.execute(
             update(model)
             .where(model.id == row_id, condition)
             .values(state=running_state, lease_expires_at=lease_until,
                     attempts=model.attempts + 1, **owner_values)
             .execution_options(synchronize_session=False)
-        )
+        ))
         if result.rowcount == 1:
             obj = session.get(model, row_id, populate_existing=True)
             claimed.append(obj)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from storage.database import Database
@@ -103,6 +104,8 @@ class Outbox:
         now = utcnow()
         with self.db.session() as session:
             item = session.get(OutboxItem, item_id)
+            if item is None:
+                raise LookupError(f"no outbox item {item_id}")
             item.reason, item.last_status, item.lease_expires_at = reason, status, None
             window_spent = retry_window is not None and now - item.created_at >= retry_window
             if item.attempts >= max_attempts or window_spent:
@@ -119,10 +122,10 @@ class Outbox:
         with self.db.session() as session:
             for uids, state in ((committed, "committed"), (failed, "failed")):
                 if uids:
-                    n += session.execute(update(OutboxItem).where(
+                    n += cast(CursorResult[Any], session.execute(update(OutboxItem).where(
                         OutboxItem.commitment_transaction_uid == transaction_uid,
                         OutboxItem.sop_instance_uid.in_(uids)).values(commitment=state)
-                    ).rowcount
+                    )).rowcount
         return n
 
     def counts(self) -> dict[str, int]:
@@ -175,10 +178,10 @@ class Outbox:
                 jobs = select(Job.id).join(Study, Study.id == Job.study_id).where(
                     Study.study_uid == study_uid)
                 query = query.where(OutboxItem.job_id.in_(jobs))
-            return session.execute(query.values(
+            return cast(CursorResult[Any], session.execute(query.values(
                 state="pending", attempts=0, next_attempt_at=utcnow(), lease_expires_at=None,
                 reason=None, sent_at=None, commitment=None, commitment_transaction_uid=None,
-            ).execution_options(synchronize_session=False)).rowcount
+            ).execution_options(synchronize_session=False))).rowcount
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import CursorResult, delete, func, select
 
 from storage.database import Database
 from storage.files import FileStore
@@ -156,11 +157,11 @@ def purge(db: Database, files: FileStore, policy: RetentionPolicy, now: dt.datet
                     study_column.not_in(indexed)
                 if dry_run:
                     report.vault_rows += session.scalar(
-                        select(func.count()).select_from(table).where(condition))
+                        select(func.count()).select_from(table).where(condition)) or 0
                 else:
-                    report.vault_rows += session.execute(
+                    report.vault_rows += cast(CursorResult[Any], session.execute(
                         delete(table).where(condition)
-                        .execution_options(synchronize_session=False)).rowcount
+                        .execution_options(synchronize_session=False))).rowcount
     return report
 
 

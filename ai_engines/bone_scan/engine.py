@@ -187,7 +187,7 @@ class BoneScanEngine(Engine):
 
     def _hot_spots(self, cams: dict[str, tuple[ViewFrame, np.ndarray, CanvasMapping]]) -> tuple[Segment, ...]:
         """Hot spots under the heat map, one segment per source series (empty ones dropped)."""
-        segments = []
+        segments: list[Segment] = []
         for series, views in self._by_series(cams).values():
             mask = np.zeros(series.shape, dtype=bool)
             for view in views:

@@ -15,12 +15,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypedDict
 
 import torch
 from torch import nn
 
-ARCHITECTURE = {"in_channels": 2, "channels": (8, 16, 32, 64), "pools": 2, "dropout": 0.2,
-                "pooling": "lse", "sharpness": 4.0}
+
+class Architecture(TypedDict):
+    """The keyword arguments of :class:`BoneScanCNN` (also written to the model card)."""
+
+    in_channels: int
+    channels: tuple[int, ...]
+    pools: int
+    dropout: float
+    pooling: str
+    sharpness: float
+
+
+ARCHITECTURE: Architecture = {"in_channels": 2, "channels": (8, 16, 32, 64), "pools": 2,
+                              "dropout": 0.2, "pooling": "lse", "sharpness": 4.0}
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:

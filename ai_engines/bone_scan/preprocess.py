@@ -64,7 +64,9 @@ def view_to_canvas(image: np.ndarray) -> tuple[np.ndarray, CanvasMapping]:
     if scale <= 0:
         scale = float(small.max()) or 1.0
     channel = np.clip(small / scale, 0, CLIP).astype(np.float32)
-    return channel, CanvasMapping(tuple(image.shape), tuple(padded.shape), top, left, scale)  # type: ignore[arg-type]
+    return channel, CanvasMapping(
+        (image.shape[0], image.shape[1]), (padded.shape[0], padded.shape[1]), top, left, scale
+    )
 
 
 def canvas_pair(anterior: np.ndarray, posterior: np.ndarray) -> tuple[np.ndarray, tuple[CanvasMapping, CanvasMapping]]:

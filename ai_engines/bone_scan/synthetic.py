@@ -313,6 +313,7 @@ def synthetic_scan(
     extras: dict[str, float] = {}
     # Kidneys always take up some tracer; prominent ones are the confounder.
     kidney = rng.uniform(1.0, 2.2) if flags["kidneys"] else rng.uniform(0.15, 0.6)
+    side: float  # -1 or 1: which side of the midline
     for side in (-1, 1):
         c = (body.x(side * 55), body.y(0.385 + rng.normal(0, 0.005)))
         canvas.ellipse(c, (27 * body.width, 0.033 * body.height), 0.35 * kidney, 0.9 * kidney)

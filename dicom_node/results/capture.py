@@ -262,7 +262,7 @@ def _pictures(findings: Findings, grid: SourceGrid) -> list[tuple[list[int], int
     """(slices side by side, key slice) of each picture to draw for one source series."""
     if grid.planar:
         return [(list(range(grid.shape[0])), None)]
-    middle = [([grid.shape[0] // 2], None)]
+    middle: list[tuple[list[int], int | None]] = [([grid.shape[0] // 2], None)]
     if findings.declined:
         return middle
     slices = {k for k in (key_slice(s) for s in segments_on(findings, grid.series_uid))
@@ -321,7 +321,7 @@ def build_key_images(
     grid = check_source_series(findings, grid, series_uid)
     series = new_uid()
     keep = uids_in(grid.instances)
-    images = []
+    images: list[Dataset] = []
     for number, (frames, key) in enumerate(_pictures(findings, grid), start=1):
         pixels = _picture(findings, grid, frames, key)
         source = grid.slices[frames[0]].dataset

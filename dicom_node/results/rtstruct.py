@@ -168,7 +168,7 @@ def _roi_contour(number: int, segment: Segment, source_datasets: Sequence[Datase
     item = Dataset()
     longest = 0
     item.ROIDisplayColor = [int(c) for c in segment.color_rgb]
-    contours = []
+    contours: list[Dataset] = []
     for k, source in enumerate(source_datasets):
         if not segment.mask[k].any():
             continue

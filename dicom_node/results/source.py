@@ -14,14 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from ai_engines.findings import Findings
 from ai_engines.volume import SliceReference
 from dicom_node.elements import elements_with_vr
 
 # PyPI-free implementation identification of the node's result writers.
-IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.1"
+IMPLEMENTATION_CLASS_UID = UID("1.2.826.0.1.3680043.8.498.1")
 IMPLEMENTATION_VERSION_NAME = "DICOMAINODE01"
 
 # Patient, General Study and Patient Study attributes copied verbatim into every result,
@@ -257,11 +257,11 @@ def source_grid(source_datasets: Sequence[Dataset],
     if slices is not None:
         items = []
         for reference in slices:
-            ds = unique.get(reference.sop_instance_uid)
-            if ds is None:
+            named = unique.get(reference.sop_instance_uid)
+            if named is None:
                 raise ValueError("a volume slice names an instance not in source_datasets")
             frame = reference.frame_number if frames[reference.sop_instance_uid] > 1 else None
-            items.append(SourceSlice(ds, frame))
+            items.append(SourceSlice(named, frame))
         return SourceGrid(tuple(items), _ordered_unique(items))
     if multiframe:
         if len(unique) != 1:
@@ -399,7 +399,7 @@ def set_file_meta(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian) ->
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = transfer_syntax
+    meta.TransferSyntaxUID = UID(transfer_syntax)
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     ds.file_meta = meta

@@ -9,6 +9,8 @@ import storage.vault  # noqa: F401
 from storage.schema import Base
 
 connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError("migrations run through storage.migrate, which hands over a connection")
 context.configure(connection=connection, target_metadata=Base.metadata,
                   render_as_batch=connection.dialect.name == "sqlite")
 with context.begin_transaction():

@@ -232,9 +232,10 @@ def _models(args: argparse.Namespace) -> int:
     rows = []
     status = 0
     for files in list_models(args.model_dir):
-        row: dict[str, Any] = {"name": files.card.name, "version": files.card.version, "sha256": files.card.sha256,
-               "source": files.source, "weights": str(files.weights), "label": files.card.label,
-               "research_use_only": files.card.research_use_only}
+        row: dict[str, Any] = {
+            "name": files.card.name, "version": files.card.version, "sha256": files.card.sha256,
+            "source": files.source, "weights": str(files.weights), "label": files.card.label,
+            "research_use_only": files.card.research_use_only}
         if args.verify:
             try:
                 verify(files)

@@ -120,3 +120,26 @@ def study_result_folders(db: Database, study_uid: str) -> list[str]:
                                      Job.state.in_(("succeeded", "declined")))
                               .order_by(Job.id.desc())).all()
     return [f"results/{job_id}" for job_id in ids]
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """Where one delivery stands after a send attempt, with its (pseudonymous) study."""
+
+    id: int
+    study_uid: str
+    patient_pseudonym: str
+    sop_class_uid: str
+    state: str
+    reason: str | None
+
+
+def delivery_outcomes(db: Database, item_ids: list[int]) -> list[DeliveryOutcome]:
+    """The state of these deliveries now, for the audit trail of a send attempt."""
+    with db.session() as session:
+        rows = session.execute(
+            select(OutboxItem.id, Study.study_uid, Study.patient_pseudonym,
+                   OutboxItem.sop_class_uid, OutboxItem.state, OutboxItem.reason)
+            .join(Job, Job.id == OutboxItem.job_id).join(Study, Study.id == Job.study_id)
+            .where(OutboxItem.id.in_(item_ids)).order_by(OutboxItem.id)).all()
+    return [DeliveryOutcome(*row) for row in rows]

@@ -20,6 +20,13 @@ from storage.files import FileStore
 from storage.keys import PURPOSES, QUARANTINE, VAULT, KeyFolder
 from storage.tables import Instance, Job, Quarantined, Study
 from storage.vault import Vault
+from tests.dicom_node.test_worker import (  # noqa: F401 (hotspot_node is a fixture)
+    axial_ct_with_spots,
+    complete_and_run,
+    hotspot_node,
+    node_worker,
+    receive,
+)
 
 SCHEMA = etree.RelaxNG(etree.parse(str(audit.SCHEMA_PATH)))
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -199,3 +206,35 @@ def test_study_by_accession_resolved_through_the_vault(node, capsys):
     lines = _audit_lines(root)
     assert [b'csd-code="110112"' in x for x in lines] == [True, False, True]
     assert not any(b"ACC2" in x or b"NOPE" in x for x in lines)  # never the identifier
+
+
+def test_rerun_results_go_to_the_destinations_again(hotspot_node):  # noqa: F811
+    """A real engine (the example hot-spot engine) run, rerun: a second job with new result
+    objects owed to the route's destination; the first job's deliveries stay as they were."""
+    from dicom_node.completion import rerun
+    from storage.tables import OutboxItem
+
+    receive(hotspot_node, axial_ct_with_spots(PatientIdentity()))
+    (first,) = complete_and_run(hotspot_node)
+    assert first.state == "succeeded", first.reason
+    with hotspot_node.db.session() as session:
+        study_uid = session.scalar(select(Study.study_uid))
+        session.execute(OutboxItem.__table__.update().values(state="sent"))
+    done = rerun(hotspot_node.config, hotspot_node.db, study_uid, "hotspot")
+    assert done.revision == 2 and done.engines == ("hotspot",)
+    worker = node_worker(hotspot_node)
+    while worker.run_one():
+        pass
+    with hotspot_node.db.session() as session:
+        jobs = session.scalars(select(Job).order_by(Job.id)).all()
+        items = session.scalars(select(OutboxItem)).all()
+        by_job = {}
+        for item in items:
+            by_job.setdefault(item.job_id, []).append((item.destination, item.modality,
+                                                       item.state, item.sop_instance_uid))
+    assert [(j.revision, j.state) for j in jobs] == [(1, "succeeded"), (2, "succeeded")]
+    old, new = by_job[jobs[0].id], by_job[jobs[1].id]
+    assert {d for d, *_ in new} == {"pacs"} and {s for *_, s, _ in new} == {"pending"}
+    assert sorted(m for _, m, *_ in new) == sorted(m for _, m, *_ in old)
+    assert {s for *_, s, _ in old} == {"sent"}  # earlier deliveries untouched
+    assert not {u for *_, u in new} & {u for *_, u in old}  # new objects, new UIDs

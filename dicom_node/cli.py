@@ -105,14 +105,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _print_status(args: argparse.Namespace) -> int:
     from storage import quarantine
+    from storage.monitoring import recent_studies
     from storage.outbox import Outbox
-    from storage.studies import counts, recent_studies
+    from storage.studies import counts
 
     with _existing_database(_config(args)) as db:
         with db.session() as session:
             report = counts(session)
             report["quarantine"] = quarantine.counts(session)
-            report["recent_studies"] = recent_studies(session, args.recent)
+        report["recent_studies"] = [s.as_dict() for s in recent_studies(db, args.recent)]
         report["outbox"] = Outbox(db).counts()
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))

@@ -325,7 +325,7 @@ class Dashboard:
         operator = session.role == "operator"
         rows = []
         for study in recent_studies(self.db):
-            series = ", ".join(f"{m} ×{n}" for m, n in study.series)
+            series = ", ".join(f"{x.modality} ×{x.instances}" for x in study.series)
             jobs = ", ".join(f"#{i} {engine} {state}" + (f" ({code})" if code else "")
                              for i, engine, state, code in study.jobs)
             picture = f'<a href="/picture/{quote(study.study_uid)}">picture</a>' \

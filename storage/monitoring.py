@@ -62,28 +62,44 @@ def index_figures(db: Database, recent_jobs: int = 100) -> IndexFigures:
 
 
 @dataclass(frozen=True)
+class SeriesView:
+    series_uid: str
+    modality: str
+    state: str
+    instances: int
+
+
+@dataclass(frozen=True)
 class StudyView:
-    """A study as the dashboard lists it (pseudonymous)."""
+    """A study as ``status`` and the dashboard list it (pseudonymous)."""
 
     study_uid: str
     calling_ae: str
     state: str
     revision: int
     last_received_at: dt.datetime
-    series: tuple[tuple[str, int], ...]  # (modality, instances)
+    series: tuple[SeriesView, ...]
     jobs: tuple[tuple[int, str, str, str | None], ...]  # (id, engine, state, reason code)
+
+    def as_dict(self) -> dict:
+        """The shape ``dicom-node status --json`` prints."""
+        return {"study": self.study_uid, "state": self.state, "revision": self.revision,
+                "series": [{"series": x.series_uid, "modality": x.modality, "state": x.state,
+                            "instances": x.instances} for x in self.series],
+                "last_received_at": self.last_received_at.isoformat() + "Z"}
 
 
 def recent_studies(db: Database, limit: int = 50) -> list[StudyView]:
-    """The most recently received studies with their series and jobs."""
+    """The most recently received studies, newest first, with their series and jobs."""
     with db.session() as session:
         studies = session.scalars(
-            select(Study).order_by(Study.last_received_at.desc()).limit(limit)).all()
+            select(Study).order_by(Study.last_received_at.desc(), Study.id.desc())
+            .limit(limit)).all()
         views = []
         for study in studies:
-            series = tuple(session.execute(
-                select(Series.modality, Series.instance_count).where(Series.study_id == study.id)
-                .order_by(Series.id)).tuples().all())
+            series = tuple(SeriesView(*row) for row in session.execute(
+                select(Series.series_uid, Series.modality, Series.state, Series.instance_count)
+                .where(Series.study_id == study.id).order_by(Series.id)).tuples().all())
             jobs = tuple(session.execute(
                 select(Job.id, Job.engine, Job.state, Job.reason_code)
                 .where(Job.study_id == study.id).order_by(Job.id)).tuples().all())

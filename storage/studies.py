@@ -241,15 +241,3 @@ def counts(session: Session) -> dict[str, dict[str, int]]:
         "instances": {"stored": session.scalar(select(func.count()).select_from(Instance))},
         "jobs": by_state(Job),
     }
-
-
-def recent_studies(session: Session, limit: int) -> list[dict]:
-    """The last ``limit`` studies received, newest first, with their series, for ``status``."""
-    rows = session.scalars(select(Study).order_by(Study.id.desc()).limit(limit)).all()
-    return [
-        {"study": s.study_uid, "state": s.state, "revision": s.revision,
-         "series": [{"series": x.series_uid, "modality": x.modality, "state": x.state,
-                     "instances": x.instance_count} for x in session.scalars(
-                         select(Series).where(Series.study_id == s.id).order_by(Series.id))],
-         "last_received_at": s.last_received_at.isoformat() + "Z"}
-        for s in rows]

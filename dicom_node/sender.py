@@ -89,6 +89,8 @@ class Sender:
         for study_uid in dict.fromkeys(o.study_uid for o in outcomes):
             mine = [o for o in outcomes if o.study_uid == study_uid]
             pseudonym = mine[0].patient_pseudonym
+            # All but those whose preparation failed were re-identified in this attempt
+            # (a sent item's reason is cleared; a later failure names the C-STORE or leak).
             prepared = [o for o in mine if not (o.reason or "").startswith("cannot prepare")]
             if clinical and prepared:
                 self.audit.reidentified(study_uid, pseudonym, _classes(prepared), peer.name)

@@ -4,6 +4,8 @@ rerun`` by study UID or accession number (audited)."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from lxml import etree
 from pydicom.uid import UID
@@ -189,7 +191,7 @@ def test_complete_force_then_rerun(node, capsys):
     assert b"study complete: revision 1" in lines[0] and b"study rerun: revision 2" in lines[1]
 
 
-def test_study_by_accession_resolved_through_the_vault(node, capsys):
+def test_study_by_accession_resolved_through_the_vault(node, capsys, monkeypatch):
     config, db, receiver, root = node
     for identity in (PatientIdentity(), PatientIdentity(patient_id="P2", accession="ACC2",
                                                         name="Other^Otto")):
@@ -203,9 +205,14 @@ def test_study_by_accession_resolved_through_the_vault(node, capsys):
     assert cli.main(["study", "complete", "--force", "--accession", "NOPE",
                      "--config", str(config)]) == 1
     assert "no study found" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{PatientIdentity().accession}\n"))
+    assert cli.main(["study", "complete", "--force", "--accession", "-",  # from stdin
+                     "--config", str(config)]) == 0
+    with db.session() as session:
+        assert session.scalars(select(Study.state)).all() == ["complete", "complete"]
     lines = _audit_lines(root)
-    assert [b'csd-code="110112"' in x for x in lines] == [True, False, True]
-    assert not any(b"ACC2" in x or b"NOPE" in x for x in lines)  # never the identifier
+    assert [b'csd-code="110112"' in x for x in lines] == [True, False, True, True, False]
+    assert not any(b"ACC2" in x or b"NOPE" in x or b"ACC2026" in x for x in lines)
 
 
 def test_rerun_results_go_to_the_destinations_again(hotspot_node):  # noqa: F811

@@ -238,7 +238,8 @@ def test_operations_need_the_operator_role_and_csrf(node):
         assert session.query(Job).count() == 1 and session.query(Quarantined).count() == 1
 
 
-def test_operator_looks_up_completes_reruns_and_releases(node):
+def test_operator_looks_up_completes_reruns_and_releases(node, caplog):
+    caplog.set_level("DEBUG")
     base, db, audit_log = node
     operator = Browser(base)
     operator.login("olga")
@@ -275,6 +276,7 @@ def test_operator_looks_up_completes_reruns_and_releases(node):
     assert b"study complete" in lines[-3] and b"study rerun" in lines[-2]
     assert b"screen checked: no text" in lines[-1] and b'UserID="olga"' in lines[-1]
     assert not any(RECEIVING.accession.encode() in line for line in lines)
+    assert RECEIVING.accession not in caplog.text and RECEIVING.patient_id not in caplog.text
 
 
 def test_result_picture(node):

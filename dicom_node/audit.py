@@ -307,6 +307,30 @@ class AuditTrail:
                     objects=_study_and_patient(study_uid, patient_pseudonym, sop_classes,
                                                life_cycle="10", anonymized=not reidentified))
 
+    def reidentified(self, study_uid: str, patient_pseudonym: str,
+                     sop_classes: Mapping[str, int], peer: str) -> None:
+        """Result objects of a study re-identified through the vault for a clinical peer (the
+        original identity is read; the message carries the pseudonyms only)."""
+        self.record(INSTANCES_ACCESSED, SUCCESS, [self.node], action="R",
+                    outcome_description=f"re-identified through the vault for {peer}",
+                    objects=_study_and_patient(study_uid, patient_pseudonym, sop_classes,
+                                               life_cycle="6"))
+
+    def operator_action(self, operator: str, action: str, study_uid: str | None,
+                        description: str, *, patient_pseudonym: str | None = None,
+                        sop_classes: Mapping[str, int] | None = None,
+                        outcome: str = SUCCESS) -> None:
+        """An operator's decision on the node's data (``quarantine release``, ``study complete
+        --force``, ``study rerun``): who (requestor), what and why, on which study."""
+        objects = [] if study_uid is None else [ParticipantObject(
+            study_uid, STUDY_INSTANCE_UID, "2", "3", sop_classes=sop_classes or {})]
+        if patient_pseudonym:
+            objects.append(ParticipantObject(patient_pseudonym, PATIENT_NUMBER, "1", "1"))
+        self.record(INSTANCES_ACCESSED, outcome, [Participant(operator, True), self.node],
+                    action="U" if action == "quarantine release" else "E",
+                    outcome_description=f"{action}: {_printable(description, 512)}",
+                    objects=objects)
+
     def lookup(self, operator: str, query_kind: str, found_study_uids: Iterable[str]) -> None:
         """An operator resolved an identifier through the vault (``find``): the query's kind
         (never its value) and the pseudonymous studies it found."""
@@ -326,6 +350,11 @@ class AuditTrail:
         self.record(USER_AUTHENTICATION, SUCCESS if success else MINOR_FAILURE,
                     [Participant(user, True, None, address), self.node], action="E",
                     event_types=[LOGIN])
+
+
+def _printable(text: str, limit: int) -> str:
+    """An operator's free text made safe for one audit line: printable, bounded."""
+    return "".join(c if c.isprintable() else " " for c in text[:limit])
 
 
 def _study_and_patient(study_uid: str, patient_pseudonym: str, sop_classes: Mapping[str, int],

@@ -1,5 +1,6 @@
-"""``dicom-node``: serve, worker, status, jobs, outbox, purge, echo, check-config, migrate,
-init-keys, rotate-keys, dashboard-password, conformance (+ model commands).
+"""``dicom-node``: serve, worker, status, jobs, outbox, purge, echo, find, quarantine, study,
+check-config, migrate, init-keys, rotate-keys, dashboard-password, conformance (+ model
+commands).
 
 Without ``--config`` the configuration is ``$DICOM_NODE_CONFIG`` when set, else
 ``/etc/dicom-node/node.toml`` when it exists, else the embedded defaults.
@@ -8,6 +9,7 @@ Without ``--config`` the configuration is ``$DICOM_NODE_CONFIG`` when set, else
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -39,11 +41,17 @@ def _config(args: argparse.Namespace) -> NodeConfig:
     return load_config(config_path(args.config))
 
 
+@contextlib.contextmanager
 def _existing_database(config: NodeConfig):  # noqa: ANN202
-    """The node's database for read-and-repair commands: never created here."""
+    """The node's database for read-and-repair commands (never created here), disposed of
+    when the command is done."""
     from storage.migrate import open_existing
 
-    return open_existing(config.database.url)
+    db = open_existing(config.database.url)
+    try:
+        yield db
+    finally:
+        db.dispose()
 
 
 def _passive_cpu_threads() -> None:
@@ -97,17 +105,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _print_status(args: argparse.Namespace) -> int:
     from storage import quarantine
+    from storage.monitoring import recent_studies
     from storage.outbox import Outbox
-    from storage.studies import counts, recent_studies
+    from storage.studies import counts
 
-    config = _config(args)
-    db = _existing_database(config)
-    with db.session() as session:
-        report = counts(session)
-        report["quarantine"] = quarantine.counts(session)
-        report["recent_studies"] = recent_studies(session, args.recent)
-    report["outbox"] = Outbox(db).counts()
-    db.dispose()
+    with _existing_database(_config(args)) as db:
+        with db.session() as session:
+            report = counts(session)
+            report["quarantine"] = quarantine.counts(session)
+        report["recent_studies"] = [s.as_dict() for s in recent_studies(db, args.recent)]
+        report["outbox"] = Outbox(db).counts()
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -124,9 +131,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from storage.jobs import JobQueue
     from storage.outbox import Outbox
 
-    db = _existing_database(_config(args))
-    queue = JobQueue(db)
-    try:
+    with _existing_database(_config(args)) as db:
+        queue = JobQueue(db)
         if args.action == "retry":
             ok = queue.retry(args.job_id)
             print(f"job {args.job_id} queued again" if ok else
@@ -150,17 +156,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
                 print(f"{j.id:6d} {j.state:10s} {j.engine:12s} rev {j.revision} "
                       f"try {j.attempts}/{j.max_attempts} study {j.study_uid}{reason}")
         return 0
-    finally:
-        db.dispose()
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     from storage.outbox import Outbox
 
     config = _config(args)
-    db = _existing_database(config)
-    outbox = Outbox(db)
-    try:
+    with _existing_database(config) as db:
+        outbox = Outbox(db)
         if args.action == "resend":
             if args.item_id is None and not (args.peer or args.study):
                 print("outbox resend needs an ID, --peer NAME or --study UID", file=sys.stderr)
@@ -182,8 +185,6 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             print(f"{i.id:6d} {i.state:8s} {i.destination:12s} {i.modality:8s} "
                   f"try {i.attempts} job {i.job_id} study {i.study_uid}{status}{reason}")
         return 0
-    finally:
-        db.dispose()
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -193,9 +194,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
     from storage.retention import StudyNotPurgeable, purge, purge_study
 
     config = _config(args)
-    db = _existing_database(config)
     files = FileStore(config.node.data_dir)
-    try:
+    with _existing_database(config) as db:
         if args.study:
             try:
                 report = purge_study(db, files, args.study, dry_run=args.dry_run)
@@ -204,8 +204,6 @@ def cmd_purge(args: argparse.Namespace) -> int:
                 return 1
         else:
             report = purge(db, files, retention_policy(config), utcnow(), dry_run=args.dry_run)
-    finally:
-        db.dispose()
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
         return 0
@@ -242,8 +240,6 @@ def cmd_dashboard_password(args: argparse.Namespace) -> int:
 
 def cmd_find(args: argparse.Namespace) -> int:
     """Pseudonymous studies for an identifier the hospital knows, through the vault; audited."""
-    import getpass
-
     from dicom_node.lookup import find_studies
     from dicom_node.node import open_audit_trail
     from storage.keys import VAULT, KeyFolder
@@ -255,14 +251,11 @@ def cmd_find(args: argparse.Namespace) -> int:
     if value == "-":  # keeps the identifier out of the shell history
         value = sys.stdin.readline().strip()
     config = _config(args)
-    db = _existing_database(config)
-    try:
+    with _existing_database(config) as db:
         found = find_studies(Vault(db, KeyFolder(config.keys_dir).ring(VAULT)), kind, value)
-    finally:
-        db.dispose()
     audit = open_audit_trail(config)
     if audit is not None:
-        audit.lookup(getpass.getuser(), kind, [f.study_uid for f in found])
+        audit.lookup(_operator(), kind, [f.study_uid for f in found])
         audit.close()
     for study in found:
         print(f"{study.study_uid}  patient {study.patient_pseudonym}")
@@ -277,8 +270,9 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     from storage.monitoring import quarantine_rows
 
     config = _config(args)
-    db = _existing_database(config)
-    try:
+    if args.action == "release":
+        return _release(args, config)
+    with _existing_database(config) as db:
         if args.action == "purge":
             if args.id is None:
                 print("quarantine purge needs an ID (older ones go by [retention] "
@@ -305,8 +299,101 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             print(f"{r.id:6d} {r.received_at:%Y-%m-%d %H:%M:%S} from {r.calling_ae:16s} "
                   f"{r.reason_code}: {r.reason}")
         return 0
+
+
+def _operator() -> str:
+    """Who runs a command, for the audit trail (the login name)."""
+    import getpass
+
+    return getpass.getuser()
+
+
+def _release(args: argparse.Namespace, config: NodeConfig) -> int:
+    from dicom_node.node import open_audit_trail
+    from dicom_node.quarantine_release import ReleaseRefused, release
+    from storage.files import FileStore
+    from storage.keys import KeyFolder
+
+    if args.id is None or not (args.reason or "").strip():
+        print("quarantine release needs an ID and --reason (why it may go on, e.g. 'checked: "
+              "no burned-in text')", file=sys.stderr)
+        return 2
+    audit = open_audit_trail(config)
+    try:
+        with _existing_database(config) as db:
+            done = release(config, db, FileStore(config.node.data_dir),
+                           KeyFolder(config.keys_dir), args.id, _operator(), args.reason, audit)
+    except ReleaseRefused as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
     finally:
-        db.dispose()
+        if audit is not None:
+            audit.close()
+    print(f"quarantined instance {done.quarantine_id} released ({done.overridden} overridden) "
+          f"into study {done.study_uid}; it completes by the usual rule")
+    return 0
+
+
+def _studies_named(args: argparse.Namespace, config: NodeConfig, db) -> list[str]:  # noqa: ANN001
+    """The pseudonymous study UID given, or those the accession number resolves to through
+    the vault (the lookup audited as ``find`` does, without the identifier)."""
+    from dicom_node.lookup import find_studies
+    from dicom_node.node import open_audit_trail
+    from storage.keys import VAULT, KeyFolder
+    from storage.vault import Vault
+
+    if args.study:
+        return [args.study]
+    value = sys.stdin.readline().strip() if args.accession == "-" else args.accession
+    found = find_studies(Vault(db, KeyFolder(config.keys_dir).ring(VAULT)), "accession", value)
+    audit = open_audit_trail(config)
+    if audit is not None:
+        audit.lookup(_operator(), "accession", [f.study_uid for f in found])
+        audit.close()
+    return [f.study_uid for f in found]
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    """``study complete --force`` and ``study rerun``, by study UID or accession number."""
+    from dicom_node.completion import complete_now, rerun
+    from dicom_node.node import open_audit_trail
+    from storage.studies import StudyRefused
+
+    if args.action == "complete" and not args.force:  # only ``complete`` has --force
+        print("study complete needs --force (without it the completion rule decides)",
+              file=sys.stderr)
+        return 2
+    if bool(args.study) == bool(args.accession):
+        print(f"study {args.action} needs a STUDY UID or --accession", file=sys.stderr)
+        return 2
+    config = _config(args)
+    with _existing_database(config) as db:
+        studies = _studies_named(args, config, db)
+        if len(studies) != 1:
+            print("no study found for that accession number" if not studies else
+                  f"the accession number names {len(studies)} studies: "
+                  f"{', '.join(studies)}; give one STUDY UID", file=sys.stderr)
+            return 1
+        try:
+            if args.action == "complete":
+                done = complete_now(config, db, studies[0])
+            else:
+                done = rerun(config, db, studies[0], args.engine)  # only ``rerun`` has it
+        except StudyRefused as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+    audit = open_audit_trail(config)
+    if audit is not None:
+        audit.operator_action(_operator(), f"study {args.action}", done.study_uid,
+                              f"revision {done.revision}, jobs {list(done.job_ids)} for "
+                              f"{', '.join(done.engines) or 'no matching route'}")
+        audit.close()
+    verb = "completed" if args.action == "complete" else "rerun as"
+    print(f"study {done.study_uid} {verb} revision {done.revision}: "
+          + (", ".join(f"job {i} ({e})" for i, e in zip(done.job_ids, done.engines,
+                                                          strict=False))
+             or "no job (no route matches its series)"))
+    return 0
 
 
 def cmd_conformance(args: argparse.Namespace) -> int:
@@ -480,11 +567,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_find)
     p = with_config(sub.add_parser("quarantine", help="list, show or delete quarantined "
                                    "instances (reasons only, never content)"))
-    p.add_argument("action", nargs="?", choices=["list", "show", "purge"], default="list")
+    p.add_argument("action", nargs="?", choices=["list", "show", "purge", "release"],
+                   default="list")
     p.add_argument("id", nargs="?", type=int)
+    p.add_argument("--reason", help="release: why the instance may go on (audited)")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_quarantine)
+    study = sub.add_parser("study", help="complete a study now or run its engines again "
+                           "(audited)").add_subparsers(dest="action", required=True)
+    for action, text in (("complete", "queue the study's jobs now (with --force)"),
+                         ("rerun", "new jobs on the study's instances; earlier results stay")):
+        p = with_config(study.add_parser(action, help=text))
+        p.add_argument("study", nargs="?", help="pseudonymous study UID")
+        p.add_argument("--accession", help="original accession number instead, resolved "
+                       "through the vault ('-': read from stdin)")
+        if action == "complete":
+            p.add_argument("--force", action="store_true", help="queue the jobs now, without "
+                           "waiting for the completion rule")
+        else:
+            p.add_argument("--engine", help="only this engine (default: every matching route)")
+        p.set_defaults(func=cmd_study)
     p = sub.add_parser("conformance", help="print the DICOM Conformance Statement (Markdown)")
     p.set_defaults(func=cmd_conformance)
     p = with_config(sub.add_parser("echo", help="C-ECHO a configured peer"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from ai_engines.acceptance import Acceptance
 from ai_engines.registry import engine_specs
@@ -26,7 +27,13 @@ from dicom_node.config import NodeConfig, Route
 from storage.clock import utcnow
 from storage.database import Database
 from storage.jobs import enqueue
-from storage.studies import CompletedStudy, complete_quiet_studies
+from storage.studies import (
+    CompletedStudy,
+    StudyRefused,
+    complete_quiet_studies,
+    force_complete,
+    reopen_for_rerun,
+)
 
 log = logging.getLogger("dicom_node.completion")
 
@@ -87,6 +94,73 @@ def ignored_route_keys(routes: list[Route], specs: Mapping[str, EngineSpec]) -> 
     return lines
 
 
+@dataclass(frozen=True)
+class Dispatch:
+    """What an operator's ``study complete --force`` or ``study rerun`` queued."""
+
+    study_uid: str
+    revision: int
+    engines: tuple[str, ...]
+    job_ids: tuple[int, ...]
+
+
+def queue_jobs(session, config: NodeConfig,  # noqa: ANN001 (a storage session)
+               study: CompletedStudy, now: dt.datetime,
+               specs: Mapping[str, EngineSpec] | None = None,
+               engines: list[str] | None = None) -> Dispatch:
+    """Queue the jobs of a study revision just completed: one per matching route, or the
+    given ``engines`` only (a rerun, which then leaves other engines' queued jobs alone)."""
+    chosen = engines if engines is not None else matching_routes(config.routes,
+                                                                   study.modalities, specs)
+    ids = enqueue(session, study.study_id, study.revision, chosen, config.jobs.max_attempts,
+                  now, supersede=engines is None)
+    log.info("study %s revision %d complete (%s): jobs %s for %s", study.study_uid,
+             study.revision, ",".join(sorted(study.modalities)), ids,
+             chosen or "no matching route")
+    return Dispatch(study.study_uid, study.revision, tuple(chosen), tuple(ids))
+
+
+def complete_now(config: NodeConfig, db: Database, study_uid: str) -> Dispatch:
+    """``study complete --force``: complete a receiving study and queue its jobs now.
+
+    Instances arriving afterwards make a new revision, as any late arrival does.
+
+    Raises
+    ------
+    StudyRefused
+        Unknown study, or one already complete.
+    """
+    now = utcnow()
+    with db.session() as session:
+        return queue_jobs(session, config, force_complete(session, study_uid, now), now)
+
+
+def rerun(config: NodeConfig, db: Database, study_uid: str, engine: str | None = None) -> Dispatch:
+    """``study rerun``: new jobs on a complete study's instances, as a new revision.
+
+    Earlier jobs and their results stay as they are; the new results are new objects that go
+    to the routes' destinations again.  Without ``engine`` every matching route runs.
+
+    Raises
+    ------
+    StudyRefused
+        Unknown study, still receiving, no enabled route for ``engine`` (or none matching),
+        or a job of the engine(s) still queued or running.
+    """
+    routed = [r.engine for r in config.routes if r.enabled]
+    if engine is not None and engine not in routed:
+        raise StudyRefused(f"no enabled route names engine {engine!r} (routes: "
+                           f"{', '.join(routed) or 'none'})")
+    now = utcnow()
+    with db.session() as session:
+        study = reopen_for_rerun(session, study_uid, {engine} if engine else None, now)
+        engines = [engine] if engine else matching_routes(config.routes, study.modalities)
+        if not engines:  # raising rolls the new revision back
+            raise StudyRefused(f"study {study_uid}: no enabled route matches its modalities "
+                               f"({', '.join(sorted(study.modalities))})")
+        return queue_jobs(session, config, study, now, engines=engines)
+
+
 class CompletionTracker:
     """Periodically completes quiet studies and queues one job per matching route."""
 
@@ -107,12 +181,7 @@ class CompletionTracker:
             done = complete_quiet_studies(session, now - quiet, self.busy_study_uids(),
                                           now - 10 * quiet, now)
             for study in done:
-                engines = matching_routes(self.config.routes, study.modalities, self.specs)
-                ids = enqueue(session, study.study_id, study.revision, engines,
-                              self.config.jobs.max_attempts, now)
-                log.info("study %s revision %d complete (%s): jobs %s for %s", study.study_uid,
-                         study.revision, ",".join(sorted(study.modalities)), ids,
-                         engines or "no matching route")
+                queue_jobs(session, self.config, study, now, self.specs)
         return done
 
     def _pass(self) -> bool:

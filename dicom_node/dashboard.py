@@ -2,7 +2,9 @@
 
 Pages: overview (counts by state), studies (pseudonymous, with their series and jobs, and the
 result picture), jobs (stages, timings, reasons), outbox (with resend), quarantine, engines
-and their model cards.  Two roles: ``viewer`` reads; ``operator`` also resends deliveries.
+and their model cards.  Two roles: ``viewer`` reads; ``operator`` also resends deliveries,
+releases quarantined instances, completes a study now or reruns it, and looks a study up by
+its accession number (through the vault, audited).
 
 Security, because a security review will look here first:
 
@@ -195,7 +197,102 @@ class Dashboard:
                 return Response(400, b"bad delivery id\n", "text/plain")
             Outbox(self.db).resend(item_id=item_id)
             return Response(303, headers={"Location": "/outbox"})
+        operations: dict[str, Callable[[Session, dict[str, list[str]]], Response]] = {
+            "/studies/lookup": self._lookup, "/studies/complete": self._complete,
+            "/studies/rerun": self._rerun, "/quarantine/release": self._release}
+        if path in operations:
+            return operations[path](session, form)
         return Response(404, b"not found\n", "text/plain")
+
+    # -- operator actions (POST, CSRF-checked, operator role) ------------------------------
+    def _keys(self):  # noqa: ANN202
+        from storage.keys import KeyFolder
+
+        return KeyFolder(self.config.keys_dir)
+
+    def _lookup(self, session: Session, form: dict[str, list[str]]) -> Response:
+        """Pseudonymous studies for an accession number, through the vault; audited with the
+        kind of identifier and the studies found, never the identifier (which is neither
+        logged nor put in a URL: it came in a POST body and is not echoed back)."""
+        from dicom_node.lookup import find_studies
+        from storage.keys import VAULT, KeyFileError
+        from storage.vault import Vault
+
+        accession = _one(form, "accession").strip()
+        if not accession or len(accession) > 64:
+            return self._studies_after(session, "Give an accession number (at most 64 "
+                                       "characters).", 400)
+        try:
+            found = find_studies(Vault(self.db, self._keys().ring(VAULT)), "accession",
+                                 accession)
+        except KeyFileError:
+            return self._studies_after(session, "The vault key is not available to the "
+                                       "dashboard's process.", 503)
+        if self.audit is not None:
+            self.audit.lookup(session.user, "accession", [f.study_uid for f in found])
+        rows = [(f.study_uid, f.patient_pseudonym) for f in found]
+        result = (f"<p class=note>{len(found)} studies found for that accession number.</p>"
+                  + (_table(["study (pseudonym)", "patient (pseudonym)"], rows) if rows
+                     else ""))
+        return self._page("Studies", result + self._studies(session), session)
+
+    def _complete(self, session: Session, form: dict[str, list[str]]) -> Response:
+        from dicom_node.completion import complete_now
+
+        return self._study_action(session, form, "complete",
+                                  lambda uid: complete_now(self.config, self.db, uid))
+
+    def _rerun(self, session: Session, form: dict[str, list[str]]) -> Response:
+        from dicom_node.completion import rerun
+
+        engine = _one(form, "engine") or None
+        return self._study_action(session, form, "rerun",
+                                  lambda uid: rerun(self.config, self.db, uid, engine))
+
+    def _study_action(self, session: Session, form: dict[str, list[str]], action: str,
+                      run: Callable[[str], object]) -> Response:
+        from storage.studies import StudyRefused
+
+        study_uid = _one(form, "study")
+        if not _is_uid(study_uid):
+            return Response(400, b"bad study UID\n", "text/plain")
+        try:
+            done = run(study_uid)
+        except StudyRefused as exc:
+            return self._studies_after(session, str(exc), 409)
+        if self.audit is not None:
+            self.audit.operator_action(session.user, f"study {action}", done.study_uid,
+                                       f"revision {done.revision}, jobs {list(done.job_ids)} "
+                                       f"for {', '.join(done.engines) or 'no matching route'}")
+        jobs = ", ".join(f"#{i} {e}" for i, e in zip(done.job_ids, done.engines, strict=False))
+        return self._studies_after(session, f"Study {done.study_uid}: revision {done.revision} "
+                                   f"queued ({jobs or 'no route matches its series'}).")
+
+    def _studies_after(self, session: Session, message: str, status: int = 200) -> Response:
+        note = f"<p class={'note' if status < 400 else 'error'}>{_e(message)}</p>"
+        return self._page("Studies", note + self._studies(session), session, status)
+
+    def _release(self, session: Session, form: dict[str, list[str]]) -> Response:
+        from dicom_node.quarantine_release import ReleaseRefused, release
+        from storage.keys import KeyFileError
+
+        try:
+            quarantine_id = int(_one(form, "id"))
+        except ValueError:
+            return Response(400, b"bad quarantine id\n", "text/plain")
+        why = _one(form, "reason")
+        try:
+            done = release(self.config, self.db, self.files, self._keys(), quarantine_id,
+                           session.user, why, self.audit)
+            message, status = (f"Instance {quarantine_id} released ({done.overridden} "
+                               f"overridden) into study {done.study_uid}.", 200)
+        except ReleaseRefused as exc:
+            message, status = str(exc), 409
+        except KeyFileError:
+            message, status = "The keys a release needs are not available to the " \
+                "dashboard's process.", 503
+        note = f"<p class={'note' if status < 400 else 'error'}>{_e(message)}</p>"
+        return self._page("Quarantine", note + self._quarantine(session), session, status)
 
     # -- pages ------------------------------------------------------------------------------
     def _page(self, title: str, content: str, session: Session | None,
@@ -224,20 +321,39 @@ class Dashboard:
         free = self.files.free_bytes() / 2**30
         return _table(["", "by state"], rows) + f"<p>Free disk: {free:.1f} GiB</p>"
 
-    def _studies(self, _session: Session) -> str:
+    def _studies(self, session: Session) -> str:
+        operator = session.role == "operator"
         rows = []
         for study in recent_studies(self.db):
-            series = ", ".join(f"{m} ×{n}" for m, n in study.series)
+            series = ", ".join(f"{x.modality} ×{x.instances}" for x in study.series)
             jobs = ", ".join(f"#{i} {engine} {state}" + (f" ({code})" if code else "")
                              for i, engine, state, code in study.jobs)
             picture = f'<a href="/picture/{quote(study.study_uid)}">picture</a>' \
                 if any(state in ("succeeded", "declined") for _, _, state, _ in study.jobs) \
                 else ""
+            actions = self._study_actions(session, study.study_uid, study.state) \
+                if operator else ""
             rows.append((study.study_uid, study.calling_ae, study.state, str(study.revision),
                          study.last_received_at.strftime("%Y-%m-%d %H:%M:%S"), series, jobs,
-                         _Raw(picture)))
-        return _table(["study (pseudonym)", "from", "state", "rev", "last received", "series",
-                       "jobs", ""], rows)
+                         _Raw(picture + actions)))
+        lookup = ("<form method=post action=/studies/lookup class=lookup>"
+                  f"{_csrf(session)}<label>Accession number <input name=accession "
+                  "autocomplete=off maxlength=64 required></label> <button>Find</button> "
+                  "<small>(through the vault; audited)</small></form>") if operator else ""
+        return lookup + _table(["study (pseudonym)", "from", "state", "rev", "last received",
+                                "series", "jobs", ""], rows)
+
+    def _study_actions(self, session: Session, study_uid: str, state: str) -> str:
+        """An operator's buttons for one study: complete now (receiving) or rerun (complete)."""
+        hidden = f"{_csrf(session)}<input type=hidden name=study value={_e(study_uid)}>"
+        if state != "complete":
+            return (f"<form method=post action=/studies/complete class=inline>{hidden}"
+                    "<button>Complete now</button></form>")
+        engines = "".join(f"<option value={_e(e)}>{_e(e)}</option>" for e in
+                          dict.fromkeys(r.engine for r in self.config.routes if r.enabled))
+        return (f"<form method=post action=/studies/rerun class=inline>{hidden}"
+                f"<select name=engine><option value=''>every route</option>{engines}</select>"
+                " <button>Rerun</button></form>")
 
     def _jobs(self, _session: Session) -> str:
         rows = []
@@ -264,11 +380,22 @@ class Dashboard:
         return _table(["id", "to", "object", "state", "tries", "status", "reason", "study", ""],
                       rows)
 
-    def _quarantine(self, _session: Session) -> str:
-        rows = [(str(q.id), q.received_at.strftime("%Y-%m-%d %H:%M:%S"), q.calling_ae,
-                 q.sop_class_uid, q.reason_code, q.reason) for q in quarantine_rows(self.db)]
-        return _table(["id", "received", "from", "SOP class", "code", "reason"], rows) + \
-            "<p>Quarantined instances are kept encrypted and are never shown here.</p>"
+    def _quarantine(self, session: Session) -> str:
+        from dicom_node.quarantine_release import RELEASABLE
+
+        rows = []
+        for q in quarantine_rows(self.db):
+            action = ""
+            if session.role == "operator" and q.reason_code in RELEASABLE:
+                action = (f"<form method=post action=/quarantine/release class=inline>"
+                          f"{_csrf(session)}<input type=hidden name=id value={q.id}>"
+                          "<input name=reason placeholder='why it may go on' required "
+                          "maxlength=200> <button>Release</button></form>")
+            rows.append((str(q.id), q.received_at.strftime("%Y-%m-%d %H:%M:%S"), q.calling_ae,
+                         q.sop_class_uid, q.reason_code, q.reason, _Raw(action)))
+        return _table(["id", "received", "from", "SOP class", "code", "reason", ""], rows) + \
+            "<p>Quarantined instances are kept encrypted and are never shown here. A release " \
+            "states that a person checked the content for identifying text; it is audited.</p>"
 
     def _engines(self, _session: Session) -> str:
         from ai_engines.models import list_models
@@ -305,6 +432,10 @@ class Dashboard:
 
 class _Raw(str):
     """Markup the dashboard made itself (never received values): not escaped again."""
+
+
+def _is_uid(value: str) -> bool:
+    return 0 < len(value) <= 64 and all(part.isdigit() for part in value.split("."))
 
 
 def _e(value: object) -> str:
@@ -356,5 +487,6 @@ nav a{color:#fff;margin-right:14px} nav{margin-top:6px}
 main{padding:12px 16px} table{border-collapse:collapse;background:#fff;width:100%}
 th,td{border:1px solid #d0d5dc;padding:4px 6px;text-align:left;vertical-align:top}
 th{background:#e9edf2} .inline{display:inline;margin-left:12px} .error{color:#b00020}
+.note{color:#1d3557;font-weight:600} .lookup{margin:0 0 10px}
 .login label{display:block;margin:6px 0} td{font-family:ui-monospace,monospace;font-size:12px}
 """

@@ -181,6 +181,9 @@ class Node:
                                        config.retention.interval_minutes * 60, log) \
             if receive else None
         self.audit = open_audit_trail(config) if (receive or send) else None
+        for stage in (self.receiver, self.sender):  # received instances, results sent
+            if stage is not None:
+                stage.audit = self.audit
         self.metrics = NodeMetrics()
         self.status_server: StatusServer | None = None
         if receive and config.http.enabled:

@@ -24,7 +24,7 @@ import ssl
 import struct
 import tempfile
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from dicom_node.audit import AuditTrail
 from dicom_node.config import NodeConfig, Peer
 from dicom_node.deid import Pseudonymizer, QuarantineRequired
 from dicom_node.tls import server_context
@@ -283,6 +284,9 @@ class Receiver:
         # Pseudo UIDs whose vault rows are committed: skips re-recording study/series/FoR
         # mappings for every slice.
         self._recorded: OrderedDict[str, None] = OrderedDict()
+        # Audit of received instances: one message per association and study, at its end.
+        self.audit: AuditTrail | None = None  # set by the node when [audit] is enabled
+        self._received: dict[int, dict[str, tuple[str, Counter[str]]]] = {}
 
     # -- life cycle -------------------------------------------------------------------------
     def build_ae(self) -> AE:
@@ -443,6 +447,9 @@ class Receiver:
     def handle_closed(self, event: Event) -> None:
         with self._lock:
             self._open.pop(id(event.assoc), None)
+            received = self._received.pop(id(event.assoc), None)
+        if received and self.audit is not None:
+            self._audit_received(event.assoc, received)
         # A data set cut off mid-stream (limit, disk, peer gone) leaves pynetdicom's partial
         # temporary file behind; it holds identities, so it goes now.
         message = getattr(event.assoc.dimse, "message", None)
@@ -555,7 +562,22 @@ class Receiver:
         if outcome.late_arrival:
             log.info("study %s: instance arrived after dispatch; will re-run on full study",
                      study_uid)
+        if association is not None and self.audit is not None:
+            with self._lock:
+                study = self._received.setdefault(association, {}).setdefault(
+                    study_uid, (item.patient_pseudonym, Counter()))
+                study[1][item.sop_class_uid] += 1
         return SUCCESS
+
+    def _audit_received(self, assoc, received: dict[str, tuple[str, Counter[str]]]) -> None:  # noqa: ANN001
+        """One "DICOM Instances Transferred" message per study the association delivered."""
+        assert self.audit is not None
+        title = str(assoc.requestor.ae_title).strip()
+        if not title.isprintable() or len(title) > 16:
+            title = "(invalid AE title)"
+        address = source_ip(assoc.requestor.address)
+        for study_uid, (pseudonym, classes) in received.items():
+            self.audit.instances_received(title, address, study_uid, pseudonym, dict(classes))
 
     @staticmethod
     def _mismatch(event: Event, ds: Dataset) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from pydicom import dcmread
@@ -19,12 +20,14 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from pynetdicom import AE
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 
+from dicom_node.audit import MINOR_FAILURE, SERIOUS_FAILURE, AuditTrail
 from dicom_node.background import RepeatingStep
 from dicom_node.config import DestinationKind, NodeConfig, Peer
 from dicom_node.deid import ReidentificationError, Reidentifier, check_clinical, check_research
 from dicom_node.tls import TlsConfigError, client_context
 from storage.database import Database
 from storage.files import FileStore
+from storage.monitoring import DeliveryOutcome, delivery_outcomes
 from storage.outbox import ClaimedItem, Outbox
 from storage.vault import Vault, VaultError
 
@@ -47,6 +50,7 @@ class Sender:
         self.files = files
         self.vault = vault
         self.reidentifier = Reidentifier(vault)
+        self.audit: AuditTrail | None = None  # set by the node when [audit] is enabled
         self._tls_context = None
         self.loop = RepeatingStep("sender", self.send_once, config.sender.poll_seconds, log)
 
@@ -69,6 +73,45 @@ class Sender:
         items = self.outbox.claim_batch("sender", lease_seconds=self.config.sender.lease_seconds)
         if not items:
             return 0
+        try:
+            return self._deliver(items)
+        finally:
+            if self.audit is not None:
+                self._audit_batch(items)
+
+    def _audit_batch(self, items: list[ClaimedItem]) -> None:
+        """Audit a send attempt: per study, the re-identification (clinical peers) and the
+        objects sent, and those not sent (retried, failed or refused), by their states."""
+        assert self.audit is not None
+        peer = self.config.peer_by_name(items[0].destination)
+        clinical = peer is not None and peer.kind == DestinationKind.CLINICAL
+        outcomes = delivery_outcomes(self.outbox.db, [i.id for i in items])
+        for study_uid in dict.fromkeys(o.study_uid for o in outcomes):
+            mine = [o for o in outcomes if o.study_uid == study_uid]
+            pseudonym = mine[0].patient_pseudonym
+            # All but those whose preparation failed were re-identified in this attempt
+            # (a sent item's reason is cleared; a later failure names the C-STORE or leak).
+            prepared = [o for o in mine if not (o.reason or "").startswith("cannot prepare")]
+            if clinical and prepared:
+                self.audit.reidentified(study_uid, pseudonym, _classes(prepared), peer.name)
+            sent = [o for o in mine if o.state == "sent"]
+            unsent = [o for o in mine if o.state != "sent"]
+            ae, host = (peer.ae_title, peer.host) if peer else (items[0].destination, "")
+            if sent:
+                self.audit.results_sent(ae, host, study_uid, pseudonym, _classes(sent),
+                                        reidentified=clinical,
+                                        description=f"{len(sent)} objects sent")
+            if unsent:
+                states = Counter(o.state for o in unsent)
+                final = states.keys() & {"failed", "refused"}
+                self.audit.results_sent(
+                    ae, host, study_uid, pseudonym, _classes(unsent), reidentified=clinical,
+                    outcome=SERIOUS_FAILURE if final else MINOR_FAILURE,
+                    description=f"{len(unsent)} objects not sent: " + ", ".join(
+                        f"{n} {'to be retried' if s == 'pending' else s}"
+                        for s, n in sorted(states.items())))
+
+    def _deliver(self, items: list[ClaimedItem]) -> int:
         peer = self.config.peer_by_name(items[0].destination)
         if peer is None:
             for item in items:
@@ -179,6 +222,10 @@ class Sender:
     def stop(self) -> None:
         self.loop.stop()
         self.loop.join(timeout=30)
+
+
+def _classes(outcomes: list[DeliveryOutcome]) -> dict[str, int]:
+    return dict(Counter(o.sop_class_uid for o in outcomes))
 
 
 @dataclass(frozen=True)

@@ -52,18 +52,21 @@ class JobView:
 
 
 def enqueue(session: Session, study_id: int, revision: int, engines: list[str],
-            max_attempts: int, now: dt.datetime) -> list[int]:
+            max_attempts: int, now: dt.datetime, supersede: bool = True) -> list[int]:
     """Create the jobs of one completed study revision; supersede older queued jobs.
 
     Idempotent: a (study, revision, engine) that already has a job is skipped, so a completion
-    replayed after a crash never duplicates work.
+    replayed after a crash never duplicates work.  ``supersede=False`` (an operator's rerun of
+    some engines) leaves the other engines' queued jobs alone.
     """
-    session.execute(
-        update(Job)
-        .where(Job.study_id == study_id, Job.revision < revision, Job.state == "queued")
-        .values(state="cancelled", reason_code="SUPERSEDED", finished_at=now,
-                reason=f"instances arrived after dispatch; superseded by revision {revision}")
-    )
+    if supersede:
+        session.execute(
+            update(Job)
+            .where(Job.study_id == study_id, Job.revision < revision, Job.state == "queued")
+            .values(state="cancelled", reason_code="SUPERSEDED", finished_at=now,
+                    reason=f"instances arrived after dispatch; superseded by revision "
+                    f"{revision}")
+        )
     existing = set(session.scalars(
         select(Job.engine).where(Job.study_id == study_id, Job.revision == revision)
     ))

@@ -62,28 +62,44 @@ def index_figures(db: Database, recent_jobs: int = 100) -> IndexFigures:
 
 
 @dataclass(frozen=True)
+class SeriesView:
+    series_uid: str
+    modality: str
+    state: str
+    instances: int
+
+
+@dataclass(frozen=True)
 class StudyView:
-    """A study as the dashboard lists it (pseudonymous)."""
+    """A study as ``status`` and the dashboard list it (pseudonymous)."""
 
     study_uid: str
     calling_ae: str
     state: str
     revision: int
     last_received_at: dt.datetime
-    series: tuple[tuple[str, int], ...]  # (modality, instances)
+    series: tuple[SeriesView, ...]
     jobs: tuple[tuple[int, str, str, str | None], ...]  # (id, engine, state, reason code)
+
+    def as_dict(self) -> dict:
+        """The shape ``dicom-node status --json`` prints."""
+        return {"study": self.study_uid, "state": self.state, "revision": self.revision,
+                "series": [{"series": x.series_uid, "modality": x.modality, "state": x.state,
+                            "instances": x.instances} for x in self.series],
+                "last_received_at": self.last_received_at.isoformat() + "Z"}
 
 
 def recent_studies(db: Database, limit: int = 50) -> list[StudyView]:
-    """The most recently received studies with their series and jobs."""
+    """The most recently received studies, newest first, with their series and jobs."""
     with db.session() as session:
         studies = session.scalars(
-            select(Study).order_by(Study.last_received_at.desc()).limit(limit)).all()
+            select(Study).order_by(Study.last_received_at.desc(), Study.id.desc())
+            .limit(limit)).all()
         views = []
         for study in studies:
-            series = tuple(session.execute(
-                select(Series.modality, Series.instance_count).where(Series.study_id == study.id)
-                .order_by(Series.id)).tuples().all())
+            series = tuple(SeriesView(*row) for row in session.execute(
+                select(Series.series_uid, Series.modality, Series.state, Series.instance_count)
+                .where(Series.study_id == study.id).order_by(Series.id)).tuples().all())
             jobs = tuple(session.execute(
                 select(Job.id, Job.engine, Job.state, Job.reason_code)
                 .where(Job.study_id == study.id).order_by(Job.id)).tuples().all())
@@ -120,3 +136,26 @@ def study_result_folders(db: Database, study_uid: str) -> list[str]:
                                      Job.state.in_(("succeeded", "declined")))
                               .order_by(Job.id.desc())).all()
     return [f"results/{job_id}" for job_id in ids]
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """Where one delivery stands after a send attempt, with its (pseudonymous) study."""
+
+    id: int
+    study_uid: str
+    patient_pseudonym: str
+    sop_class_uid: str
+    state: str
+    reason: str | None
+
+
+def delivery_outcomes(db: Database, item_ids: list[int]) -> list[DeliveryOutcome]:
+    """The state of these deliveries now, for the audit trail of a send attempt."""
+    with db.session() as session:
+        rows = session.execute(
+            select(OutboxItem.id, Study.study_uid, Study.patient_pseudonym,
+                   OutboxItem.sop_class_uid, OutboxItem.state, OutboxItem.reason)
+            .join(Job, Job.id == OutboxItem.job_id).join(Study, Study.id == Job.study_id)
+            .where(OutboxItem.id.in_(item_ids)).order_by(OutboxItem.id)).all()
+    return [DeliveryOutcome(*row) for row in rows]

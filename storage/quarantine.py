@@ -14,6 +14,7 @@ import os
 import struct
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -229,3 +230,23 @@ def remove(db: Database, files: FileStore, quarantine_id: int) -> bool:
         files.delete(row.path)
         session.delete(row)
     return True
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    """What a release needs of one quarantined instance (its reason, sender, sealed file)."""
+
+    id: int
+    calling_ae: str
+    sop_class_uid: str
+    reason_code: str
+    path: str
+
+
+def entry(db: Database, quarantine_id: int) -> QuarantineEntry | None:
+    """One quarantined instance's record, or None."""
+    with db.session() as session:
+        row = session.get(Quarantined, quarantine_id)
+        return None if row is None else QuarantineEntry(row.id, row.calling_ae,
+                                                        row.sop_class_uid, row.reason_code,
+                                                        row.path)

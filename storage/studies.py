@@ -126,19 +126,77 @@ def complete_quiet_studies(
     for study in candidates:
         if study.study_uid in busy_study_uids and study.last_received_at > stalled_before:
             continue
-        modalities = set()
-        for series in study.series:
-            modalities.add(series.modality)
-            if series.state != "complete":
-                series.state = "complete"
-                series.completed_at = now
-        study.state = "complete"
-        study.completed_at = now
-        study.dispatched_revision = study.revision
-        completed.append(CompletedStudy(
-            study.id, study.study_uid, study.revision, study.calling_ae, frozenset(modalities)
-        ))
+        completed.append(_mark_complete(study, now))
     return completed
+
+
+def _mark_complete(study: Study, now: dt.datetime) -> CompletedStudy:
+    """Mark a study and its series complete and its revision dispatched."""
+    modalities = set()
+    for series in study.series:
+        modalities.add(series.modality)
+        if series.state != "complete":
+            series.state = "complete"
+            series.completed_at = now
+    study.state = "complete"
+    study.completed_at = now
+    study.dispatched_revision = study.revision
+    return CompletedStudy(study.id, study.study_uid, study.revision, study.calling_ae,
+                          frozenset(modalities))
+
+
+class StudyRefused(Exception):
+    """An operator action on a study that cannot be done (unknown study, wrong state); the
+    message says why and what to do instead."""
+
+
+def _study(session: Session, study_uid: str) -> Study:
+    study = session.scalar(select(Study).where(Study.study_uid == study_uid))
+    if study is None:
+        raise StudyRefused(f"no study {study_uid} (give the pseudonymous study UID, or "
+                           "--accession)")
+    return study
+
+
+def force_complete(session: Session, study_uid: str, now: dt.datetime) -> CompletedStudy:
+    """Complete a receiving study now, without waiting for the completion rule.
+
+    Raises
+    ------
+    StudyRefused
+        Unknown study, or already complete (a rerun is the operation for that).
+    """
+    study = _study(session, study_uid)
+    if study.state == "complete":
+        raise StudyRefused(f"study {study_uid} is already complete (revision "
+                           f"{study.revision}); 'dicom-node study rerun' runs its engines again")
+    return _mark_complete(study, now)
+
+
+def reopen_for_rerun(session: Session, study_uid: str, engines: set[str] | None,
+                     now: dt.datetime) -> CompletedStudy:
+    """A new revision of a complete study for an operator's rerun (same instances).
+
+    The revision counts what the engines were handed, so a rerun is a new revision: its jobs
+    are new rows and its results new objects, while earlier jobs and results stay as they are.
+    ``engines`` (None: any) may not have a job still queued or running.
+
+    Raises
+    ------
+    StudyRefused
+        Unknown study, a study still receiving, or a job of these engines not finished.
+    """
+    study = _study(session, study_uid)
+    if study.state != "complete":
+        raise StudyRefused(f"study {study_uid} is still receiving; complete it first "
+                           "('dicom-node study complete --force')")
+    active = session.execute(select(Job.id, Job.engine).where(
+        Job.study_id == study.id, Job.state.in_(("queued", "running")))).all()
+    busy = [f"job {i} ({engine})" for i, engine in active if engines is None or engine in engines]
+    if busy:
+        raise StudyRefused(f"study {study_uid}: {', '.join(busy)} not finished yet")
+    study.revision += 1
+    return _mark_complete(study, now)
 
 
 def study_uid_for_id(session: Session, study_id: int) -> str:
@@ -183,15 +241,3 @@ def counts(session: Session) -> dict[str, dict[str, int]]:
         "instances": {"stored": session.scalar(select(func.count()).select_from(Instance))},
         "jobs": by_state(Job),
     }
-
-
-def recent_studies(session: Session, limit: int) -> list[dict]:
-    """The last ``limit`` studies received, newest first, with their series, for ``status``."""
-    rows = session.scalars(select(Study).order_by(Study.id.desc()).limit(limit)).all()
-    return [
-        {"study": s.study_uid, "state": s.state, "revision": s.revision,
-         "series": [{"series": x.series_uid, "modality": x.modality, "state": x.state,
-                     "instances": x.instance_count} for x in session.scalars(
-                         select(Series).where(Series.study_id == s.id).order_by(Series.id))],
-         "last_received_at": s.last_received_at.isoformat() + "Z"}
-        for s in rows]

@@ -1,6 +1,8 @@
 """The audit trail: every message validates against the PS3.15 A.5.1 schema; the file is
 append-only; syslog over UDP and TLS (octet counting) carries RFC 5424 frames; a real node
-audits its start, an accepted and a rejected association, a configuration change and its stop."""
+audits its start, an accepted and a rejected association, a configuration change and its stop,
+the instances it receives (per association and study) and, after a real send, each delivery and
+the re-identification before it."""
 
 from __future__ import annotations
 
@@ -9,12 +11,14 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 
 import pytest
 from lxml import etree
 
 from dicom_node import audit
 from dicom_node.audit import AuditTrail, SyslogTarget
+from tests.dicom_node.test_sender import owed, start_storescp  # noqa: F401 (a fixture)
 from tests.net import free_port, need
 from tests.nodeproc import NodeProcess
 
@@ -186,3 +190,97 @@ def test_real_node_audits_start_associations_configuration_and_stop(tmp_path):
     assert any(b"STRANGER" in line and b"110113" in line for line in lines)
     assert any(b"110131" in line for line in lines)  # configuration changed before 2nd start
     assert lines[-1].count(b"110121") == 1  # application stop last
+
+
+def _events(path) -> list[bytes]:  # noqa: ANN001
+    lines = path.read_bytes().splitlines() if path.exists() else []
+    assert all(valid(line) for line in lines), SCHEMA.error_log
+    return lines
+
+
+def _instances(line: bytes) -> dict[str, int]:
+    return {m.group(1).decode(): int(m.group(2)) for m in re.finditer(
+        rb'<SOPClass UID="([\d.]+)" NumberOfInstances="(\d+)"', line)}
+
+
+@pytest.mark.slow
+def test_instances_received_one_message_per_association_and_study(tmp_path):
+    from dicom_node.sample_data import (
+        PatientIdentity,
+        ct_series_datasets,
+        phantom_chest_hu,
+        write_series,
+    )
+
+    first, second = PatientIdentity(), PatientIdentity(patient_id="P-2", accession="ACC-2",
+                                                       name="Zweite^Zora")
+    files = {identity.accession: write_series(
+        ct_series_datasets(phantom_chest_hu((3, 16, 16)), identity=identity),
+        tmp_path / identity.accession) for identity in (first, second)}
+    root = tmp_path / "node"
+    with NodeProcess(root, quiet_seconds=30) as node:
+        def storescu(*paths) -> None:  # noqa: ANN002
+            done = subprocess.run([need("storescu"), "-aet", "PACS", "-aec", node.ae_title,
+                                   "127.0.0.1", str(node.port), *map(str, paths)],
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+
+        storescu(*files[first.accession], *files[second.accession])  # 2 studies, 1 association
+        storescu(files[first.accession][0])  # the first study again, on a second association
+        audit_log = root / "var" / "audit" / "audit.log"
+        node.wait_for(lambda _status: sum(b'csd-code="110104"' in x
+                                          for x in _events(audit_log)) == 3, timeout=30)
+        studies = {s["study"] for s in node.status()["recent_studies"]}
+    received = [x for x in _events(audit_log) if b'csd-code="110104"' in x]
+    assert len(received) == 3  # per association and study, not per instance
+    ct = "1.2.840.10008.5.1.4.1.1.2"
+    assert sorted(_instances(x)[ct] for x in received) == [1, 3, 3]
+    for line in received:
+        assert b'EventActionCode="C"' in line and b'UserID="PACS"' in line
+        assert b'NetworkAccessPointID="127.0.0.1"' in line
+        assert b'ParticipantObjectDataLifeCycle="7"' in line and b"<Anonymized>true" in line
+        uid = re.search(rb'ParticipantObjectID="([\d.]+)"', line).group(1).decode()
+        assert uid in studies  # the pseudonymous study UID
+    text = audit_log.read_bytes()
+    for identity in (first, second):  # nothing identifying in the trail
+        for value in (identity.name.split("^")[0], identity.patient_id, identity.accession,
+                      identity.study_uid):
+            assert value.encode() not in text
+
+
+@pytest.mark.slow
+def test_results_sent_and_reidentified_per_delivery(owed, tmp_path):  # noqa: F811
+    """A real send to dcmtk's storescp: first down (a failure message per study), then up."""
+    from dicom_node.sender import Sender
+
+    config, db, files, vault, identity, objects, port = owed
+    trail = AuditTrail(tmp_path / "audit.log", "AINODE")
+    sender = Sender(config, db, files, vault)
+    sender.audit = trail
+    assert sender.send_once() == len(objects)  # nobody listening yet
+    pacs = start_storescp(port, tmp_path / "rx")
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and set(sender.outbox.counts()) != {"sent"}:
+            time.sleep(0.3)
+            sender.send_once()
+    finally:
+        pacs.terminate()
+        pacs.wait()
+    trail.close()
+    assert sender.outbox.counts() == {"sent": len(objects)}
+    lines = _events(tmp_path / "audit.log")
+    sent = [x for x in lines if b'csd-code="110104"' in x]
+    reidentified = [x for x in lines if b'csd-code="110103"' in x]
+    assert b'EventOutcomeIndicator="4"' in sent[0] and b"to be retried" in sent[0]
+    assert b'EventOutcomeIndicator="0"' in sent[-1]
+    assert sum(_instances(sent[-1]).values()) == len(objects)
+    for line in sent:
+        assert b'EventActionCode="R"' in line and b'UserID="PACS"' in line
+        assert b"<Anonymized>false" in line  # a clinical peer gets them re-identified
+    # The vault was read for each attempt that prepared the objects (the first, down, too).
+    assert len(reidentified) >= 2 and all(b"re-identified through the vault for pacs" in x
+                                          for x in reidentified)
+    text = (tmp_path / "audit.log").read_bytes()
+    assert identity.name.encode() not in text and identity.study_uid.encode() not in text
+    assert identity.patient_id.encode() not in text

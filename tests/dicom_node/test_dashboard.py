@@ -1,6 +1,7 @@
 """The dashboard: login required and audited, lockout, roles, CSRF, escaping, resend, the
-result picture; and the same pages driven in headless Chromium (screenshots kept under
-``test-artifacts/dashboard/``)."""
+result picture, an operator's quarantine release, complete-now, rerun and accession lookup
+(audited, the identifier never echoed); and the same pages driven in headless Chromium
+(screenshots kept under ``test-artifacts/dashboard/``)."""
 
 from __future__ import annotations
 
@@ -23,18 +24,24 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from dicom_node.audit import AuditTrail
 from dicom_node.config import parse_config
 from dicom_node.dashboard import Dashboard, check_password, hash_password
+from dicom_node.deid import Pseudonymizer
 from dicom_node.metrics import NodeMetrics
+from dicom_node.sample_data import PatientIdentity, ct_series_datasets, phantom_chest_hu
+from dicom_node.scp import Receiver
 from dicom_node.web import StatusServer
 from storage import migrate, outbox
 from storage.database import Database
 from storage.files import FileStore
 from storage.jobs import enqueue
+from storage.keys import PURPOSES, QUARANTINE, VAULT, KeyFolder
 from storage.studies import ReceivedInstance, complete_quiet_studies, index_instance
-from storage.tables import Job, OutboxItem, utcnow
+from storage.tables import Job, OutboxItem, Quarantined, Study, utcnow
+from storage.vault import Vault
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 PASSWORDS = {"olga": "operator-pass-123", "vera": "viewer-pass-4567"}
 STUDY = "2.25.4242"
+RECEIVING = PatientIdentity(accession="ACC-DASH-1", patient_id="PID-DASH")
 
 
 def _secondary_capture() -> bytes:
@@ -63,6 +70,7 @@ def node(tmp_path):
     and a dashboard with an operator and a viewer, served on a free loopback port."""
     config = parse_config({
         "node": {"data_dir": str(tmp_path / "var")},
+        "keys": {"dir": str(tmp_path / "keys")},
         "dashboard": {"users": [
             {"name": "olga", "role": "operator", "password_hash": hash_password(PASSWORDS["olga"])},
             {"name": "vera", "role": "viewer", "password_hash": hash_password(PASSWORDS["vera"])},
@@ -88,6 +96,18 @@ def node(tmp_path):
     with db.session() as session:
         session.execute(OutboxItem.__table__.update().values(
             state="failed", reason="C-STORE status 0xA700", last_status=0xA700, attempts=9))
+    # A study still receiving (its identity in the vault) and a quarantined screenshot,
+    # both through the receiver's own path.
+    keys = KeyFolder(tmp_path / "keys")
+    keys.create(PURPOSES)
+    receiver = Receiver(config, db, files, Pseudonymizer(config.deid, keys.uid_secret()),
+                        Vault(db, keys.ring(VAULT)), keys.ring(QUARANTINE))
+    for ds in ct_series_datasets(phantom_chest_hu((2, 8, 8)), identity=RECEIVING):
+        assert receiver.ingest(ds, "PACS") == 0
+    (screen,) = ct_series_datasets(phantom_chest_hu((1, 8, 8)), identity=RECEIVING)
+    screen.SOPClassUID = screen.file_meta.MediaStorageSOPClassUID = \
+        "1.2.840.10008.5.1.4.1.1.7"
+    assert receiver.ingest(screen, "PACS") == 0
     audit = AuditTrail(tmp_path / "audit.log", "AINODE")
     server = StatusServer("127.0.0.1", 0, db, files, NodeMetrics(), 0,
                           dashboard=Dashboard(config, db, files, audit))
@@ -193,6 +213,72 @@ def test_viewer_cannot_resend_operator_can_with_csrf(node):
         assert session.get(OutboxItem, item_id).state == "pending"
 
 
+def _receiving_study(db: Database) -> str:
+    with db.session() as session:
+        return session.query(Study).filter(Study.state == "receiving").one().study_uid
+
+
+def test_operations_need_the_operator_role_and_csrf(node):
+    base, db, _ = node
+    viewer, operator = Browser(base), Browser(base)
+    viewer.login("vera")
+    operator.login("olga")
+    study = _receiving_study(db)
+    _, _, page = viewer.request("/studies")
+    assert b"Complete now" not in page and b"Accession number" not in page
+    _, _, page = viewer.request("/quarantine")
+    assert b"Release" not in page
+    for path, form in (("/studies/complete", {"study": study}),
+                       ("/studies/rerun", {"study": STUDY}),
+                       ("/studies/lookup", {"accession": RECEIVING.accession}),
+                       ("/quarantine/release", {"id": 1, "reason": "checked"})):
+        assert viewer.request(path, {**form, "csrf": viewer.csrf()})[0] == 403, path
+        assert operator.request(path, {**form, "csrf": "0" * 32})[0] == 403, path
+    with db.session() as session:
+        assert session.query(Job).count() == 1 and session.query(Quarantined).count() == 1
+
+
+def test_operator_looks_up_completes_reruns_and_releases(node, caplog):
+    caplog.set_level("DEBUG")
+    base, db, audit_log = node
+    operator = Browser(base)
+    operator.login("olga")
+    study = _receiving_study(db)
+    status, _, page = operator.request("/studies/lookup", {
+        "accession": RECEIVING.accession, "csrf": operator.csrf("/studies")})
+    assert status == 200 and b"1 studies found" in page and study.encode() in page
+    assert RECEIVING.accession.encode() not in page  # not echoed back
+    status, _, page = operator.request("/studies/complete", {
+        "study": study, "csrf": operator.csrf("/studies")})
+    assert status == 200 and b"revision 1 queued" in page
+    status, _, page = operator.request("/studies/complete", {
+        "study": study, "csrf": operator.csrf("/studies")})
+    assert status == 409 and b"already complete" in page
+    status, _, page = operator.request("/studies/rerun", {
+        "study": STUDY, "engine": "ct_lung", "csrf": operator.csrf("/studies")})
+    assert status == 200 and b"revision 2 queued" in page
+    with db.session() as session:
+        jobs = sorted((j.revision, j.engine, j.state) for j in session.query(Job))
+    assert (1, "ct_lung", "succeeded") in jobs and (2, "ct_lung", "queued") in jobs
+    with db.session() as session:
+        quarantine_id = session.query(Quarantined).one().id
+    status, _, page = operator.request("/quarantine/release", {
+        "id": quarantine_id, "reason": "", "csrf": operator.csrf("/quarantine")})
+    assert status == 409 and b"needs --reason" in page
+    status, _, page = operator.request("/quarantine/release", {
+        "id": quarantine_id, "reason": "screen checked: no text",
+        "csrf": operator.csrf("/quarantine")})
+    assert status == 200 and b"sop-class overridden" in page
+    with db.session() as session:
+        assert session.query(Quarantined).count() == 0
+    lines = audit_log.read_bytes().splitlines()
+    assert b'csd-code="110112"' in lines[-4]  # the lookup
+    assert b"study complete" in lines[-3] and b"study rerun" in lines[-2]
+    assert b"screen checked: no text" in lines[-1] and b'UserID="olga"' in lines[-1]
+    assert not any(RECEIVING.accession.encode() in line for line in lines)
+    assert RECEIVING.accession not in caplog.text and RECEIVING.patient_id not in caplog.text
+
+
 def test_result_picture(node):
     base, _, _ = node
     browser = Browser(base)
@@ -266,10 +352,35 @@ def test_dashboard_in_headless_chromium(node):
             page.screenshot(path=str(ARTIFACTS / f"{name.lower()}.png"), full_page=True)
         page.click("button:has-text('Resend')")
         assert "pending" in page.locator("table").inner_text()
+        # The operator's lookup by accession number, complete-now, rerun and release.
+        page.click("nav a:has-text('Studies')")
+        page.fill("input[name=accession]", RECEIVING.accession)
+        page.click("button:has-text('Find')")
+        assert "1 studies found" in page.locator("main").inner_text()
+        assert RECEIVING.accession not in page.content()
+        page.screenshot(path=str(ARTIFACTS / "lookup.png"), full_page=True)
+        page.click("button:has-text('Complete now')")
+        assert "revision 1 queued" in page.locator("p.note").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "complete.png"), full_page=True)
+        row = page.locator("tr", has_text=STUDY)
+        row.locator("select[name=engine]").select_option("ct_lung")
+        row.locator("button:has-text('Rerun')").click()
+        assert "revision 2 queued" in page.locator("p.note").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "rerun.png"), full_page=True)
+        page.click("nav a:has-text('Quarantine')")
+        page.fill("input[name=reason]", "screen checked: no text")
+        page.click("button:has-text('Release')")
+        assert "sop-class overridden" in page.locator("p.note").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "release.png"), full_page=True)
         page.goto(f"{base}/picture/{STUDY}")
         page.screenshot(path=str(ARTIFACTS / "picture.png"))
         browser.close()
     with db.session() as session:
         assert session.query(OutboxItem).one().state == "pending"
+        assert session.query(Quarantined).count() == 0
+        # the released screenshot re-opened its (completed) study, as a late arrival does
+        assert session.query(Study).filter(Study.state == "receiving").count() == 1
+        assert sorted(j.revision for j in session.query(Job)) == [1, 1, 2]
     assert all((ARTIFACTS / f"{n}.png").stat().st_size > 1000 for n in
-               ("overview", "studies", "outbox", "picture"))
+               ("overview", "studies", "outbox", "picture", "lookup", "complete", "rerun",
+                "release"))

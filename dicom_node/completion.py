@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from ai_engines.acceptance import Acceptance
 from ai_engines.registry import engine_specs
@@ -66,6 +67,15 @@ def matching_routes(routes: list[Route], modalities: frozenset[str],
             matched = (route.modality is not None and route.modality in modalities
                        and all(req in modalities for req in route.requires))
         if matched:
+            engines.append(route.engine)
+    # An engine that measures other engines' regions (radiomics of every GTV the CT lung
+    # engine finds) also runs, without a received RTSTRUCT/SEG, when another engine does.
+    producers = [e for e in engines if not (e in specs and specs[e].consumes_results)]
+    for route in routes:
+        spec = specs.get(route.engine)
+        if (route.enabled and route.engine not in engines and producers and spec is not None
+                and spec.consumes_results
+                and accepts_study(replace(spec.acceptance, regions=None), modalities)):
             engines.append(route.engine)
     return engines
 

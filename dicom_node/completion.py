@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 
 from ai_engines.acceptance import Acceptance
@@ -48,12 +48,15 @@ def accepts_study(acceptance: Acceptance, modalities: frozenset[str]) -> bool:
 
 
 def matching_routes(routes: list[Route], modalities: frozenset[str],
-                    specs: Mapping[str, EngineSpec] | None = None) -> list[str]:
+                    specs: Mapping[str, EngineSpec] | None = None,
+                    consumers: Collection[str] = ()) -> list[str]:
     """Engines whose route is enabled and which accept what the study holds (each once).
 
     An installed engine (in ``specs``, default: the installed ones) is matched on its spec's
     acceptance; a route to an engine that is not installed matches on its ``modality`` and
     ``requires``, so the study still gets a job declined ``ENGINE_NOT_INSTALLED``.
+    An engine in ``consumers`` whose spec ``consumes_results`` also matches, without a
+    received RTSTRUCT/SEG, when another engine does (it measures that engine's regions).
     """
     specs = engine_specs() if specs is None else specs
     engines: list[str] = []
@@ -70,11 +73,11 @@ def matching_routes(routes: list[Route], modalities: frozenset[str],
             engines.append(route.engine)
     # An engine that measures other engines' regions (radiomics of every GTV the CT lung
     # engine finds) also runs, without a received RTSTRUCT/SEG, when another engine does.
-    producers = [e for e in engines if not (e in specs and specs[e].consumes_results)]
+    producers = [e for e in engines if e not in consumers]
     for route in routes:
         spec = specs.get(route.engine)
         if (route.enabled and route.engine not in engines and producers and spec is not None
-                and spec.consumes_results
+                and spec.consumes_results and route.engine in consumers
                 and accepts_study(replace(spec.acceptance, regions=None), modalities)):
             engines.append(route.engine)
     return engines
@@ -117,7 +120,8 @@ class CompletionTracker:
             done = complete_quiet_studies(session, now - quiet, self.busy_study_uids(),
                                           now - 10 * quiet, now)
             for study in done:
-                engines = matching_routes(self.config.routes, study.modalities, self.specs)
+                engines = matching_routes(self.config.routes, study.modalities, self.specs,
+                                          self.config.result_consumers())
                 ids = enqueue(session, study.study_id, study.revision, engines,
                               self.config.jobs.max_attempts, now)
                 log.info("study %s revision %d complete (%s): jobs %s for %s", study.study_uid,

@@ -340,9 +340,11 @@ class RadiomicsConfig(_Section):
     feature_maps: bool | None = None  # the GLCM entropy Parametric Map
     map_levels: int | None = Field(None, ge=2, le=256)
     map_window: int | None = Field(None, ge=3, le=31)
-    # Also measure the regions other engines found in the same study revision (their SEG or
-    # RTSTRUCT as the node stored it); the radiomics job then runs after theirs.
-    measure_engine_regions: bool = True
+    # Also measure the regions other engines find (every GTV of ct_lung, the glioma
+    # sub-regions of mr_glioma: their SEG/RTSTRUCT as the node stored it).  The radiomics job
+    # then runs on every study another engine runs on, after that engine's job.  Off by
+    # default: a research-use report on every CT study is for a site to choose.
+    measure_engine_regions: bool = False
     # Folder the features CSV of every radiomics job is written to (absolute, or under
     # data_dir); unset: no export.
     export_dir: Path | None = None
@@ -447,6 +449,11 @@ class NodeConfig(_Section):
         """The key folder: ``keys.dir``, or ``keys`` beside (never inside) ``node.data_dir``."""
         return self.keys.dir if self.keys.dir is not None else \
             self.node.data_dir.parent / "keys"
+
+    def result_consumers(self) -> frozenset[str]:
+        """Engines configured to measure the regions other engines find (spec
+        ``consumes_results`` and switched on here)."""
+        return frozenset({"radiomics"} if self.radiomics.measure_engine_regions else ())
 
     def peer_by_ae(self, ae_title: str) -> Peer | None:
         return next((p for p in self.peers if p.ae_title == ae_title), None)

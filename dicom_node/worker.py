@@ -173,11 +173,8 @@ class JobRunner:
         for other in siblings:
             if other.id == job.id:
                 continue
-            try:
-                if self.spec(other.engine).consumes_results:
-                    continue  # two consumers never wait for each other
-            except (EngineNotInstalled, EngineSpecError):
-                pass  # declined without results, soon
+            if other.engine in self.config.result_consumers():
+                continue  # two consumers never wait for each other
             producers.append(other)
         waiting = [f"{p.engine} (job {p.id})" for p in producers if p.state not in TERMINAL]
         if waiting:
@@ -348,7 +345,8 @@ class JobRunner:
             raise JobCannotRun("MODEL_INVALID", str(exc)) from exc
         except EngineSpecError as exc:
             raise JobCannotRun("ENGINE_INVALID", str(exc)) from exc
-        producers = self.producer_jobs(job) if spec.consumes_results else []
+        producers = (self.producer_jobs(job) if spec.consumes_results
+                     and spec.name in self.config.result_consumers() else [])
         t0 = time.perf_counter()
         if t0 - t_setup > 0.05:
             timings["engine setup"] = t0 - t_setup  # first job of this worker: model loaded

@@ -40,7 +40,7 @@ def node(tmp_path):
             "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104, "kind": "clinical"}],
             "routes": [{"engine": "hotspot"}, {"engine": "radiomics"}],
             "radiomics": {"spacing_mm": [], "resegmentation_range": [], "feature_maps": False,
-                          "export_dir": str(tmp_path / "export")},
+                          "measure_engine_regions": True, "export_dir": str(tmp_path / "export")},
         })
         node = Node(config, workers=0, send=False)
         yield node
@@ -168,3 +168,20 @@ def test_export_folder_and_settings_are_configuration(tmp_path):
     assert settings["CT"].name == "IBSI-E+site(bin_number)" and settings["CT"].bin_number == 16
     assert settings["MR"].name == "IBSI-D+site(bin_number)"
     assert config.resolve(config.radiomics.export_dir) == Path("var/exports/radiomics")
+
+
+def test_engine_regions_are_measured_only_when_configured():
+    from ai_engines.registry import engine_specs
+    from dicom_node.completion import matching_routes
+    from dicom_node.config import Route
+
+    specs = engine_specs()
+    routes = [Route(engine="ct_lung"), Route(engine="radiomics")]
+    ct = frozenset({"CT"})
+    assert matching_routes(routes, ct, specs) == ["ct_lung"]  # default: received regions only
+    assert matching_routes(routes, ct, specs, {"radiomics"}) == ["ct_lung", "radiomics"]
+    assert matching_routes(routes[1:], ct, specs, {"radiomics"}) == []  # no engine to measure
+    assert matching_routes(routes, frozenset({"NM"}), specs, {"radiomics"}) == []
+    assert parse_config({}).result_consumers() == frozenset()
+    on = parse_config({"radiomics": {"measure_engine_regions": True}})
+    assert on.result_consumers() == {"radiomics"}

@@ -185,3 +185,21 @@ def test_engine_regions_are_measured_only_when_configured():
     assert parse_config({}).result_consumers() == frozenset()
     on = parse_config({"radiomics": {"measure_engine_regions": True}})
     assert on.result_consumers() == {"radiomics"}
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ('preset_ct = "IBSI-Z"', "unknown radiomics preset 'IBSI-Z'"),
+    ('families = ["morph", "glcm"]', "unknown: glcm"),
+    ('texture_aggregations = ["4D"]', "unknown: 4D"),
+    ("resegmentation_range = [400, -1000]", "low must be below high"),
+    ("bin_width = 0", "radiomics.bin_width"),
+    ('discretisation = "FBX"', "radiomics.discretisation"),
+    ("spacing_mm = [1.0, 1.0]", "spacing_mm needs 3 numbers"),
+])
+def test_check_config_names_a_bad_radiomics_setting(tmp_path, capsys, toml, message):
+    from dicom_node.cli import main
+
+    path = tmp_path / "node.toml"
+    path.write_text(f"[radiomics]\n{toml}\n")
+    assert main(["check-config", str(path)]) == 2
+    assert message in capsys.readouterr().err

@@ -32,7 +32,7 @@ from ai_engines.volume import RoiContours, SeriesVolume, StudyInput
 from dicom_node import __version__
 from dicom_node.background import RepeatingStep
 from dicom_node.config import SENDER, NodeConfig
-from dicom_node.regions import RTSTRUCT_STORAGE, SEG_STORAGE, read_regions
+from dicom_node.regions import RTSTRUCT_STORAGE, SEG_STORAGE, lesion_numbers, read_regions
 from dicom_node.results import ResultOptions, build_result_objects
 from dicom_node.results.sr import build_measurement_report
 from dicom_node.volumes import VolumeError, build_volume, series_header
@@ -184,8 +184,9 @@ class JobRunner:
     def _result_regions(self, producers: Sequence[RevisionJob],
                         volumes: Sequence[SeriesVolume], notes: list[str],
                         ) -> tuple[RoiContours, ...]:
-        """The regions other engines found, read back from the SEG (else the RTSTRUCT) each
-        stored, exactly as a received one is read: the node's own result objects."""
+        """The lesions other engines found, read back from the SEG (else the RTSTRUCT) each
+        stored, exactly as a received one is read: the node's own result objects.  Organs they
+        segment (the CT lung engine's lungs) are left out."""
         regions: list[RoiContours] = []
         for producer in producers:
             by_class: dict[str, list[str]] = {SEG_STORAGE: [], RTSTRUCT_STORAGE: []}
@@ -198,7 +199,10 @@ class JobRunner:
             found: list[RoiContours] = []
             for path in paths:
                 try:
-                    found.extend(read_regions(dcmread(self.files.absolute(path)), volumes))
+                    stored = dcmread(self.files.absolute(path))
+                    lesions = lesion_numbers(stored)
+                    found.extend(r for r in read_regions(stored, volumes)
+                                 if r.source_number in lesions)
                 except Exception as exc:  # one unreadable result is a note, not a failure
                     notes.append(f"regions of {producer.engine} (job {producer.id}) not read "
                                  f"({type(exc).__name__})")

@@ -203,3 +203,37 @@ def test_check_config_names_a_bad_radiomics_setting(tmp_path, capsys, toml, mess
     path.write_text(f"[radiomics]\n{toml}\n")
     assert main(["check-config", str(path)]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_every_gtv_the_ct_lung_engine_finds_gets_its_features(tmp_path):
+    """The CT lung engine's synthetic end-to-end case: its GTVs (not its lungs) are measured
+    by the radiomics job that runs after it, from the SEG it stored."""
+    from tests.dicom_node.ct_lung_outputs import case_datasets
+
+    config = parse_config({
+        "node": {"data_dir": str(tmp_path / "var")},
+        "database": {"url": f"sqlite:///{tmp_path / 'var' / 'node.db'}"},
+        "jobs": {"workers": 0}, "completion": {"quiet_seconds": 0.05},
+        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104, "kind": "clinical"}],
+        "routes": [{"engine": "ct_lung"}, {"engine": "radiomics"}],
+        "radiomics": {"measure_engine_regions": True, "feature_maps": False},
+    })
+    node = Node(config, workers=0, send=False)
+    try:
+        receive(node, case_datasets())
+        ct_lung, radiomics = complete_and_run(node)
+    finally:
+        node.db.dispose()
+    assert ct_lung.state == "succeeded", (ct_lung.reason_code, ct_lung.reason)
+    found = json.loads(ct_lung.summary)["segments"]
+    gtvs = [label for label in found if label.startswith("GTV_")]
+    assert gtvs and len(gtvs) < len(found)  # the engine also segments the lungs
+    assert radiomics.state == "succeeded", (radiomics.reason_code, radiomics.reason)
+    assert json.loads(radiomics.summary)["region_measurements"] == gtvs
+    (seg,) = [d for d in result_files(node, ct_lung.id) if d.SOPClassUID == SEG_STORAGE]
+    (sr,) = [d for d in result_files(node, radiomics.id) if d.Modality == "SR"]
+    referenced = {str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+                  for item in _items(sr) if "ReferencedSOPSequence" in item
+                  and "ReferencedSegmentNumber" in item.ReferencedSOPSequence[0]}
+    assert referenced == {str(seg.SOPInstanceUID)}

@@ -182,3 +182,71 @@ def _texts(ds) -> str:  # noqa: ANN001
             found.append(str(item.TextValue))
         found.append(_texts(item))
     return " ".join(found)
+
+
+def test_radiomics_of_another_engines_findings_orthanc_to_node_and_back(tmp_path, monkeypatch):
+    """The example hot-spot engine (installed as a site wheel would be) finds two spots; the
+    radiomics job that runs after it measures them, and its SR in the PACS references the
+    hot-spot SEG that reached the PACS too: the references resolve among the results."""
+    need("Orthanc")
+    need("dciodvfy")
+    from tests.dicom_node.test_radiomics_jobs import ct_with_spots
+    from tests.platform.entry_points import write_distribution
+
+    site = write_distribution(tmp_path / "site-packages", "hotspot-example",
+                              {"hotspot": "tests.platform.hotspot_engine:SPEC"})
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(ROOT)]))
+    identity = PatientIdentity(name="Radiomik^Rolf", patient_id="E2E-RAD-2")
+    source_dir = tmp_path / "source"
+    files = write_series(ct_with_spots(identity, 2), source_dir)
+
+    node_port = free_port()
+    with orthanc_server(tmp_path, {"ainode": ["AINODE", "127.0.0.1", node_port]}) as pacs:
+        node = NodeProcess(tmp_path / "node", workers=1, quiet_seconds=2, port=node_port, peers=[
+            {"name": "pacs", "ae_title": pacs.aet, "host": "127.0.0.1",
+             "port": pacs.dicom_port, "kind": "clinical"}],
+            extra={"radiomics": {"measure_engine_regions": True, "spacing_mm": [],
+                                 "resegmentation_range": [], "feature_maps": False}})
+        with node.config_path.open("a") as config:
+            config.write('[[routes]]\nengine = "hotspot"\n[[routes]]\nengine = "radiomics"\n')
+        with node:
+            for path in files:
+                rest_post(pacs, "/instances", path.read_bytes())
+            (study_id,) = pacs.rest_get("/studies")
+            rest_post(pacs, "/modalities/ainode/store", study_id.encode(), "text/plain")
+            deadline, reports = time.time() + 240, []
+            while time.time() < deadline and len(reports) < 2:  # hot-spot SR, radiomics SR
+                time.sleep(1)
+                reports = [s for s in pacs.rest_get(f"/studies/{study_id}/series")
+                           if s["MainDicomTags"].get("Modality") == "SR"]
+            status = node.status()
+        assert len(reports) == 2, (status, node.log_path.read_text()[-3000:])
+        out_dir = tmp_path / "results"
+        out_dir.mkdir()
+        results = []
+        received = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files}
+        for instance in pacs.rest_get(f"/studies/{study_id}/instances"):
+            ds = dcmread(io.BytesIO(pacs.rest_get_bytes(f"/instances/{instance['ID']}/file")))
+            if str(ds.SOPInstanceUID) not in received:
+                ds.save_as(out_dir / f"{ds.Modality}-{ds.SOPInstanceUID}.dcm")
+                results.append(ds)
+    validator = next((p for p in VALIDATORS if p.exists()), None)
+    if validator is not None:
+        check = subprocess.run(["bash", str(validator), str(source_dir), str(out_dir)],
+                               capture_output=True, text=True,
+                               env=dict(os.environ, PYTHON=sys.executable))
+        assert check.returncode == 0, check.stdout + check.stderr
+    else:
+        errors = [line for p in sorted(out_dir.glob("*.dcm")) for line in subprocess.run(
+            ["dciodvfy", "-new", str(p)], capture_output=True, text=True).stderr.splitlines()
+            if line.startswith("Error")]
+        assert not errors, errors
+    (seg,) = [d for d in results if d.Modality == "SEG"]
+    (radiomics_sr,) = [d for d in results if d.Modality == "SR" and "radiomics" in _texts(d)]
+    referenced = sorted(
+        (str(i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID),
+         int(i.ReferencedSOPSequence[0].ReferencedSegmentNumber))
+        for group in _groups(radiomics_sr) for i in group.ContentSequence
+        if "ReferencedSOPSequence" in i and "ReferencedSegmentNumber" in i.ReferencedSOPSequence[0])
+    assert referenced == [(str(seg.SOPInstanceUID), 1), (str(seg.SOPInstanceUID), 2)]
+    assert radiomics_sr.PatientID == identity.patient_id

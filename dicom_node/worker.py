@@ -32,7 +32,13 @@ from ai_engines.volume import RoiContours, SeriesVolume, StudyInput
 from dicom_node import __version__
 from dicom_node.background import RepeatingStep
 from dicom_node.config import SENDER, NodeConfig
-from dicom_node.regions import RTSTRUCT_STORAGE, SEG_STORAGE, lesion_numbers, read_regions
+from dicom_node.regions import (
+    RTSTRUCT_STORAGE,
+    SEG_STORAGE,
+    lesion_numbers,
+    read_regions,
+    referenced_series,
+)
 from dicom_node.results import ResultOptions, build_result_objects
 from dicom_node.results.sr import build_measurement_report
 from dicom_node.volumes import VolumeError, build_volume, series_header
@@ -181,21 +187,28 @@ class JobRunner:
             raise JobDeferred(waiting)
         return sorted(producers, key=lambda p: (p.engine, p.id))
 
-    def _result_regions(self, producers: Sequence[RevisionJob],
-                        volumes: Sequence[SeriesVolume], notes: list[str],
-                        ) -> tuple[RoiContours, ...]:
-        """The lesions other engines found, read back from the SEG (else the RTSTRUCT) each
-        stored, exactly as a received one is read: the node's own result objects.  Organs they
-        segment (the CT lung engine's lungs) are left out."""
-        regions: list[RoiContours] = []
+    def _result_region_paths(self, producers: Sequence[RevisionJob],
+                             ) -> list[tuple[RevisionJob, list[str]]]:
+        """Each producer job's stored SEGs (else its RTSTRUCTs): the SEG holds the engine's
+        voxels exactly, its RTSTRUCT is a contour copy."""
+        found = []
         for producer in producers:
             by_class: dict[str, list[str]] = {SEG_STORAGE: [], RTSTRUCT_STORAGE: []}
             for path in self.files.results_of(producer.id):
                 header = dcmread(self.files.absolute(path), stop_before_pixels=True)
                 if str(header.SOPClassUID) in by_class:
                     by_class[str(header.SOPClassUID)].append(path)
-            # The SEG holds the engine's voxels exactly; its RTSTRUCT is a contour copy.
-            paths = by_class[SEG_STORAGE] or by_class[RTSTRUCT_STORAGE]
+            found.append((producer, by_class[SEG_STORAGE] or by_class[RTSTRUCT_STORAGE]))
+        return found
+
+    def _result_regions(self, region_paths: Sequence[tuple[RevisionJob, list[str]]],
+                        volumes: Sequence[SeriesVolume], notes: list[str],
+                        ) -> tuple[RoiContours, ...]:
+        """The lesions other engines found, read back from their stored SEG (else RTSTRUCT)
+        exactly as a received one is read.  Organs they segment (the CT lung engine's lungs)
+        are left out."""
+        regions: list[RoiContours] = []
+        for producer, paths in region_paths:
             found: list[RoiContours] = []
             for path in paths:
                 try:
@@ -251,13 +264,17 @@ class JobRunner:
         return [dcmread(self.files.absolute(p)) for p in series.paths]
 
     def _select(self, spec: EngineSpec, stored: Sequence[StoredSeries],
+                region_paths: Sequence[str] = (),
                 ) -> tuple[list[SeriesVolume], dict[str, list[Dataset]], tuple, list[str]]:
         """Header-first selection: decode only the candidates each role needs.
 
         Candidates of a role are decoded best first; the first that passes the role's quality
         checks is taken (the best one that decodes is kept when none passes, so the engine
         declines with the real reason).  A series that cannot be decoded fails only as a
-        candidate; its reason goes into the notes.
+        candidate; its reason goes into the notes.  An engine that measures regions tries the
+        series its regions lie on first (those the received RTSTRUCT/SEG and the other
+        engines' results in ``region_paths`` reference), so a planned GTV on the second CT of
+        a study is measured on that CT.
 
         Returns
         -------
@@ -267,6 +284,18 @@ class JobRunner:
         headers = self._headers(stored, notes)
         plan = rank_candidates(spec.acceptance, [h for _, h in headers.values()])
         notes.extend(plan.notes)
+        if spec.acceptance.regions is not None:
+            region_files = [self.files.absolute(p) for h in plan.region_series
+                            for p in headers[h.series_uid][0].paths]
+            region_files += [self.files.absolute(p) for p in region_paths]
+            preferred: set[str] = set()
+            for path in region_files:
+                try:
+                    preferred |= referenced_series(dcmread(path, stop_before_pixels=True))
+                except Exception:  # noqa: S112 - unreadable: read (and noted) with the regions
+                    continue
+            for role in plan.by_role.values():
+                role.sort(key=lambda h: h.series_uid not in preferred)  # stable: rank kept
         decoded: dict[str, tuple[SeriesVolume, list[Dataset]] | VolumeError] = {}
         chosen: dict[str, tuple[SeriesVolume, list[Dataset]]] = {}
         first_failure: VolumeError | None = None
@@ -357,9 +386,11 @@ class JobRunner:
         with self.db.session() as session:
             stored = study_series(session, job.study_id)
             calling_ae = study_calling_ae(session, job.study_id)
-        volumes, datasets_by_series, regions, notes = self._select(spec, stored)
-        if producers:  # received regions first, then each engine's, by engine name
-            regions += self._result_regions(producers, volumes, notes)
+        region_paths = self._result_region_paths(producers)
+        volumes, datasets_by_series, regions, notes = self._select(
+            spec, stored, [p for _, paths in region_paths for p in paths])
+        if region_paths:  # received regions first, then each engine's, by engine name
+            regions += self._result_regions(region_paths, volumes, notes)
         timings["load"] = time.perf_counter() - t0
         findings: Findings = engine.run(StudyInput(study_uid=job.study_uid,
                                                    series=tuple(volumes), regions=regions))

@@ -237,3 +237,47 @@ def test_every_gtv_the_ct_lung_engine_finds_gets_its_features(tmp_path):
                   for item in _items(sr) if "ReferencedSOPSequence" in item
                   and "ReferencedSegmentNumber" in item.ReferencedSOPSequence[0]}
     assert referenced == {str(seg.SOPInstanceUID)}
+
+
+def test_a_planned_gtv_on_the_second_ct_is_measured_on_that_ct(tmp_path):
+    """Two CTs in the study, the planning RTSTRUCT on the smaller one (the one header-first
+    selection would not pick): radiomics measures on the series the GTV lies on."""
+    from ai_engines import codes
+    from ai_engines.findings import EngineIdentity, Findings, Segment
+    from dicom_node.results import ResultOptions
+    from dicom_node.results.rtstruct import build_rtstruct
+
+    identity = PatientIdentity()
+    bigger = ct_series_datasets(phantom_chest_hu((16, 40, 40), seed=2), identity=identity,
+                                series_number=2)
+    planned = ct_series_datasets(phantom_chest_hu((10, 40, 40), seed=3), identity=identity,
+                                 series_number=5, pixel_spacing=(1.0, 1.0), slice_spacing=3.0)
+    gtv = np.zeros((10, 40, 40), dtype=bool)
+    gtv[3:7, 12:24, 14:26] = True
+    findings = Findings(EngineIdentity("planning", "1", "none", "0" * 64),
+                        str(planned[0].SeriesInstanceUID), segments=(Segment(
+                            label="GTV", description="GTV",
+                            category=codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+                            property_type=codes.NEOPLASM, rt_interpreted_type="GTV",
+                            color_rgb=(255, 0, 0), mask=gtv),))
+    rtstruct = build_rtstruct(findings, planned, ResultOptions(device_observer_uid="2.25.7"))
+    config = parse_config({
+        "node": {"data_dir": str(tmp_path / "var")},
+        "database": {"url": f"sqlite:///{tmp_path / 'var' / 'node.db'}"},
+        "jobs": {"workers": 0}, "completion": {"quiet_seconds": 0.05},
+        "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104, "kind": "clinical"}],
+        "routes": [{"engine": "radiomics"}],
+        "radiomics": {"spacing_mm": [], "feature_maps": False},
+    })
+    node = Node(config, workers=0, send=False)
+    try:
+        receive(node, bigger + planned + [rtstruct])
+        (job,) = complete_and_run(node)
+        assert job.state == "succeeded", (job.reason_code, job.reason)
+        assert json.loads(job.summary)["region_measurements"] == ["GTV"]
+        (sr,) = [d for d in result_files(node, job.id) if d.Modality == "SR"]
+    finally:
+        node.db.dispose()
+    volume = [float(i.MeasuredValueSequence[0].NumericValue) for i in _items(sr)
+              if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeValue == "YEKZ"]
+    assert volume == [pytest.approx(4 * 12 * 12 * 3.0)]  # voxel volume on the planned CT

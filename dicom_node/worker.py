@@ -529,7 +529,8 @@ class Worker:
             log.info("job %d %s%s", job.id, outcome.state,
                      f" ({outcome.reason_code})" if outcome.reason_code else "")
         except JobDeferred as exc:
-            defer(self.queue.db, job.id, self.worker_id, max(settings.poll_seconds, 1.0))
+            defer(self.queue.db, job.id, self.worker_id, max(settings.poll_seconds, 1.0),
+                  str(exc))
             log.info("job %d waits for %s", job.id, ", ".join(exc.waiting_for))
         except JobDeclined as exc:
             self.queue.finish(job.id, self.worker_id, exc.state, reason_code=exc.code,

@@ -131,6 +131,7 @@ def test_radiomics_waits_for_the_other_jobs_of_its_study_without_spending_attemp
     with node.db.session() as s:
         job = s.scalars(select(Job).where(Job.engine == "radiomics")).one()
         assert (job.state, job.attempts, job.worker_id) == ("queued", 0, None)
+        assert (job.reason_code, job.reason) == ("WAITING", f"waiting for hotspot (job {hot_id})")
     _delay(node, hot_id, seconds=0)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

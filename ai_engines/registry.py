@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -104,7 +105,8 @@ def get_spec(name: str) -> EngineSpec:
 
 
 def get_engine(name: str, model_dir: Path | None = None, device: str = "auto",
-               threads: int | None = None) -> Engine:
+               threads: int | None = None, options: Mapping[str, object] | None = None,
+               ) -> Engine:
     """Construct the engine called ``name`` from its spec's factory.
 
     Parameters
@@ -117,6 +119,9 @@ def get_engine(name: str, model_dir: Path | None = None, device: str = "auto",
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
     threads
         CPU threads for inference (``None``: torch's default, one per core).
+    options
+        Further keyword arguments of the engine's constructor from the node configuration
+        (e.g. the radiomics settings).
 
     Raises
     ------
@@ -134,4 +139,4 @@ def get_engine(name: str, model_dir: Path | None = None, device: str = "auto",
     if engine_class.name != spec.name:
         raise EngineSpecError(
             f"engine {name}: factory {spec.factory} calls itself {engine_class.name!r}")
-    return engine_class(model_dir=model_dir, device=device, threads=threads)
+    return engine_class(model_dir=model_dir, device=device, threads=threads, **(options or {}))

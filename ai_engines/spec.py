@@ -48,6 +48,11 @@ class EngineSpec:
         train-model`` / ``evaluate-model``; ``None`` when the engine cannot be trained here.
         The module may import torch and the engine's phantom generator: a worker never
         imports it.
+    consumes_results
+        The engine also measures the regions other engines find in the same study (their
+        SEG or RTSTRUCT results, read back by the node like received ones): its job is
+        queued whenever another engine's is, even without a received RTSTRUCT/SEG, and runs
+        after every other job of that study revision has finished.
     """
 
     name: str
@@ -57,6 +62,7 @@ class EngineSpec:
     models: tuple[str, ...]
     factory: str
     training: str | None = None
+    consumes_results: bool = False
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.fullmatch(self.name):

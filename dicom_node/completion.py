@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, replace
 
 from ai_engines.acceptance import Acceptance
 from ai_engines.registry import engine_specs
@@ -54,12 +54,15 @@ def accepts_study(acceptance: Acceptance, modalities: frozenset[str]) -> bool:
 
 
 def matching_routes(routes: list[Route], modalities: frozenset[str],
-                    specs: Mapping[str, EngineSpec] | None = None) -> list[str]:
+                    specs: Mapping[str, EngineSpec] | None = None,
+                    consumers: Collection[str] = ()) -> list[str]:
     """Engines whose route is enabled and which accept what the study holds (each once).
 
     An installed engine (in ``specs``, default: the installed ones) is matched on its spec's
     acceptance; a route to an engine that is not installed matches on its ``modality`` and
     ``requires``, so the study still gets a job declined ``ENGINE_NOT_INSTALLED``.
+    An engine in ``consumers`` whose spec ``consumes_results`` also matches, without a
+    received RTSTRUCT/SEG, when another engine does (it measures that engine's regions).
     """
     specs = engine_specs() if specs is None else specs
     engines: list[str] = []
@@ -73,6 +76,15 @@ def matching_routes(routes: list[Route], modalities: frozenset[str],
             matched = (route.modality is not None and route.modality in modalities
                        and all(req in modalities for req in route.requires))
         if matched:
+            engines.append(route.engine)
+    # An engine that measures other engines' regions (radiomics of every GTV the CT lung
+    # engine finds) also runs, without a received RTSTRUCT/SEG, when another engine does.
+    producers = [e for e in engines if e not in consumers]
+    for route in routes:
+        spec = specs.get(route.engine)
+        if (route.enabled and route.engine not in engines and producers and spec is not None
+                and spec.consumes_results and route.engine in consumers
+                and accepts_study(replace(spec.acceptance, regions=None), modalities)):
             engines.append(route.engine)
     return engines
 
@@ -110,8 +122,8 @@ def queue_jobs(session, config: NodeConfig,  # noqa: ANN001 (a storage session)
                engines: list[str] | None = None) -> Dispatch:
     """Queue the jobs of a study revision just completed: one per matching route, or the
     given ``engines`` only (a rerun, which then leaves other engines' queued jobs alone)."""
-    chosen = engines if engines is not None else matching_routes(config.routes,
-                                                                   study.modalities, specs)
+    chosen = engines if engines is not None else matching_routes(
+        config.routes, study.modalities, specs, config.result_consumers())
     ids = enqueue(session, study.study_id, study.revision, chosen, config.jobs.max_attempts,
                   now, supersede=engines is None)
     log.info("study %s revision %d complete (%s): jobs %s for %s", study.study_uid,
@@ -154,7 +166,8 @@ def rerun(config: NodeConfig, db: Database, study_uid: str, engine: str | None =
     now = utcnow()
     with db.session() as session:
         study = reopen_for_rerun(session, study_uid, {engine} if engine else None, now)
-        engines = [engine] if engine else matching_routes(config.routes, study.modalities)
+        engines = [engine] if engine else matching_routes(config.routes, study.modalities,
+                                                             None, config.result_consumers())
         if not engines:  # raising rolls the new revision back
             raise StudyRefused(f"study {study_uid}: no enabled route matches its modalities "
                                f"({', '.join(sorted(study.modalities))})")

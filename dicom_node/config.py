@@ -313,6 +313,70 @@ class EngineSettings(_Section):
     cpu_threads: int = Field(0, ge=0, le=256)
 
 
+class RadiomicsConfig(_Section):
+    """The radiomics engine: IBSI settings per modality, site changes, and the CSV export.
+
+    Each modality starts from an IBSI preset (``ai_engines.radiomics.settings.PRESETS``); the
+    optional keys below replace that preset's value for every modality.  The settings used
+    are stated in every SR and CSV row.
+    """
+
+    preset_ct: str = "IBSI-C"
+    preset_mr: str = "IBSI-D"
+    preset_pt: str = "IBSI-D"
+    # Resampling: [z, y, x] mm, or [] for none (z = 0: in-plane only).
+    spacing_mm: list[float] | None = None
+    interpolation: Literal["nearest", "linear", "cubic"] | None = None
+    discretisation: Literal["FBN", "FBS"] | None = None  # fixed bin number or bin width
+    bin_number: int | None = Field(None, ge=1, le=4096)
+    bin_width: float | None = Field(None, gt=0)
+    # Re-segmentation range [low, high] in the image's unit, or [] for none.
+    resegmentation_range: list[float] | None = None
+    outlier_sigma: float | None = Field(None, ge=0)  # 0: no outlier filter
+    # IBSI texture aggregation: "2D_avg", "2D_slice_merged", "2.5D_direction_merged",
+    # "2.5D_merged", "3D_avg", "3D_merged".
+    texture_aggregations: list[str] | None = None
+    families: list[str] | None = None  # "morph", "loc", "stat", "ih", "ivh", "cm", ...
+    feature_maps: bool | None = None  # the GLCM entropy Parametric Map
+    map_levels: int | None = Field(None, ge=2, le=256)
+    map_window: int | None = Field(None, ge=3, le=31)
+    # Also measure the regions other engines find (every GTV of ct_lung, the glioma
+    # sub-regions of mr_glioma: their SEG/RTSTRUCT as the node stored it).  The radiomics job
+    # then runs on every study another engine runs on, after that engine's job.  Off by
+    # default: a research-use report on every CT study is for a site to choose.
+    measure_engine_regions: bool = False
+    # Folder the features CSV of every radiomics job is written to (absolute, or under
+    # data_dir); unset: no export.
+    export_dir: Path | None = None
+
+    def site_changes(self) -> dict[str, object]:
+        """The keys set here that change the presets (as ``site_settings`` takes them)."""
+        changes = {key: getattr(self, key) for key in (
+            "spacing_mm", "interpolation", "discretisation", "bin_number", "bin_width",
+            "resegmentation_range", "outlier_sigma", "texture_aggregations", "families",
+            "map_levels", "map_window") if getattr(self, key) is not None}
+        if self.feature_maps is not None:
+            changes["entropy_map"] = self.feature_maps
+        return changes
+
+    def settings_by_modality(self) -> dict:
+        """``{"CT": RadiomicsSettings, "MR": ..., "PT": ...}``."""
+        from ai_engines.radiomics.settings import site_settings
+
+        changes = self.site_changes()
+        return {"CT": site_settings(self.preset_ct, changes),
+                "MR": site_settings(self.preset_mr, changes),
+                "PT": site_settings(self.preset_pt, changes)}
+
+    @model_validator(mode="after")
+    def _valid_settings(self) -> RadiomicsConfig:
+        try:
+            self.settings_by_modality()
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        return self
+
+
 class NodeConfig(_Section):
     node: NodeSettings = NodeSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -338,6 +402,7 @@ class NodeConfig(_Section):
     audit: AuditSettings = AuditSettings()
     logging: LoggingSettings = LoggingSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    radiomics: RadiomicsConfig = RadiomicsConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> NodeConfig:
@@ -384,6 +449,11 @@ class NodeConfig(_Section):
         """The key folder: ``keys.dir``, or ``keys`` beside (never inside) ``node.data_dir``."""
         return self.keys.dir if self.keys.dir is not None else \
             self.node.data_dir.parent / "keys"
+
+    def result_consumers(self) -> frozenset[str]:
+        """Engines configured to measure the regions other engines find (spec
+        ``consumes_results`` and switched on here)."""
+        return frozenset({"radiomics"} if self.radiomics.measure_engine_regions else ())
 
     def peer_by_ae(self, ae_title: str) -> Peer | None:
         return next((p for p in self.peers if p.ae_title == ae_title), None)

@@ -189,3 +189,22 @@ def read_regions(ds: Dataset, volumes: Sequence[SeriesVolume], name_pattern: str
                 source_series_uid=str(ds.get("SeriesInstanceUID", "")),
             ))
     return regions
+
+
+ABNORMAL_STRUCTURE = "49755003"  # SCT "Morphologically Abnormal Structure" (a SEG's category)
+LESION_ROI_TYPES = frozenset({"GTV", "CTV"})  # RTROIInterpretedType of a lesion
+
+
+def lesion_numbers(ds: Dataset) -> set[int]:
+    """Segment / ROI numbers of the lesions in an RTSTRUCT or SEG: segments whose category is
+    Morphologically Abnormal Structure (SCT 49755003), ROIs observed as GTV or CTV.  Organs
+    (an engine's lungs or brain mask) are not lesions."""
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if sop_class == SEG_STORAGE:
+        return {int(item.SegmentNumber) for item in ds.get("SegmentSequence", [])
+                if any(str(c.get("CodeValue", "")) == ABNORMAL_STRUCTURE
+                       for c in item.get("SegmentedPropertyCategoryCodeSequence", []))}
+    if sop_class == RTSTRUCT_STORAGE:
+        return {int(item.ReferencedROINumber) for item in ds.get("RTROIObservationsSequence", [])
+                if str(item.get("RTROIInterpretedType", "")).upper() in LESION_ROI_TYPES}
+    return set()

@@ -32,15 +32,22 @@ from ai_engines.volume import RoiContours, SeriesVolume, StudyInput
 from dicom_node import __version__
 from dicom_node.background import RepeatingStep
 from dicom_node.config import SENDER, NodeConfig
-from dicom_node.regions import read_regions
+from dicom_node.regions import (
+    RTSTRUCT_STORAGE,
+    SEG_STORAGE,
+    lesion_numbers,
+    read_regions,
+    referenced_series,
+)
 from dicom_node.results import ResultOptions, build_result_objects
 from dicom_node.results.sr import build_measurement_report
 from dicom_node.volumes import VolumeError, build_volume, series_header
 from storage import outbox
 from storage.clock import utcnow
 from storage.database import Database
+from storage.exports import export_name, write_export
 from storage.files import FileStore
-from storage.jobs import ClaimedJob, JobQueue
+from storage.jobs import TERMINAL, ClaimedJob, JobQueue, RevisionJob, defer, revision_jobs
 from storage.studies import StoredSeries, study_calling_ae, study_series
 
 log = logging.getLogger("dicom_node.worker")
@@ -54,6 +61,15 @@ class JobDeclined(Exception):
     def __init__(self, code: str, reason: str):
         super().__init__(f"{code}: {reason}")
         self.code, self.reason = code, reason
+
+
+class JobDeferred(Exception):
+    """A job that must wait for other jobs of its study (an engine that measures their
+    regions): back to the queue without spending an attempt."""
+
+    def __init__(self, waiting_for: Sequence[str]):
+        super().__init__(f"waiting for {', '.join(waiting_for)}")
+        self.waiting_for = tuple(waiting_for)
 
 
 class JobCannotRun(JobDeclined):
@@ -139,8 +155,78 @@ class JobRunner:
                 settings = self.config.engines
                 self._engines[name] = get_engine(spec.name, model_dir=settings.model_dir,
                                                  device=settings.device,
-                                                 threads=settings.cpu_threads or None)
+                                                 threads=settings.cpu_threads or None,
+                                                 options=self.engine_options(name))
             return self._engines[name]
+
+    def engine_options(self, name: str) -> dict[str, object]:
+        """Constructor arguments an engine takes from the node configuration."""
+        if name == "radiomics":
+            return {"settings_by_modality": self.config.radiomics.settings_by_modality()}
+        return {}
+
+    def producer_jobs(self, job: ClaimedJob) -> list[RevisionJob]:
+        """The other engines' jobs of ``job``'s study revision, whose results it measures.
+
+        Raises
+        ------
+        JobDeferred
+            One of them has not finished yet (the order is fixed: results first).
+        """
+        with self.db.session() as session:
+            siblings = revision_jobs(session, job.study_id, job.revision)
+        producers = []
+        for other in siblings:
+            if other.id == job.id:
+                continue
+            if other.engine in self.config.result_consumers():
+                continue  # two consumers never wait for each other
+            producers.append(other)
+        waiting = [f"{p.engine} (job {p.id})" for p in producers if p.state not in TERMINAL]
+        if waiting:
+            raise JobDeferred(waiting)
+        return sorted(producers, key=lambda p: (p.engine, p.id))
+
+    def _result_region_paths(self, producers: Sequence[RevisionJob],
+                             ) -> list[tuple[RevisionJob, list[str]]]:
+        """Each producer job's stored SEGs (else its RTSTRUCTs): the SEG holds the engine's
+        voxels exactly, its RTSTRUCT is a contour copy."""
+        found = []
+        for producer in producers:
+            by_class: dict[str, list[str]] = {SEG_STORAGE: [], RTSTRUCT_STORAGE: []}
+            for path in self.files.results_of(producer.id):
+                header = dcmread(self.files.absolute(path), stop_before_pixels=True)
+                if str(header.SOPClassUID) in by_class:
+                    by_class[str(header.SOPClassUID)].append(path)
+            found.append((producer, by_class[SEG_STORAGE] or by_class[RTSTRUCT_STORAGE]))
+        return found
+
+    def _result_regions(self, region_paths: Sequence[tuple[RevisionJob, list[str]]],
+                        volumes: Sequence[SeriesVolume], notes: list[str],
+                        ) -> tuple[RoiContours, ...]:
+        """The lesions other engines found, read back from their stored SEG (else RTSTRUCT)
+        exactly as a received one is read.  Organs they segment (the CT lung engine's lungs)
+        are left out."""
+        regions: list[RoiContours] = []
+        for producer, paths in region_paths:
+            found: list[RoiContours] = []
+            for path in paths:
+                try:
+                    stored = dcmread(self.files.absolute(path))
+                    lesions = lesion_numbers(stored)
+                    found.extend(r for r in read_regions(stored, volumes)
+                                 if r.source_number in lesions)
+                except Exception as exc:  # one unreadable result is a note, not a failure
+                    notes.append(f"regions of {producer.engine} (job {producer.id}) not read "
+                                 f"({type(exc).__name__})")
+            if found:
+                notes.append(f"{len(found)} region(s) found by {producer.engine} (job "
+                             f"{producer.id}) measured")
+            elif paths:
+                notes.append(f"the regions of {producer.engine} (job {producer.id}) lie on "
+                             "no chosen series")
+            regions.extend(found)
+        return tuple(regions)
 
     def preload(self) -> None:
         """Construct the engines of the enabled routes now (torch import, weights, checksum),
@@ -178,13 +264,17 @@ class JobRunner:
         return [dcmread(self.files.absolute(p)) for p in series.paths]
 
     def _select(self, spec: EngineSpec, stored: Sequence[StoredSeries],
+                region_paths: Sequence[str] = (),
                 ) -> tuple[list[SeriesVolume], dict[str, list[Dataset]], tuple, list[str]]:
         """Header-first selection: decode only the candidates each role needs.
 
         Candidates of a role are decoded best first; the first that passes the role's quality
         checks is taken (the best one that decodes is kept when none passes, so the engine
         declines with the real reason).  A series that cannot be decoded fails only as a
-        candidate; its reason goes into the notes.
+        candidate; its reason goes into the notes.  An engine that measures regions tries the
+        series its regions lie on first (those the received RTSTRUCT/SEG and the other
+        engines' results in ``region_paths`` reference), so a planned GTV on the second CT of
+        a study is measured on that CT.
 
         Returns
         -------
@@ -194,6 +284,18 @@ class JobRunner:
         headers = self._headers(stored, notes)
         plan = rank_candidates(spec.acceptance, [h for _, h in headers.values()])
         notes.extend(plan.notes)
+        if spec.acceptance.regions is not None:
+            region_files = [self.files.absolute(p) for h in plan.region_series
+                            for p in headers[h.series_uid][0].paths]
+            region_files += [self.files.absolute(p) for p in region_paths]
+            preferred: set[str] = set()
+            for path in region_files:
+                try:
+                    preferred |= referenced_series(dcmread(path, stop_before_pixels=True))
+                except Exception:  # noqa: S112 - unreadable: read (and noted) with the regions
+                    continue
+            for role in plan.by_role.values():
+                role.sort(key=lambda h: h.series_uid not in preferred)  # stable: rank kept
         decoded: dict[str, tuple[SeriesVolume, list[Dataset]] | VolumeError] = {}
         chosen: dict[str, tuple[SeriesVolume, list[Dataset]]] = {}
         first_failure: VolumeError | None = None
@@ -276,13 +378,19 @@ class JobRunner:
             raise JobCannotRun("MODEL_INVALID", str(exc)) from exc
         except EngineSpecError as exc:
             raise JobCannotRun("ENGINE_INVALID", str(exc)) from exc
+        producers = (self.producer_jobs(job) if spec.consumes_results
+                     and spec.name in self.config.result_consumers() else [])
         t0 = time.perf_counter()
         if t0 - t_setup > 0.05:
             timings["engine setup"] = t0 - t_setup  # first job of this worker: model loaded
         with self.db.session() as session:
             stored = study_series(session, job.study_id)
             calling_ae = study_calling_ae(session, job.study_id)
-        volumes, datasets_by_series, regions, notes = self._select(spec, stored)
+        region_paths = self._result_region_paths(producers)
+        volumes, datasets_by_series, regions, notes = self._select(
+            spec, stored, [p for _, paths in region_paths for p in paths])
+        if region_paths:  # received regions first, then each engine's, by engine name
+            regions += self._result_regions(region_paths, volumes, notes)
         timings["load"] = time.perf_counter() - t0
         findings: Findings = engine.run(StudyInput(study_uid=job.study_uid,
                                                    series=tuple(volumes), regions=regions))
@@ -317,6 +425,8 @@ class JobRunner:
                            timings_s={k: round(v, 3) for k, v in timings.items()})
             return JobOutcome("declined", findings.decline.code, findings.decline.reason,
                               summary)
+        if findings.region_measurements and spec.name == "radiomics":
+            self._export_features(job, findings, summary)
         t1 = time.perf_counter()
         missing = _other_series(findings) - set(datasets_by_series)
         if missing:
@@ -364,6 +474,20 @@ class JobRunner:
         return JobOutcome("succeeded", None, None, summary)
 
 
+    def _export_features(self, job: ClaimedJob, findings: Findings, summary: dict) -> None:
+        """The features CSV into ``radiomics.export_dir`` (before any result is queued: a
+        failed write fails the attempt, and the retry writes it again)."""
+        folder = self.config.radiomics.export_dir
+        if folder is None:
+            return
+        from ai_engines.radiomics.engine import features_csv
+
+        name = export_name(job.engine, job.study_uid, job.revision, job.id)
+        write_export(self.config.resolve(folder), name,
+                     features_csv(findings, study_uid=job.study_uid))
+        summary["export"] = name
+
+
 def _other_series(findings: Findings) -> set[str]:
     """Series other than the findings' source that segments, maps or classifications lie on."""
     named = {s.source_series_uid for s in findings.segments}
@@ -404,6 +528,10 @@ class Worker:
                               summary=outcome.summary)
             log.info("job %d %s%s", job.id, outcome.state,
                      f" ({outcome.reason_code})" if outcome.reason_code else "")
+        except JobDeferred as exc:
+            defer(self.queue.db, job.id, self.worker_id, max(settings.poll_seconds, 1.0),
+                  str(exc))
+            log.info("job %d waits for %s", job.id, ", ".join(exc.waiting_for))
         except JobDeclined as exc:
             self.queue.finish(job.id, self.worker_id, exc.state, reason_code=exc.code,
                               reason=exc.reason)

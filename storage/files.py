@@ -75,6 +75,10 @@ class FileStore:
         self.absolute(relative)
         return relative
 
+    def results_of(self, job_id: int) -> list[str]:
+        """Relative paths of the result objects a job stored, sorted."""
+        return self.list(f"results/{int(job_id)}")
+
     def write(self, relative: str, data: bytes) -> str:
         """Write ``data`` durably at ``relative``; returns its SHA-256 hex digest."""
         final = self.absolute(relative)

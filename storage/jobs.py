@@ -184,3 +184,36 @@ def _view(job: Job, study_uid: str) -> JobView:
                    job.max_attempts, job.reason_code, job.reason, job.worker_id, job.created_at,
                    job.started_at, job.finished_at,
                    json.loads(job.summary) if job.summary else None)
+
+
+@dataclass(frozen=True)
+class RevisionJob:
+    """Another job of the same study revision (for engines that consume results)."""
+
+    id: int
+    engine: str
+    state: str
+
+
+def revision_jobs(session: Session, study_id: int, revision: int) -> list[RevisionJob]:
+    """The jobs of one study revision, oldest first."""
+    rows = session.execute(
+        select(Job.id, Job.engine, Job.state)
+        .where(Job.study_id == study_id, Job.revision == revision).order_by(Job.id)
+    ).all()
+    return [RevisionJob(*row) for row in rows]
+
+
+def defer(db: Database, job_id: int, worker_id: str, seconds: float, reason: str = "") -> bool:
+    """Put a claimed job back in the queue for ``seconds`` without spending an attempt (it
+    waits for other jobs of its study; ``reason`` says for what, shown by ``jobs``); False if
+    this worker no longer owns it."""
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.worker_id != worker_id or job.state != "running":
+            return False
+        job.state, job.worker_id, job.lease_expires_at = "queued", None, None
+        job.reason_code, job.reason = "WAITING", reason[:500] or None
+        job.attempts = max(0, job.attempts - 1)
+        job.next_attempt_at = utcnow() + dt.timedelta(seconds=seconds)
+        return True

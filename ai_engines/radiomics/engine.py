@@ -271,32 +271,59 @@ class RadiomicsEngine(Engine):
 
 
 CSV_COLUMNS = (
-    "region", "roi_number", "family", "feature", "tag", "ibsi_code", "aggregation",
-    "aggregation_code", "value", "unit",
+    "study_uid", "series_uid", "region", "roi_number", "region_source", "region_source_uid",
+    "family", "feature", "tag", "ibsi_code", "aggregation", "aggregation_code", "value", "unit",
+    "settings_name", "settings", "engine_version",
 )
+_SOURCE_KINDS = {"1.2.840.10008.5.1.4.1.1.481.3": "RTSTRUCT", "1.2.840.10008.5.1.4.1.1.66.4": "SEG"}
 
 
-def features_csv(findings: Findings) -> str:
-    """The features of ``findings`` as CSV text: one row per region and feature.
-
-    Lines starting with ``#`` before the header carry the engine, version and settings
-    (pandas: ``read_csv(..., comment="#")``).  Columns: :data:`CSV_COLUMNS`.
-    """
-    buffer = io.StringIO()
-    buffer.write(f"# engine: {findings.engine.name} {findings.engine.version}\n")
+def _settings_of(findings: Findings) -> tuple[str, str]:
+    """(name, full line) of the settings the findings were computed with."""
     for note in findings.notes:
         if note.startswith(SETTINGS_NOTE_PREFIX):
-            buffer.write(f"# {note}\n")
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+            line = note[len(SETTINGS_NOTE_PREFIX):]
+            name = line.split(";", 1)[0].removeprefix("name=")
+            return name, line
+    return "", ""
+
+
+def features_csv(findings: Findings, study_uid: str = "", header: bool = True) -> str:
+    """The features of ``findings`` as CSV text: one row per region, feature and setting.
+
+    Plain CSV (RFC 4180, UTF-8, comma, a header row; no comment lines), so a spreadsheet,
+    pandas or R opens it as it is.  Columns: :data:`CSV_COLUMNS`: the study and image series
+    UIDs (the node's pseudonymous ones), the region (name, ROI/segment number, the RTSTRUCT or
+    SEG it came from), the IBSI family, feature name, symbol and identifier, the aggregation
+    and its identifier, the value, its UCUM unit, and the settings it was computed with.
+
+    Parameters
+    ----------
+    findings
+        The radiomics engine's findings.
+    study_uid
+        The study's UID as the engine saw it (pseudonymous on the node).
+    header
+        Start with the header row (False to append to a file that has one).
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    if header:
+        writer.writerow(CSV_COLUMNS)
     families = {code: family for code, _, family in FEATURES.values()}
+    settings_name, settings_line = _settings_of(findings)
     for region in findings.region_measurements:
+        contours = region.region
         for m in region.measurements:
             aggregation = m.modifier.meaning if m.modifier else "3D"
             aggregation_code = m.modifier.value if m.modifier else AGGREGATIONS["3D"][0]
             writer.writerow([
-                region.region.name,
-                "" if region.region.source_number is None else region.region.source_number,
+                study_uid,
+                contours.series_uid,
+                contours.name,
+                "" if contours.source_number is None else contours.source_number,
+                _SOURCE_KINDS.get(contours.source_sop_class_uid or "", ""),
+                contours.source_sop_instance_uid or "",
                 families.get(m.name.value, ""),
                 m.name.meaning,
                 m.description,
@@ -305,5 +332,8 @@ def features_csv(findings: Findings) -> str:
                 aggregation_code,
                 repr(float(m.value)),
                 m.unit.value,
+                settings_name,
+                settings_line,
+                findings.engine.version,
             ])
     return buffer.getvalue()

@@ -108,11 +108,15 @@ def features_of_processed(roi: ProcessedRoi, settings: RadiomicsSettings) -> Fea
     """Every family on an already processed ROI (the IBSI phantom enters here)."""
     timings: dict[str, float] = {}
     rows: list[FeatureValue] = []
-    t = time.perf_counter()
-    morph, notes = morphology_features(
-        roi.image, roi.morph_mask, roi.intensity_mask, roi.spacing, settings.moran_max_voxels
-    )
-    timings["morphology"] = time.perf_counter() - t
+    wanted = set(settings.families)
+    morph: dict[str, float] = {}
+    notes: list[str] = []
+    if "morph" in wanted:
+        t = time.perf_counter()
+        morph, notes = morphology_features(
+            roi.image, roi.morph_mask, roi.intensity_mask, roi.spacing, settings.moran_max_voxels
+        )
+        timings["morphology"] = time.perf_counter() - t
     values = roi.image[roi.intensity_mask]
     t = time.perf_counter()
     first_order = local_intensity_features(roi.image, roi.intensity_mask, roi.spacing)
@@ -126,7 +130,10 @@ def features_of_processed(roi: ProcessedRoi, settings: RadiomicsSettings) -> Fea
     first_order.update(ivh_features(ivh_values, ivh_range, ivh_step))
     timings["first_order"] = time.perf_counter() - t
     for tag, value in {**morph, **first_order}.items():
-        rows.append(_row(tag, "3D", value, settings))
+        if tag.split(".", 1)[0] in wanted:
+            rows.append(_row(tag, "3D", value, settings))
+    if not wanted & {"cm", "rlm", "szm", "dzm", "ngt", "ngl"}:
+        return FeatureSet(tuple(rows), tuple(notes), timings)
 
     t = time.perf_counter()
     levels = np.zeros(roi.image.shape, dtype=np.int64)
@@ -141,7 +148,8 @@ def features_of_processed(roi: ProcessedRoi, settings: RadiomicsSettings) -> Fea
     )
     timings["texture"] = time.perf_counter() - t
     for (tag, aggregation), value in texture.items():
-        rows.append(_row(tag, aggregation, value, settings))
+        if tag.split(".", 1)[0] in wanted:
+            rows.append(_row(tag, aggregation, value, settings))
     return FeatureSet(tuple(rows), tuple(notes), timings)
 
 

@@ -11,9 +11,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
+from ai_engines.radiomics.ibsi import TEXTURE_AGGREGATIONS
+
 Interpolation = Literal["nearest", "linear", "cubic"]
 Discretisation = Literal["none", "FBN", "FBS"]
 Dimensionality = Literal["2D", "3D"]
+# IBSI family prefixes (the first part of every feature tag), in the IBSI 1 order.
+FAMILY_PREFIXES = ("morph", "loc", "stat", "ih", "ivh", "cm", "rlm", "szm", "dzm", "ngt", "ngl")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,9 @@ class RadiomicsSettings:
     moran_max_voxels
         Moran's I and Geary's C are O(n²): above this many voxels they are estimated on a
         fixed-seed random subsample of this size (IBSI allows subsampling).
+    families
+        IBSI family prefixes computed (``morph``, ``loc``, ``stat``, ``ih``, ``ivh``, ``cm``,
+        ``rlm``, ``szm``, ``dzm``, ``ngt``, ``ngl``); the default is every family.
     entropy_map, map_levels, map_window, map_range
         Feature map (GLCM entropy) over the ROI's slab: on/off, grey levels, window size
         (pixels, odd) and the intensity range quantised into ``map_levels`` (``None``: the
@@ -78,6 +85,7 @@ class RadiomicsSettings:
     ngldm_alpha: int = 0
     texture_aggregations: tuple[str, ...] = ("3D_avg", "3D_merged")
     moran_max_voxels: int = 4000
+    families: tuple[str, ...] = FAMILY_PREFIXES
     entropy_map: bool = True
     map_levels: int = 64
     map_window: int = 5
@@ -85,6 +93,10 @@ class RadiomicsSettings:
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.interpolation not in ("nearest", "linear", "cubic"):
+            raise ValueError("interpolation must be nearest, linear or cubic")
+        if self.discretisation not in ("none", "FBN", "FBS"):
+            raise ValueError("discretisation must be FBN or FBS")
         if self.discretisation == "FBN" and self.bin_number < 1:
             raise ValueError("bin_number must be at least 1")
         if self.discretisation == "FBS" and not self.bin_width > 0:
@@ -93,6 +105,15 @@ class RadiomicsSettings:
             raise ValueError("map_window must be odd and at least 3")
         if not 2 <= self.map_levels <= 256:
             raise ValueError("map_levels must be between 2 and 256")
+        unknown = sorted(set(self.families) - set(FAMILY_PREFIXES))
+        if unknown or not self.families:
+            raise ValueError(f"families must be some of {', '.join(FAMILY_PREFIXES)}"
+                             + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+        bad = sorted(set(self.texture_aggregations) - set(TEXTURE_AGGREGATIONS))
+        if bad or not self.texture_aggregations:
+            raise ValueError(f"texture_aggregations must be some of "
+                             f"{', '.join(TEXTURE_AGGREGATIONS)}"
+                             + (f" (unknown: {', '.join(bad)})" if bad else ""))
         if self.spacing_mm is not None and (min(self.spacing_mm[1:]) <= 0 or self.spacing_mm[0] < 0):
             raise ValueError("spacing_mm must be positive (z may be 0: keep the slices)")
 
@@ -203,3 +224,58 @@ def preset(name: str) -> RadiomicsSettings:
         return PRESETS[name]
     except KeyError:
         raise KeyError(f"unknown radiomics preset {name!r}; presets: {', '.join(PRESETS)}") from None
+
+
+# Settings a site may change on top of a preset (node configuration ``[radiomics]``).
+SITE_KEYS = (
+    "spacing_mm", "interpolation", "discretisation", "bin_number", "bin_width",
+    "resegmentation_range", "outlier_sigma", "texture_aggregations", "families", "entropy_map",
+    "map_levels", "map_window",
+)
+
+
+def site_settings(preset_name: str, changes: dict[str, object]) -> RadiomicsSettings:
+    """A preset with a site's changes, named so the report shows it was changed.
+
+    Parameters
+    ----------
+    preset_name
+        One of :data:`PRESETS`.
+    changes
+        Keys of :data:`SITE_KEYS` with values as a TOML file gives them: ``spacing_mm``
+        ``[z, y, x]`` or ``[]`` (no resampling); ``resegmentation_range`` ``[low, high]`` or
+        ``[]`` (none); ``outlier_sigma`` 0 (none); lists for the aggregations and families.
+
+    Raises
+    ------
+    KeyError
+        Unknown preset (the message lists the presets).
+    ValueError
+        An unknown key or a value the settings refuse (the message names the key).
+    """
+    base = preset(preset_name)
+    unknown = sorted(set(changes) - set(SITE_KEYS))
+    if unknown:
+        raise ValueError(f"unknown radiomics setting(s) {', '.join(unknown)}")
+    values: dict[str, object] = {}
+    for key, value in changes.items():
+        if key in ("spacing_mm", "resegmentation_range"):
+            items = tuple(float(v) for v in value)  # type: ignore[attr-defined]
+            if items and len(items) != (3 if key == "spacing_mm" else 2):
+                raise ValueError(f"{key} needs {3 if key == 'spacing_mm' else 2} numbers or []")
+            if key == "resegmentation_range" and items and not items[0] < items[1]:
+                raise ValueError("resegmentation_range: low must be below high")
+            values[key] = items or None
+        elif key == "outlier_sigma":
+            values[key] = float(value) or None  # type: ignore[arg-type]
+        elif key in ("texture_aggregations", "families"):
+            values[key] = tuple(str(v) for v in value)  # type: ignore[attr-defined]
+        else:
+            values[key] = value
+    if not values:
+        return base
+    name = f"{base.name}+site({','.join(sorted(values))})"
+    try:
+        return base.with_changes(name=name, **values)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"radiomics settings: {exc}") from None

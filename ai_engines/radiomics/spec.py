@@ -46,4 +46,7 @@ SPEC = EngineSpec(
     acceptance=ACCEPTANCE,
     models=(),
     factory="ai_engines.radiomics.engine:RadiomicsEngine",
+    # Every GTV the CT lung engine finds and every glioma sub-region the MR engine finds is
+    # measured too: the node hands their stored SEG/RTSTRUCT to this engine as regions.
+    consumes_results=True,
 )

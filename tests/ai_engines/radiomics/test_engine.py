@@ -93,17 +93,20 @@ def test_entropy_map_covers_the_slab(synthetic_findings) -> None:
 
 def test_csv_has_one_row_per_measurement(synthetic_findings) -> None:
     findings, _ = synthetic_findings
-    text = features_csv(findings)
-    comments = [line for line in text.splitlines() if line.startswith("#")]
-    assert any("radiomics settings: name=IBSI-C" in line for line in comments)
-    rows = list(csv.DictReader(io.StringIO("\n".join(
-        line for line in text.splitlines() if not line.startswith("#")))))
+    text = features_csv(findings, study_uid="2.25.1")
+    assert not any(line.startswith("#") for line in text.splitlines())  # plain CSV
+    rows = list(csv.DictReader(io.StringIO(text)))
     measurements = findings.region_measurements[0].measurements
     assert tuple(rows[0]) == CSV_COLUMNS
     assert len(rows) == len(measurements)
     for row, m in zip(rows, measurements, strict=True):
         assert row["ibsi_code"] == m.name.value and float(row["value"]) == m.value
-        assert row["region"] == "GTV"
+        assert row["region"] == "GTV" and row["study_uid"] == "2.25.1"
+        assert row["series_uid"] == findings.source_series_uid
+        assert row["settings_name"] == "IBSI-C"
+        assert row["settings"].startswith("name=IBSI-C; spacing_mm=(2.0, 2.0, 2.0)")
+    assert {r["aggregation_code"] for r in rows} == {"DHQ4", "ITBB", "IAZD", "KOBO"}
+    assert features_csv(findings, header=False).count("\r\n") == len(measurements)
 
 
 def test_lung1_voxel_volume_and_intensities(lung1) -> None:
@@ -189,7 +192,8 @@ def test_two_regions_give_two_measurement_groups() -> None:
         study_with(series, region_of(lesion, series, "GTV", 1), region_of(second, series, "NODE", 2)))
     assert [r.region.name for r in findings.region_measurements] == ["GTV", "NODE"]
     assert findings.maps == ()
-    rows = [line for line in features_csv(findings).splitlines() if line.startswith("NODE,2,")]
+    rows = [r for r in csv.DictReader(io.StringIO(features_csv(findings)))
+            if r["region"] == "NODE" and r["roi_number"] == "2"]
     assert len(rows) == len(findings.region_measurements[1].measurements)
 
 

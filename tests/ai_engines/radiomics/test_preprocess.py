@@ -146,3 +146,33 @@ def test_settings_are_validated_and_described() -> None:
     line = IBSI_C.describe()
     assert line.startswith("radiomics settings: name=IBSI-C")
     assert "resegmentation_range=(-1000.0, 400.0)" in line and "bin_width=25.0" in line
+
+
+def test_families_select_what_is_computed() -> None:
+    from ai_engines.radiomics.features import compute_features
+    from ai_engines.radiomics.settings import IBSI_C, site_settings
+
+    rng = np.random.default_rng(1)
+    image = rng.normal(40, 20, (12, 24, 24)).round()
+    mask = np.zeros(image.shape, dtype=bool)
+    mask[3:9, 6:18, 6:18] = True
+    settings = site_settings("IBSI-C", {"families": ["morph", "cm"], "entropy_map": False})
+    assert settings.name == "IBSI-C+site(entropy_map,families)"
+    assert settings.spacing_mm == IBSI_C.spacing_mm  # the rest is the preset's
+    tags = {v.tag.split(".")[0] for v in compute_features(image, mask, (2.0, 1.0, 1.0),
+                                                           settings).values}
+    assert tags == {"morph", "cm"}
+
+
+def test_site_settings_take_toml_values() -> None:
+    from ai_engines.radiomics.settings import site_settings
+
+    s = site_settings("IBSI-C", {"spacing_mm": [], "resegmentation_range": [],
+                                 "outlier_sigma": 0.0, "discretisation": "FBN", "bin_number": 16})
+    assert (s.spacing_mm, s.resegmentation_range, s.outlier_sigma) == (None, None, None)
+    assert (s.discretisation, s.bin_number) == ("FBN", 16)
+    assert site_settings("IBSI-D", {}).name == "IBSI-D"
+    with pytest.raises(ValueError, match="unknown radiomics setting"):
+        site_settings("IBSI-C", {"bins": 3})
+    with pytest.raises(KeyError, match="IBSI-A, IBSI-B"):
+        site_settings("IBSI-F", {})

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from dicom_node import cli_models
 from dicom_node.config import ConfigError, NodeConfig, check_config, load_config
@@ -111,7 +112,7 @@ def _print_status(args: argparse.Namespace) -> int:
 
     with _existing_database(_config(args)) as db:
         with db.session() as session:
-            report = counts(session)
+            report: dict[str, Any] = dict(counts(session))
             report["quarantine"] = quarantine.counts(session)
         report["recent_studies"] = [s.as_dict() for s in recent_studies(db, args.recent)]
         report["outbox"] = Outbox(db).counts()

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote
 
 from dicom_node.audit import AuditTrail
@@ -44,6 +45,9 @@ from storage.jobs import JobQueue
 from storage.monitoring import quarantine_rows, recent_studies, study_result_folders
 from storage.outbox import Outbox
 from storage.studies import counts
+
+if TYPE_CHECKING:
+    from dicom_node.completion import Dispatch
 
 SECONDARY_CAPTURE = ("1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.4")
 COOKIE = "dicom_node_session"
@@ -250,7 +254,7 @@ class Dashboard:
                                   lambda uid: rerun(self.config, self.db, uid, engine))
 
     def _study_action(self, session: Session, form: dict[str, list[str]], action: str,
-                      run: Callable[[str], object]) -> Response:
+                      run: Callable[[str], Dispatch]) -> Response:
         from storage.studies import StudyRefused
 
         study_uid = _one(form, "study")

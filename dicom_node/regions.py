@@ -11,7 +11,7 @@ by their source-instance references, or by frame position when a SEG has none.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -172,6 +172,7 @@ def read_regions(ds: Dataset, volumes: Sequence[SeriesVolume], name_pattern: str
         ``ds`` is neither an RTSTRUCT nor a SEG, or its frames do not fit the grid.
     """
     sop_class = str(ds.get("SOPClassUID", ""))
+    reader: Callable[..., dict[int, tuple[str, np.ndarray]]]
     if sop_class == RTSTRUCT_STORAGE:
         reader = rtstruct_masks
     elif sop_class == SEG_STORAGE:

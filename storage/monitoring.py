@@ -38,8 +38,8 @@ def database_reachable(db: Database) -> bool:
 def index_figures(db: Database, recent_jobs: int = 100) -> IndexFigures:
     """Counts for the metrics endpoint; a few grouped queries, cheap enough per scrape."""
     with db.session() as session:
-        studies = dict(session.execute(
-            select(Study.state, func.count()).group_by(Study.state)).all())
+        studies: dict[str, int] = {state: n for state, n in session.execute(
+            select(Study.state, func.count()).group_by(Study.state))}
         instances = session.scalar(select(func.count()).select_from(Instance)) or 0
         jobs = {(engine, state): n for engine, state, n in session.execute(
             select(Job.engine, Job.state, func.count()).group_by(Job.engine, Job.state))}
@@ -54,7 +54,7 @@ def index_figures(db: Database, recent_jobs: int = 100) -> IndexFigures:
                 select(Job.summary).where(Job.engine == engine, Job.summary.is_not(None))
                 .order_by(Job.id.desc()).limit(recent_jobs)).all()
             for summary in summaries:
-                timings = json.loads(summary).get("timings_s", {})
+                timings = json.loads(summary or "{}").get("timings_s", {})
                 for stage, seconds in timings.items():
                     totals.setdefault((engine, str(stage)), []).append(float(seconds))
     return IndexFigures(studies, instances, jobs, deliveries, quarantined, last,

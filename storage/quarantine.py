@@ -9,6 +9,7 @@ Files written before the key split carry no magic; they are opened with key id 0
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
@@ -153,6 +154,11 @@ def _plaintext_chunks(files: FileStore, ring: KeyRing, relative: str) -> Iterato
                                   "altered)") from None
 
 
+def _reseal(files: FileStore, ring: KeyRing, old: str, new: str, sink: BinaryIO) -> None:
+    """Re-encrypt the quarantined file ``old`` under the current key into ``sink`` (``new``)."""
+    _seal_into(sink, ring, new, _plaintext_chunks(files, ring, old))
+
+
 def open_into(files: FileStore, ring: KeyRing | bytes, relative: str, sink: BinaryIO) -> None:
     """Decrypt a quarantined instance into ``sink`` in chunks, then check its tag.
 
@@ -194,10 +200,13 @@ def reencrypt(db: Database, files: FileStore, ring: KeyRing) -> int:
         if sealed_key_id(files, relative) == ring.current_id and _has_magic(files, relative):
             continue
         fresh = f"quarantine/{uuid.uuid4().hex}.dcm.enc"
-        files.write_stream(fresh, lambda sink, old=relative, new=fresh: _seal_into(
-            sink, ring, new, _plaintext_chunks(files, ring, old)))
+        files.write_stream(fresh, functools.partial(_reseal, files, ring, relative, fresh))
         with db.session() as session:
-            session.get(Quarantined, row_id).path = fresh
+            row = session.get(Quarantined, row_id)
+            if row is None:  # purged meanwhile: the new copy has no owner
+                files.delete(fresh)
+                continue
+            row.path = fresh
         files.delete(relative)
         changed += 1
     return changed

@@ -200,7 +200,7 @@ def reopen_for_rerun(session: Session, study_uid: str, engines: set[str] | None,
 
 
 def study_uid_for_id(session: Session, study_id: int) -> str:
-    return session.scalar(select(Study.study_uid).where(Study.id == study_id))
+    return session.execute(select(Study.study_uid).where(Study.id == study_id)).scalar_one()
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ def study_series(session: Session, study_id: int) -> list[StoredSeries]:
 
 
 def study_calling_ae(session: Session, study_id: int) -> str:
-    return session.scalar(select(Study.calling_ae).where(Study.id == study_id))
+    return session.execute(select(Study.calling_ae).where(Study.id == study_id)).scalar_one()
 
 
 def counts(session: Session) -> dict[str, dict[str, int]]:
@@ -238,6 +238,6 @@ def counts(session: Session) -> dict[str, dict[str, int]]:
     return {
         "studies": by_state(Study),
         "series": by_state(Series),
-        "instances": {"stored": session.scalar(select(func.count()).select_from(Instance))},
+        "instances": {"stored": session.scalar(select(func.count()).select_from(Instance)) or 0},
         "jobs": by_state(Job),
     }

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -289,8 +290,8 @@ def glcm_feature_maps(levels: np.ndarray, n_levels: int, window: int = 5,
         # Pad to a halo of ``pad`` rows (zeros only where the image ends) and columns.
         block = np.pad(block, ((0, 0), (pad - (r0 - rows.start), pad - (rows.stop - r1)), (pad, pad)))
         block = xp.asarray(block)
-        accumulated: dict[str, object] = {}
-        n_directions: dict[str, object] = {}
+        accumulated: dict[str, Any] = {}  # arrays of the backend (numpy or torch)
+        n_directions: dict[str, Any] = {}
         for direction in DIRECTIONS_2D:
             maps = _direction_maps(xp, block, direction, radius, n_levels, (r1 - r0, shape[1]), features)
             for name in features:

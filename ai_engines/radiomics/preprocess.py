@@ -128,7 +128,8 @@ def resample(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, f
     out_mask = sitk.GetArrayFromImage(resampler.Execute(to_sitk(mask[src].astype(np.float64))))
     if settings.round_intensities:
         out_image = np.round(out_image)
-    return out_image.astype(np.float64), out_mask >= settings.mask_threshold, tuple(new_spacing)
+    z, y, x = (float(s) for s in new_spacing)
+    return out_image.astype(np.float64), out_mask >= settings.mask_threshold, (z, y, x)
 
 
 def resegment(image: np.ndarray, mask: np.ndarray,
@@ -218,10 +219,11 @@ def process_roi(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float
     if not mask.any():
         raise ValueError("the ROI is empty after interpolation")
     # Keep a margin for the local intensity sphere (radius 6.2 mm) around the ROI.
-    margin = tuple(int(math.ceil(6.3 / s)) + 1 for s in spacing)
+    mz, my, mx = (int(math.ceil(6.3 / s)) + 1 for s in spacing)
+    margin = (mz, my, mx)
     box = bounding_box(mask, margin)
     image, mask = image[box].astype(np.float64), mask[box]
     intensity_mask, value_range = resegment(image, mask, settings)
     if not intensity_mask.any():
         raise ValueError("no voxel of the ROI lies in the re-segmentation range")
-    return ProcessedRoi(image, mask, intensity_mask, spacing, value_range)  # type: ignore[arg-type]
+    return ProcessedRoi(image, mask, intensity_mask, spacing, value_range)

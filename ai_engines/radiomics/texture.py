@@ -256,7 +256,7 @@ def zone_matrices(levels: np.ndarray, n_levels: int, morph_mask: np.ndarray, two
         structure = ndimage.generate_binary_structure(3, 1)
     distance = ndimage.distance_transform_cdt(np.pad(morph_mask, 1), metric=structure)[1:-1, 1:-1, 1:-1]
     labels_per_level, sizes_per_level = _zones(levels, n_levels, two_d)
-    records = []
+    records: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     max_size, max_dist = 1, 1
     for g, (labels, sizes) in enumerate(zip(labels_per_level, sizes_per_level, strict=True)):
         if labels is None:
@@ -273,9 +273,9 @@ def zone_matrices(levels: np.ndarray, n_levels: int, morph_mask: np.ndarray, two
         max_dist = max(max_dist, int(zone_dist.max()))
     szm = np.zeros((n_s, n_levels, max_size))
     dzm = np.zeros((n_s, n_levels, max(max_dist, 1)))
-    for zone_slice, g, sizes, zone_dist in records:
-        np.add.at(szm, (zone_slice, g, sizes - 1), 1.0)
-        np.add.at(dzm, (zone_slice, g, np.maximum(zone_dist, 1) - 1), 1.0)
+    for in_slice, level, zone_sizes, distances in records:
+        np.add.at(szm, (in_slice, level, zone_sizes - 1), 1.0)
+        np.add.at(dzm, (in_slice, level, np.maximum(distances, 1) - 1), 1.0)
     inside = levels > 0
     n_voxels = inside.sum(axis=(1, 2)).astype(np.float64) if two_d else np.array([inside.sum()], float)
     return szm, dzm, n_voxels
@@ -378,18 +378,22 @@ def _aggregate_directional(
     def nonempty(ms: np.ndarray) -> list[np.ndarray]:
         return [m for m in ms if m.sum() > 0]
 
-    if aggregation == "2D_avg":
-        mats = nonempty(per_dir_slice_2d.reshape(-1, *per_dir_slice_2d.shape[2:]))
-    elif aggregation == "2D_slice_merged":
-        mats = nonempty(per_dir_slice_2d.sum(axis=0))
-    elif aggregation == "2.5D_direction_merged":
-        mats = nonempty(per_dir_slice_2d.sum(axis=1))
-    elif aggregation == "2.5D_merged":
-        mats = nonempty(per_dir_slice_2d.sum(axis=(0, 1))[None])
-    elif aggregation == "3D_avg":
-        mats = nonempty(per_dir_3d)
-    elif aggregation == "3D_merged":
-        mats = nonempty(per_dir_3d.sum(axis=0)[None])
+    if aggregation in ("2D_avg", "2D_slice_merged", "2.5D_direction_merged", "2.5D_merged"):
+        if per_dir_slice_2d is None:
+            raise ValueError(f"{aggregation} needs the per-slice matrices")
+        by_slice = per_dir_slice_2d  # (direction, slice, ...)
+        if aggregation == "2D_avg":
+            mats = nonempty(by_slice.reshape(-1, *by_slice.shape[2:]))
+        elif aggregation == "2D_slice_merged":
+            mats = nonempty(by_slice.sum(axis=0))
+        elif aggregation == "2.5D_direction_merged":
+            mats = nonempty(by_slice.sum(axis=1))
+        else:
+            mats = nonempty(by_slice.sum(axis=(0, 1))[None])
+    elif aggregation in ("3D_avg", "3D_merged"):
+        if per_dir_3d is None:
+            raise ValueError(f"{aggregation} needs the 3D matrices")
+        mats = nonempty(per_dir_3d if aggregation == "3D_avg" else per_dir_3d.sum(axis=0)[None])
     else:
         raise ValueError(f"unknown aggregation {aggregation!r}")
     if not mats:

@@ -113,7 +113,7 @@ def _probability_name(finding: object) -> hd.sr.CodedConcept:
 def _source_image_items(grid: SourceGrid, mask: np.ndarray | None = None,
                         ) -> list[hd.sr.SourceImageForSegmentation]:
     """The source images (and frames) a mask lies on; every slice for ``None`` or empty."""
-    slices = range(grid.shape[0])
+    slices = list(range(grid.shape[0]))
     if mask is not None and mask.any():
         slices = [k for k in slices if mask[k].any()]
     frames: dict[str, tuple[Dataset, list[int]]] = {}
@@ -587,7 +587,7 @@ def build_measurement_report(
         name=QUALITATIVE_EVALUATIONS,
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
     )
-    evaluations.ContentSequence = [
+    evaluations.ContentSequence = [  # type: ignore[assignment]  # highdicom accepts a list
         hd.sr.TextContentItem(
             name=codes.DCM.Comment, value=text,
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,

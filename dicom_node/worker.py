@@ -40,8 +40,8 @@ from storage import outbox
 from storage.clock import utcnow
 from storage.database import Database
 from storage.files import FileStore
-from storage.jobs import ClaimedJob, JobQueue
-from storage.studies import StoredSeries, study_calling_ae, study_series
+from storage.jobs import ClaimedJob, JobQueue, record_identity_revision
+from storage.studies import StoredSeries, study_calling_ae, study_identity_revision, study_series
 
 log = logging.getLogger("dicom_node.worker")
 
@@ -282,6 +282,10 @@ class JobRunner:
         with self.db.session() as session:
             stored = study_series(session, job.study_id)
             calling_ae = study_calling_ae(session, job.study_id)
+            # Read in the same transaction as the instance list: the results go back with
+            # the identity of the newest instance read, not of one that arrives later.
+            record_identity_revision(session, job.id,
+                                     study_identity_revision(session, job.study_id))
         volumes, datasets_by_series, regions, notes = self._select(spec, stored)
         timings["load"] = time.perf_counter() - t0
         findings: Findings = engine.run(StudyInput(study_uid=job.study_uid,

@@ -198,11 +198,8 @@ def write_study(folder: Path, datasets: list[Dataset]) -> list[Path]:
 
 def run_jobs(node: Node) -> None:
     worker = Worker(node.config, node.db, node.files, "2.25.99")
-    queue = JobQueue(node.db)
-    while (job := queue.claim("test", 600)) is not None:
-        outcome = worker.run(job)
-        queue.finish(job.id, "test", outcome.state, reason_code=outcome.reason_code,
-                     reason=outcome.reason, summary=outcome.summary)
+    while worker.run_one():
+        pass
 
 
 @pytest.mark.slow

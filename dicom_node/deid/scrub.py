@@ -12,8 +12,8 @@ attributes that engines read are kept, but every part that may identify someone 
 * a title (``Dr``, ``Prof.``, ``Mrs``, ``Herr``, ...) and the name that follows it;
 * every part of every person name in the data set, whatever its length, and the instance's
   identifiers (patient IDs, accession number, ...); name parts are also cut inside words when
-  written in a script without spaces (Chinese, Japanese, Korean, Thai) or, in free text, when
-  five letters or longer ("CTMueller");
+  written in a script without spaces (Chinese, Japanese, Korean, Thai) or when five letters
+  or longer ("CTMueller"), in every kind of value;
 * the site's own word list (``[deid] scrub_words``).
 
 What remains keeps its separators, so MR sequence names such as ``T1 MPRAGE``, ``AX T2 FLAIR``,
@@ -137,10 +137,11 @@ class Scrubber:
                         if len(ident) >= 3]  # shorter ones only as whole tokens below
         # Name parts are cut inside words too where words are not separated: in Chinese,
         # Japanese, Korean or Thai text a name is glued to what follows ("山田様", "김민수님"),
-        # and a Latin name of five or more letters glued to a prefix ("CTMueller") still
-        # names the patient. Shorter Latin parts stay token-only ("Li" must not cut "Lipid").
+        # and a Latin name of five or more letters glued to a prefix ("CTMueller", a code
+        # value "X1MUELLER") still names the patient. Shorter Latin parts stay token-only
+        # ("Li" must not cut "Lipid", "M" not a defined term).
         inside_words += [part for part in ctx.name_parts
-                         if _UNSPACED.search(part) or (kind == "text" and len(part) >= 5)]
+                         if _UNSPACED.search(part) or len(part) >= 5]
         for ident in inside_words:
             start = lowered.find(ident)
             while start >= 0:

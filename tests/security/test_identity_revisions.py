@@ -174,6 +174,10 @@ def test_existing_identities_become_revision_one_on_upgrade(tmp_path):
     assert vault.identity_for_study("2.25.31", revision=1).payload == b"old-identity"
     assert [i.payload for i in vault.identities_for_study("2.25.31")] == \
         [b"old-identity", b"new-identity"]
+    # Going back to one identity per study would lose the correction: refused.
+    with pytest.raises(RuntimeError, match="revision > 1"), db.engine.begin() as connection:
+        command.downgrade(migrate.alembic_config(connection), "0003")
+    assert vault.identity_for_study("2.25.31").payload == b"new-identity"
     db.dispose()
 
 

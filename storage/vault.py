@@ -38,6 +38,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    false,
     func,
     select,
     tuple_,
@@ -212,6 +213,11 @@ class Vault:
         if identity is None:
             return None
         key = identity.pseudo_study_uid
+        if session.get_bind().dialect.name == "sqlite":
+            # Take SQLite's write lock before reading the revisions (a no-op UPDATE does):
+            # a read transaction cannot become a write one once another connection has
+            # committed ("database is locked" at once, busy_timeout notwithstanding).
+            session.execute(update(VaultStudy).where(false()).values(revision=0))
         latest = 0
         for stored in self._identities(session, key):
             latest = stored.revision

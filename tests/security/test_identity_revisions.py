@@ -274,3 +274,46 @@ def test_results_computed_before_a_patient_merge_go_back_with_the_old_identity(t
     on_disk = database_bytes(tmp_path)
     for value in identifying(BEFORE) + identifying(after):
         assert value not in on_disk
+
+
+def test_two_receivers_storing_the_same_correction_at_once_share_one_revision(tmp_path):
+    """Two associations re-send the same corrected study at the same moment: the second waits
+    for the first's transaction and finds its revision, instead of numbering the same identity
+    twice or failing on the primary key."""
+    import threading
+
+    from storage import migrate
+    from storage.database import Database
+    from storage.vault import OriginalIdentity, Vault
+
+    db = Database(f"sqlite:///{tmp_path / 'node.db'}")
+    migrate.upgrade(db)
+    vault = Vault(db, os.urandom(32))
+    first = OriginalIdentity("ANON-ABCDEFGHIJ", "2.25.41", b"before", -3)
+    fixed = replace(first, payload=b"corrected")
+    with db.session() as s:
+        assert vault.record(s, {"2.25.42": "1.2.3.42"}, first) == 1
+    recorded, results = threading.Event(), {}
+
+    def receiver_a() -> None:
+        with db.session() as s:
+            results["a"] = vault.record(s, {}, fixed)
+            recorded.set()
+            time.sleep(1.0)  # still inside the transaction when B starts
+
+    def receiver_b() -> None:
+        recorded.wait(10)
+        try:
+            with db.session() as s:
+                results["b"] = vault.record(s, {}, fixed)
+        except Exception as exc:  # noqa: BLE001 - the failure is the finding
+            results["b"] = type(exc).__name__
+
+    threads = [threading.Thread(target=receiver_a), threading.Thread(target=receiver_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == {"a": 2, "b": 2}
+    assert [i.payload for i in vault.identities_for_study("2.25.41")] == [b"before", b"corrected"]
+    db.dispose()

@@ -29,11 +29,12 @@ def find_studies(vault: Vault, kind: str, value: str) -> list[FoundStudy]:
     wanted = value.strip()
     found = []
     for study_uid in vault.study_uids():
-        identity = vault.identity_for_study(study_uid)
-        if identity is None:
-            continue
-        original = decode_payload(identity.payload)
-        recorded = original.get(_KEYWORD[kind])  # decoded in the payload's character set
-        if recorded is not None and str(recorded).strip() == wanted:
-            found.append(FoundStudy(study_uid, identity.pseudo_patient_id))
+        # Every identity revision: a study is found by its accession number before and
+        # after a correction.
+        for identity in vault.identities_for_study(study_uid):
+            original = decode_payload(identity.payload)
+            recorded = original.get(_KEYWORD[kind])  # decoded in the payload's character set
+            if recorded is not None and str(recorded).strip() == wanted:
+                found.append(FoundStudy(study_uid, identity.pseudo_patient_id))
+                break
     return found

@@ -26,6 +26,7 @@ import tempfile
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from pydicom import dcmread, uid
@@ -548,8 +549,11 @@ class Receiver:
         for attempt in range(3):
             try:
                 with self.db.session() as session:
-                    self.vault.record(session, mappings, result.identity)
-                    outcome = index_instance(session, item, utcnow())
+                    # The identity revision this instance arrived with (a corrected identity
+                    # becomes the study's next revision); the index records it per instance.
+                    revision = self.vault.record(session, mappings, result.identity)
+                    outcome = index_instance(
+                        session, replace(item, identity_revision=revision or 1), utcnow())
                 break
             except IndexConflict:
                 if attempt == 2:

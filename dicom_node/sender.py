@@ -27,6 +27,7 @@ from dicom_node.deid import ReidentificationError, Reidentifier, check_clinical,
 from dicom_node.tls import TlsConfigError, client_context
 from storage.database import Database
 from storage.files import FileStore
+from storage.jobs import result_identity_revision
 from storage.monitoring import DeliveryOutcome, delivery_outcomes
 from storage.outbox import ClaimedItem, Outbox
 from storage.vault import Vault, VaultError
@@ -62,7 +63,10 @@ class Sender:
         """
         ds = dcmread(self.files.absolute(item.path))
         if peer.kind == DestinationKind.CLINICAL:
-            ds = self.reidentifier.reidentify(ds)
+            # The identity of the revision the results were computed on, not the latest one.
+            with self.vault.database.session() as session:
+                revision = result_identity_revision(session, item.id)
+            ds = self.reidentifier.reidentify(ds, revision=revision)
             problems = check_clinical(ds, self.vault)
         else:
             problems = check_research(ds, self.vault)

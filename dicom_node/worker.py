@@ -47,8 +47,16 @@ from storage.clock import utcnow
 from storage.database import Database
 from storage.exports import export_name, write_export
 from storage.files import FileStore
-from storage.jobs import TERMINAL, ClaimedJob, JobQueue, RevisionJob, defer, revision_jobs
-from storage.studies import StoredSeries, study_calling_ae, study_series
+from storage.jobs import (
+    TERMINAL,
+    ClaimedJob,
+    JobQueue,
+    RevisionJob,
+    defer,
+    record_identity_revision,
+    revision_jobs,
+)
+from storage.studies import StoredSeries, study_calling_ae, study_identity_revision, study_series
 
 log = logging.getLogger("dicom_node.worker")
 
@@ -386,6 +394,10 @@ class JobRunner:
         with self.db.session() as session:
             stored = study_series(session, job.study_id)
             calling_ae = study_calling_ae(session, job.study_id)
+            # Read in the same transaction as the instance list: the results go back with
+            # the identity of the newest instance read, not of one that arrives later.
+            record_identity_revision(session, job.id,
+                                     study_identity_revision(session, job.study_id))
         region_paths = self._result_region_paths(producers)
         volumes, datasets_by_series, regions, notes = self._select(
             spec, stored, [p for _, paths in region_paths for p in paths])

@@ -32,6 +32,8 @@ class ReceivedInstance:
     path: str
     size_bytes: int
     sha256: str
+    # The study's identity revision in the vault this instance arrived with (storage.vault).
+    identity_revision: int = 1
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,14 @@ def index_instance(session: Session, item: ReceivedInstance, now: dt.datetime) -
             series_id=series.id, sop_instance_uid=item.sop_instance_uid,
             sop_class_uid=item.sop_class_uid, transfer_syntax_uid=item.transfer_syntax_uid,
             path=item.path, size_bytes=item.size_bytes, sha256=item.sha256, received_at=now,
+            identity_revision=item.identity_revision,
         ))
         series.instance_count += 1
-    elif existing.sha256 != item.sha256:
+    else:
+        # A re-sent instance carries the identity it was re-sent with (a demographic
+        # correction changes no de-identified byte, yet later jobs must use the new identity).
+        existing.identity_revision = item.identity_revision
+    if existing is not None and existing.sha256 != item.sha256:
         changed = True
         existing.path, existing.sha256 = item.path, item.sha256
         existing.size_bytes, existing.received_at = item.size_bytes, now
@@ -223,6 +230,14 @@ def study_series(session: Session, study_id: int) -> list[StoredSeries]:
         out.append(StoredSeries(series.series_uid, series.modality,
                                 series.frame_of_reference_uid, tuple(paths)))
     return out
+
+
+def study_identity_revision(session: Session, study_id: int) -> int:
+    """The latest identity revision among the study's stored instances (1 when none)."""
+    latest = session.scalar(
+        select(func.max(Instance.identity_revision))
+        .join(Series, Series.id == Instance.series_id).where(Series.study_id == study_id))
+    return int(latest or 1)
 
 
 def study_calling_ae(session: Session, study_id: int) -> str:

@@ -77,6 +77,8 @@ class Instance(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # The study's identity revision (storage.vault) this instance last arrived with.
+    identity_revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class Quarantined(Base):
@@ -118,6 +120,9 @@ class Job(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    # The latest identity revision among the instances the job read: its results are
+    # re-identified with that identity (None until the job read its study).
+    identity_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class OutboxItem(Base):

@@ -4,8 +4,15 @@ Rows are keyed by pseudonyms (not identifying). Every original value is encrypte
 data naming the table, the row key and the column:
 
 * ``vault_uids``: pseudo UID -> original UID (and the pseudonymous study it belongs to);
-* ``vault_studies``: pseudo Study Instance UID -> pseudo patient ID, the original Patient and
-  General Study module attributes as raw DICOM bytes, and the date shift.
+* ``vault_studies``: (pseudo Study Instance UID, identity revision) -> pseudo patient ID, the
+  original Patient and General Study module attributes as raw DICOM bytes, and the date shift.
+
+A study has one identity row per *identity revision*: each distinct original identity received
+for the same study (a PACS re-sends it after a demographic correction, an accession number
+change or a patient merge) gets the next revision number, and the receiver records on every
+instance the revision it arrived with. A job records the latest revision among the instances
+it read, and its results are re-identified with that revision: results computed before a
+correction go back with the identity their source instances carried.
 
 Every ciphertext starts with the id of the vault key that sealed it (:class:`storage.keys.KeyRing`),
 so ``dicom-node rotate-keys`` can re-encrypt rows under a new key while old ones stay readable.
@@ -25,7 +32,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import DateTime, Index, LargeBinary, String, select, update
+from sqlalchemy import (
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    false,
+    func,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -51,12 +69,16 @@ class OriginalIdentity:
         encoded as Explicit VR Little Endian data elements (raw bytes preserve every charset).
     date_offset_days
         Days added to dates on the way in (0 when dates were not shifted).
+    revision
+        The identity revision of the study this identity is (1 for the first one received);
+        assigned by :meth:`Vault.record`, meaningless on an identity not yet recorded.
     """
 
     pseudo_patient_id: str
     pseudo_study_uid: str
     payload: bytes
     date_offset_days: int = 0
+    revision: int = 1
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,8 @@ class VaultStudy(Base):
     __table_args__ = (Index("ix_vault_studies_pseudo_patient_id", "pseudo_patient_id"),)
 
     pseudo_study_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # 1, 2, ...: one per distinct original identity received for the study.
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     pseudo_patient_id: Mapped[str] = mapped_column(String(64))
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     date_offset: Mapped[bytes] = mapped_column(LargeBinary)
@@ -150,11 +174,13 @@ class Vault:
         session.execute(stmt, rows)
 
     def record(self, session: Session, uid_mappings: Mapping[str, str],
-               identity: OriginalIdentity | None = None) -> None:
-        """Store pseudo -> original UID mappings and a study's identity, if absent.
+               identity: OriginalIdentity | None = None) -> int | None:
+        """Store pseudo -> original UID mappings and a study's identity; returns its revision.
 
-        Idempotent: a pseudo UID or study already stored is left as it is (the first identity
-        recorded for a study wins).
+        UID mappings are idempotent (a pseudo UID already stored is left as it is). The
+        identity is compared with every identity revision of the study already stored
+        (decrypted in memory): an equal one gives its revision; a different one (a demographic
+        correction, a patient merge) is stored as the next revision.
 
         Parameters
         ----------
@@ -164,6 +190,17 @@ class Vault:
             ``{pseudo UID: original UID}``.
         identity
             The study's original identity, when known.
+
+        Returns
+        -------
+        int or None
+            The identity revision of ``identity`` (``None`` when no identity was given).
+
+        Raises
+        ------
+        sqlalchemy.exc.IntegrityError
+            Another transaction stored a new revision of the same study at the same moment;
+            the caller retries (the receiver does, as for its index rows).
         """
         now = _dt.datetime.now(_dt.UTC)
         study = identity.pseudo_study_uid if identity else None
@@ -173,17 +210,53 @@ class Vault:
         for start in range(0, len(rows), _BATCH):
             self._insert_ignore(session, VaultUid.__table__, rows[start:start + _BATCH],
                                 "pseudo_uid")
-        if identity is not None:
-            key = identity.pseudo_study_uid
-            self._insert_ignore(session, VaultStudy.__table__, [{
-                "pseudo_study_uid": key,
-                "pseudo_patient_id": identity.pseudo_patient_id,
-                "payload": self._seal(identity.payload,
-                                      self._aad("vault_studies", key, "payload")),
-                "date_offset": self._seal(struct.pack(">i", identity.date_offset_days),
-                                          self._aad("vault_studies", key, "date_offset")),
-                "created_at": now,
-            }], "pseudo_study_uid")
+        if identity is None:
+            return None
+        key = identity.pseudo_study_uid
+        if session.get_bind().dialect.name == "sqlite":
+            # Take SQLite's write lock before reading the revisions (a no-op UPDATE does):
+            # a read transaction cannot become a write one once another connection has
+            # committed ("database is locked" at once, busy_timeout notwithstanding).
+            session.execute(update(VaultStudy).where(false()).values(revision=0))
+        latest = 0
+        for stored in self._identities(session, key):
+            latest = stored.revision
+            if (stored.payload, stored.pseudo_patient_id, stored.date_offset_days) == \
+                    (identity.payload, identity.pseudo_patient_id, identity.date_offset_days):
+                return stored.revision
+        revision = latest + 1
+        row_key = self._study_key(key, revision)
+        # A plain insert: a concurrent writer of the same revision number raises, and the
+        # caller's retry then finds (and compares with) the row that writer stored.
+        session.execute(VaultStudy.__table__.insert().values(
+            pseudo_study_uid=key, revision=revision,
+            pseudo_patient_id=identity.pseudo_patient_id,
+            payload=self._seal(identity.payload, self._aad("vault_studies", row_key, "payload")),
+            date_offset=self._seal(struct.pack(">i", identity.date_offset_days),
+                                   self._aad("vault_studies", row_key, "date_offset")),
+            created_at=now))
+        return revision
+
+    @staticmethod
+    def _study_key(pseudo_study_uid: str, revision: int) -> str:
+        # The row key sealed into the associated data: revision 1 keeps the key rows had
+        # before revisions existed (they stay readable); a "/" cannot occur in a UID, so a
+        # ciphertext moved to another revision fails to decrypt.
+        return pseudo_study_uid if revision == 1 else f"{pseudo_study_uid}/{revision}"
+
+    def _decrypt_study(self, row: VaultStudy) -> OriginalIdentity:
+        key = self._study_key(row.pseudo_study_uid, row.revision)
+        payload = self._open(row.payload, self._aad("vault_studies", key, "payload"))
+        (offset,) = struct.unpack(
+            ">i", self._open(row.date_offset, self._aad("vault_studies", key, "date_offset")))
+        return OriginalIdentity(row.pseudo_patient_id, row.pseudo_study_uid, payload, offset,
+                                row.revision)
+
+    def _identities(self, session: Session, pseudo_study_uid: str) -> list[OriginalIdentity]:
+        rows = session.scalars(select(VaultStudy)
+                               .where(VaultStudy.pseudo_study_uid == pseudo_study_uid)
+                               .order_by(VaultStudy.revision)).all()
+        return [self._decrypt_study(row) for row in rows]
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -210,20 +283,37 @@ class Vault:
                     sealed, self._aad("vault_uids", pseudo, "original")).decode("ascii")
         return found
 
-    def identity_for_study(self, pseudo_study_uid: str,
-                           session: Session | None = None) -> OriginalIdentity | None:
-        """The original identity recorded for a pseudonymous study, or ``None``."""
+    def identity_for_study(self, pseudo_study_uid: str, session: Session | None = None,
+                           revision: int | None = None) -> OriginalIdentity | None:
+        """The original identity of a pseudonymous study, or ``None``.
+
+        Parameters
+        ----------
+        pseudo_study_uid
+            The pseudonymous Study Instance UID.
+        session
+            An open session, or ``None`` for a short one of its own.
+        revision
+            The identity revision wanted (a job's :attr:`identity_revision`); ``None`` for the
+            latest one received. A revision that is not stored gives ``None`` (never another).
+        """
         if session is None:
             with self.database.session() as own:
-                return self.identity_for_study(pseudo_study_uid, own)
-        row = session.get(VaultStudy, pseudo_study_uid)
-        if row is None:
-            return None
-        key = row.pseudo_study_uid
-        payload = self._open(row.payload, self._aad("vault_studies", key, "payload"))
-        (offset,) = struct.unpack(
-            ">i", self._open(row.date_offset, self._aad("vault_studies", key, "date_offset")))
-        return OriginalIdentity(row.pseudo_patient_id, key, payload, offset)
+                return self.identity_for_study(pseudo_study_uid, own, revision)
+        query = select(VaultStudy).where(VaultStudy.pseudo_study_uid == pseudo_study_uid)
+        if revision is not None:
+            query = query.where(VaultStudy.revision == revision)
+        row = session.scalars(query.order_by(VaultStudy.revision.desc()).limit(1)).first()
+        return None if row is None else self._decrypt_study(row)
+
+    def identities_for_study(self, pseudo_study_uid: str,
+                             session: Session | None = None) -> list[OriginalIdentity]:
+        """Every identity revision of a pseudonymous study, oldest first (lookups, leak
+        checks: an identifier of any revision identifies the patient)."""
+        if session is None:
+            with self.database.session() as own:
+                return self.identities_for_study(pseudo_study_uid, own)
+        return self._identities(session, pseudo_study_uid)
 
     def study_uids(self, session: Session | None = None) -> list[str]:
         """Every pseudonymous study UID with an identity in the vault (no decryption)."""
@@ -231,7 +321,8 @@ class Vault:
             with self.database.session() as own:
                 return self.study_uids(own)
         return list(session.scalars(select(VaultStudy.pseudo_study_uid)
-                                    .order_by(VaultStudy.created_at)))
+                                    .group_by(VaultStudy.pseudo_study_uid)
+                                    .order_by(func.min(VaultStudy.created_at))))
 
     def pseudonyms_for_study(self, pseudo_study_uid: str,
                              session: Session | None = None) -> StudyPseudonyms | None:
@@ -239,7 +330,9 @@ class Vault:
         if session is None:
             with self.database.session() as own:
                 return self.pseudonyms_for_study(pseudo_study_uid, own)
-        row = session.get(VaultStudy, pseudo_study_uid)
+        row = session.scalars(select(VaultStudy)
+                              .where(VaultStudy.pseudo_study_uid == pseudo_study_uid)
+                              .order_by(VaultStudy.revision.desc()).limit(1)).first()
         if row is None:
             return None
         uids = session.scalars(select(VaultUid.pseudo_uid)
@@ -273,7 +366,7 @@ class Vault:
         found: set[str] = set()
         for start in range(0, len(wanted), _BATCH):
             found.update(session.scalars(
-                select(VaultStudy.pseudo_patient_id)
+                select(VaultStudy.pseudo_patient_id).distinct()
                 .where(VaultStudy.pseudo_patient_id.in_(wanted[start:start + _BATCH]))))
         return found
 
@@ -287,28 +380,34 @@ class Vault:
         """
         changed = 0
         current = self.keys.current_id
-        for table, key_column, columns in (
-                (VaultUid.__table__, "pseudo_uid", ("original",)),
-                (VaultStudy.__table__, "pseudo_study_uid", ("payload", "date_offset"))):
-            pk = table.c[key_column]
-            after = ""
+        for table, key_columns, columns in (
+                (VaultUid.__table__, ("pseudo_uid",), ("original",)),
+                (VaultStudy.__table__, ("pseudo_study_uid", "revision"),
+                 ("payload", "date_offset"))):
+            pks = [table.c[k] for k in key_columns]
+            after: tuple | None = None
             while True:
                 with self.database.session() as session:
-                    rows = session.execute(
-                        select(pk, *(table.c[c] for c in columns)).where(pk > after)
-                        .order_by(pk).limit(batch)).all()
+                    query = select(*pks, *(table.c[c] for c in columns))
+                    if after is not None:
+                        query = query.where(tuple_(*pks) > after)
+                    rows = session.execute(query.order_by(*pks).limit(batch)).all()
                     if not rows:
                         break
+                    width = len(pks)
                     for row in rows:
-                        values = dict(zip(columns, row[1:], strict=True))
+                        keys = tuple(row[:width])
+                        values = dict(zip(columns, row[width:], strict=True))
                         if all(sealed_key_id(v) == current for v in values.values()):
                             continue
-                        fresh = {c: self._seal(self._open(v, self._aad(table.name, row[0], c)),
-                                               self._aad(table.name, row[0], c))
+                        aad_key = keys[0] if width == 1 else self._study_key(*keys)
+                        fresh = {c: self._seal(self._open(v, self._aad(table.name, aad_key, c)),
+                                               self._aad(table.name, aad_key, c))
                                  for c, v in values.items()}
-                        session.execute(update(table).where(pk == row[0]).values(**fresh))
+                        session.execute(update(table).where(
+                            *(pk == k for pk, k in zip(pks, keys, strict=True))).values(**fresh))
                         changed += 1
-                    after = rows[-1][0]
+                    after = tuple(rows[-1][:width])
         return changed
 
     def key_ids_in_use(self) -> set[int]:

@@ -114,7 +114,11 @@ def check_research(ds: Dataset, vault: Vault,
         original_identity = vault.identity_for_study(pseudo_study) if pseudo_study else None
         if original_identity is None:
             return ["the result's Study Instance UID is not a pseudonymous study in the vault"]
+    # Every identity revision of the study: an identifier corrected since still identifies.
     identifiers = _original_identifiers(original_identity)
+    for revision in vault.identities_for_study(original_identity.pseudo_study_uid):
+        for ident, kind in _original_identifiers(revision).items():
+            identifiers.setdefault(ident, kind)
     original_uids = vault.original_uids_for_study(original_identity.pseudo_study_uid)
     for where, elem, values in _all_elements(ds):
         for value in values:

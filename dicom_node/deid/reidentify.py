@@ -64,20 +64,29 @@ class Reidentifier:
     def __init__(self, vault: Vault):
         self.vault = vault
 
-    def reidentify(self, ds: Dataset) -> Dataset:
+    def reidentify(self, ds: Dataset, revision: int | None = None) -> Dataset:
         """Re-identify ``ds`` in place and return it.
+
+        Parameters
+        ----------
+        ds
+            A result object of a pseudonymous study.
+        revision
+            The study's identity revision the result was computed on (its job's); ``None``
+            for the latest identity received.
 
         Raises
         ------
         ReidentificationError
-            The study's identity is not in the vault (nothing is guessed).
+            The study's identity (of that revision) is not in the vault (nothing is guessed).
         """
         pseudo_study = str(ds.get("StudyInstanceUID", "") or "")
         with self.vault.database.session() as session:
-            identity = self.vault.identity_for_study(pseudo_study, session)
+            identity = self.vault.identity_for_study(pseudo_study, session, revision)
             if identity is None:
                 raise ReidentificationError(
-                    "the result's Study Instance UID is not a pseudonymous study in the vault")
+                    "the result's Study Instance UID is not a pseudonymous study in the vault"
+                    + ("" if revision is None else f" with identity revision {revision}"))
             uids: set[str] = set()
             _ui_values(ds, uids)  # also decodes every element (charset switch below)
             meta = getattr(ds, "file_meta", None)

@@ -11,7 +11,9 @@ attributes that engines read are kept, but every part that may identify someone 
 * telephone numbers, e-mail addresses and web addresses;
 * a title (``Dr``, ``Prof.``, ``Mrs``, ``Herr``, ...) and the name that follows it;
 * every part of every person name in the data set, whatever its length, and the instance's
-  identifiers (patient IDs, accession number, ...);
+  identifiers (patient IDs, accession number, ...); name parts are also cut inside words when
+  written in a script without spaces (Chinese, Japanese, Korean, Thai) or when five letters
+  or longer ("CTMueller"), in every kind of value;
 * the site's own word list (``[deid] scrub_words``).
 
 What remains keeps its separators, so MR sequence names such as ``T1 MPRAGE``, ``AX T2 FLAIR``,
@@ -130,13 +132,21 @@ class Scrubber:
             for i in range(start, end):
                 cut[i] = True
 
-        lowered = text.lower()
-        for ident in ctx.identifiers:
-            if len(ident) >= 3:  # shorter ones are only matched as whole tokens below
-                start = lowered.find(ident)
-                while start >= 0:
-                    mark(start, start + len(ident))
-                    start = lowered.find(ident, start + 1)
+        lowered, origin = _lower(text)
+        inside_words = [ident for ident in ctx.identifiers
+                        if len(ident) >= 3]  # shorter ones only as whole tokens below
+        # Name parts are cut inside words too where words are not separated: in Chinese,
+        # Japanese, Korean or Thai text a name is glued to what follows ("山田様", "김민수님"),
+        # and a Latin name of five or more letters glued to a prefix ("CTMueller", a code
+        # value "X1MUELLER") still names the patient. Shorter Latin parts stay token-only
+        # ("Li" must not cut "Lipid", "M" not a defined term).
+        inside_words += [part for part in ctx.name_parts
+                         if _UNSPACED.search(part) or len(part) >= 5]
+        for ident in inside_words:
+            start = lowered.find(ident)
+            while start >= 0:
+                mark(origin[start], origin[start + len(ident) - 1] + 1)
+                start = lowered.find(ident, start + 1)
         for phrase in self._phrases:
             for m in phrase.finditer(text):
                 mark(m.start(), m.end())
@@ -189,6 +199,24 @@ class Scrubber:
         # "MR", "MS", "DR" in capitals are modalities and diagnoses, "pd"/"mr" in lower case
         # parts of protocol names ("t2_pd_tse"): a title is capitalised ("Dr") or dotted.
         return dotted or (word[0].isupper() and word[1:].islower())
+
+
+# Scripts written without spaces between words: CJK ideographs, Hiragana, Katakana (full and
+# half width), Hangul, Thai.
+_UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+                       "\uff66-\uff9f\uac00-\ud7af\u1100-\u11ff\u0e00-\u0e7f]")
+
+
+def _lower(text: str) -> tuple[str, list[int]]:
+    """``text`` in lower case, and for each of its characters the position in ``text`` it
+    came from: a character whose lower case is longer ("İ" -> "i̇") would otherwise shift
+    every position after it (a shifted cut leaves the identifier and cuts its neighbour)."""
+    lowered, origin = [], []
+    for index, char in enumerate(text):
+        low = char.lower()
+        lowered.append(low)
+        origin.extend([index] * len(low))
+    return "".join(lowered), origin
 
 
 def _name_cased(word: str) -> bool:

@@ -155,7 +155,7 @@ def test_leak_check_refuses_a_pseudonym_for_a_clinical_destination(owed, monkeyp
     config, db, files, vault, identity, objects, port = owed
     sender = Sender(config, db, files, vault)
     # A re-identifier that forgets the patient module: the pseudonym would leave.
-    monkeypatch.setattr(sender.reidentifier, "reidentify", lambda ds: ds)
+    monkeypatch.setattr(sender.reidentifier, "reidentify", lambda ds, revision=None: ds)
     sender.send_once()
     with db.session() as s:
         items = s.query(OutboxItem).all()

@@ -16,18 +16,19 @@ from pydicom.uid import ExplicitVRLittleEndian
 from dicom_node.deid import Pseudonymizer
 
 
-def implicit_value(ds: Dataset) -> bytes:
-    """The elements of ``ds`` encoded as Implicit VR Little Endian (a UN value's encoding)."""
+def implicit_value(ds: Dataset, charset: str = "iso8859") -> bytes:
+    """The elements of ``ds`` encoded as Implicit VR Little Endian (a UN value's encoding),
+    text in ``charset`` (the Specific Character Set of the data set it will sit in)."""
     buf = DicomBytesIO()
     buf.is_little_endian, buf.is_implicit_VR = True, True
-    write_dataset(buf, ds)
+    write_dataset(buf, ds, charset)
     return buf.getvalue()
 
 
-def explicit_elements(ds: Dataset) -> bytes:
+def explicit_elements(ds: Dataset, charset: str = "iso8859") -> bytes:
     buf = DicomBytesIO()
     buf.is_little_endian, buf.is_implicit_VR = True, False
-    write_dataset(buf, ds)
+    write_dataset(buf, ds, charset)
     return buf.getvalue()
 
 
@@ -37,10 +38,10 @@ def un_element(tag: int, value: bytes, *, undefined_length: bool = False) -> byt
     return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, b"UN", 0, length) + value
 
 
-def un_of(ds_holding_one: Dataset) -> tuple[int, bytes]:
+def un_of(ds_holding_one: Dataset, charset: str = "iso8859") -> tuple[int, bytes]:
     """(tag, UN element bytes) for the single element of ``ds_holding_one``."""
     (elem,) = list(ds_holding_one)
-    encoded = implicit_value(ds_holding_one)
+    encoded = implicit_value(ds_holding_one, charset)
     return int(elem.tag), un_element(int(elem.tag), encoded[8:])
 
 
@@ -60,13 +61,13 @@ def part10(elements: list[tuple[int, bytes]], sop_class: str, sop_instance: str)
     return buf.getvalue()
 
 
-def elements_of(ds: Dataset) -> list[tuple[int, bytes]]:
+def elements_of(ds: Dataset, charset: str = "iso8859") -> list[tuple[int, bytes]]:
     """Each element of ``ds`` explicitly encoded, ready for :func:`part10`."""
     out = []
     for elem in ds:
         one = Dataset()
         one.add(elem)
-        out.append((int(elem.tag), explicit_elements(one)))
+        out.append((int(elem.tag), explicit_elements(one, charset)))
     return out
 
 

@@ -4,7 +4,10 @@ planted identifier is anywhere in the bytes the node would write.
 
 Planted are the identifiers a sender holds (name parts, patient ID, accession number, birth
 date, study UID), copied into any text-capable element, and, into free text, what no header
-names (an e-mail address, a telephone number, a titled name). Numbers in numeric attributes
+names (an e-mail address, a telephone number, a titled name). Names are drawn in four scripts
+(ASCII, accented Latin, Chinese/Japanese ideographs, Hangul; the non-ASCII ones in a UTF-8
+data set), and free text may glue them to the words around them ("CT山田", "MUELLERKM") or
+hold letters whose lower case is longer than they are ("İ"). Numbers in numeric attributes
 (DS, IS, binary) are out of scope: they are kept as numbers (docs/deidentification.md).
 """
 
@@ -45,13 +48,26 @@ TARGETS = st.one_of(st.sampled_from(_PUBLIC), st.sampled_from(_KEPT),
                     st.sampled_from([0x00181FF0, 0x00431FF2, 0x7FE10010]))  # unknown/odd
 
 consonants = st.text(alphabet="BCDFGHJKLMNPQRSTVWXZ", min_size=7, max_size=10)
+# Name alphabets by script. Left out: letters whose upper case is another word ("ß" -> "SS",
+# "ı" -> "I"): a transliterated name is a different string, out of reach of any matcher.
+SCRIPTS = {
+    "ascii": st.text(alphabet="BCDFGHJKLMNPQRSTVWXZ", min_size=7, max_size=10),
+    "latin": st.text(alphabet="BCDFGHKLMNPRSTVWZÄÖÜÉÈÑÇØÅŁŠŽİ", min_size=7, max_size=10),
+    "cjk": st.text(alphabet="山田太郎佐藤鈴木高橋渡辺伊中村小林加吉王李张刘陈杨黄赵", min_size=2,
+                   max_size=3),
+    "hangul": st.text(alphabet="김이박최정강조윤장임민수지영현우서준", min_size=2, max_size=3),
+}
+UTF8 = "ISO_IR 192"
 
 
 @st.composite
 def identities(draw) -> dict:  # noqa: ANN001
     year = draw(st.integers(1920, 2015))
+    script = draw(st.sampled_from(sorted(SCRIPTS)))
+    names = SCRIPTS[script]
     return {
-        "family": draw(consonants), "given": draw(consonants),
+        "charset": UTF8 if script != "ascii" or draw(st.booleans()) else None,
+        "family": draw(names), "given": draw(names),
         "pid": draw(consonants.map(lambda s: s[:3])) + str(draw(st.integers(10**5, 10**7))),
         "accession": "A" + str(draw(st.integers(10**6, 10**8))) + draw(consonants)[:2],
         "birth": f"{year}{draw(st.integers(1, 12)):02d}{draw(st.integers(1, 28)):02d}",
@@ -73,10 +89,11 @@ def _planted_value(draw, vr: str, ident: dict, free: bool) -> tuple[str, list[st
         return f"{ident['family']}^{ident['given']}", [ident["family"], ident["given"]]
     known = [ident["family"], ident["given"], ident["pid"], ident["accession"],
              ident["birth"], ident["study"]]
-    if vr in ("CS", "AE", "AS"):
-        one = draw(st.sampled_from(known[:5]))
+    if vr in ("CS", "AE", "AS"):  # the default repertoire only (PS3.5 6.1.2.3)
+        one = draw(st.sampled_from([k for k in known[:5] if k.isascii()]))
         return one.upper()[:16], [one.upper()[:16]]
     pick = draw(st.lists(st.sampled_from(known), min_size=1, max_size=3))
+    extra = None
     if free:
         extra = draw(st.sampled_from(["mail", "phone", "doctor", None]))
         if extra == "doctor":
@@ -89,14 +106,22 @@ def _planted_value(draw, vr: str, ident: dict, free: bool) -> tuple[str, list[st
             text = " ".join(pick)
     else:
         text = " ".join(pick)
-    prefix = draw(st.sampled_from(["", "CT Thorax ", "T1 MPRAGE ", "AX T2 FLAIR "]))
+    prefixes = ["", "CT Thorax ", "T1 MPRAGE ", "AX T2 FLAIR ", "CT", "t1_se_"]
+    if ident["charset"] == UTF8:  # letters whose lower case is longer shift positions
+        prefixes += ["İİ Kontrast ", "ẞİ", "胸部CT "]
+    prefix = draw(st.sampled_from(prefixes))
+    if free and extra is None and draw(st.booleans()):
+        text += draw(st.sampled_from(["KM", "様", "님", "_KM"]))  # a suffix glued on
     return prefix + text, pick
 
 
 @st.composite
 def cases(draw) -> tuple[bytes, list[str]]:  # noqa: ANN001
     ident = draw(identities())
+    charset = ident["charset"] or "iso8859"
     base = Dataset()
+    if ident["charset"]:
+        base.SpecificCharacterSet = ident["charset"]
     base.SOPClassUID = CTImageStorage
     base.SOPInstanceUID = "1.2.826.0.1.3680043.10.999.11.1"
     base.StudyInstanceUID = ident["study"]
@@ -108,9 +133,10 @@ def cases(draw) -> tuple[bytes, list[str]]:  # noqa: ANN001
     names.PatientName = f"{ident['family']}^{ident['given']}"
     planted: list[str] = [ident["family"], ident["given"], ident["pid"], ident["accession"],
                           ident["birth"], ident["study"]]
-    elements = elements_of(base)
+    elements = elements_of(base, charset)
     # The patient's name itself may arrive UN-encoded.
-    elements.append(un_of(names) if draw(st.booleans()) else elements_of(names)[0])
+    elements.append(un_of(names, charset) if draw(st.booleans())
+                    else elements_of(names, charset)[0])
     used = {t for t, _ in elements}
     for _ in range(draw(st.integers(1, 8))):
         tag = draw(TARGETS)
@@ -129,7 +155,10 @@ def cases(draw) -> tuple[bytes, list[str]]:  # noqa: ANN001
             holder.add_new(tag, vr, value)
         if where in ("nested", "un-nested"):
             container = Dataset()
-            seq_tag = draw(st.sampled_from([0x00081115, 0x00400275, 0x00081140, 0x52009229]))
+            # Referenced Study, Request Attributes, Referenced Image, Shared Functional
+            # Groups, and two code sequences whose Code Meaning is text.
+            seq_tag = draw(st.sampled_from([0x00081115, 0x00400275, 0x00081140, 0x52009229,
+                                            0x00082218, 0x0040A043]))
             item = holder
             if draw(st.booleans()):  # two levels deep
                 inner = Dataset()
@@ -145,9 +174,9 @@ def cases(draw) -> tuple[bytes, list[str]]:  # noqa: ANN001
             one = Dataset()
             one.add(elem)
             if where in ("un", "un-nested") or (where == "private" and t & 0xFFFF >= 0x1000):
-                elements.append(un_of(one))
+                elements.append(un_of(one, charset))
             else:
-                elements.append((t, explicit_elements(one)))
+                elements.append((t, explicit_elements(one, charset)))
     return part10(elements, CTImageStorage, "1.2.826.0.1.3680043.10.999.11.1"), planted
 
 
@@ -166,6 +195,10 @@ def test_no_planted_identifier_survives(tmp_path_factory, case) -> None:  # noqa
         clean = PSEUDONYMIZER.pseudonymize(read(data, folder)).dataset
         out = io.BytesIO()
         dcmwrite(out, clean, enforce_file_format=True)
-    written = out.getvalue().lower()
+    written = out.getvalue()
+    # bytes.lower() folds ASCII only: non-ASCII identifiers are looked for in the decoded text
+    # (UTF-8 when planted; the node keeps the data set's Specific Character Set).
+    text = written.decode("utf-8", "replace").lower()
     for identifier in planted:
-        assert identifier.lower().encode() not in written, identifier
+        assert identifier.lower().encode() not in written.lower(), identifier
+        assert identifier.lower() not in text, identifier

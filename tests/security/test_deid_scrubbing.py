@@ -117,3 +117,29 @@ def test_descriptor_in_nested_sequence_scrubbed() -> None:
     ds.ReferencedSeriesSequence = Sequence([ref])
     out = Pseudonymizer(DeidSettings(), SECRET).pseudonymize(ds).dataset
     assert out.ReferencedSeriesSequence[0].SeriesDescription == "follow-up"
+
+
+@pytest.mark.parametrize(("text", "parts", "expected"), [
+    # Scripts without spaces: the name is glued to what follows it.
+    ("CT山田太郎胸部", {"山田", "太郎"}, "CT胸部"),
+    ("김민수님 흉부 CT", {"김민수"}, "님 흉부 CT"),
+    # A Latin name of five letters or more glued to a prefix.
+    ("CTMUELLER thorax", {"mueller"}, "CT thorax"),
+    ("t1_se_HubertusKM", {"hubertus"}, "t1_se_KM"),
+])
+def test_name_parts_inside_words(text: str, parts: set[str], expected: str) -> None:
+    assert Scrubber().scrub(text, ScrubContext(frozenset(parts))) == expected
+
+
+def test_short_latin_name_parts_stay_token_only() -> None:
+    """"Li" is cut as a word, never out of "Lipid" (a sequence name an engine reads)."""
+    assert Scrubber().scrub("Lipid Li", ScrubContext(frozenset({"li"}))) == "Lipid"
+
+
+@pytest.mark.parametrize("text", ["İİİİİ CTqxzab Thorax", "ẞİ qxzab", "CTqxzabİ"])
+def test_letters_whose_lower_case_is_longer_shift_no_cut(text: str) -> None:
+    """"İ".lower() is two characters: positions found in the lower-cased text used to be
+    applied to the original, so a glued identifier after it survived (or the scrubber raised
+    IndexError on a hostile value)."""
+    out = Scrubber().scrub(text, ScrubContext(identifiers=frozenset({"qxzab"})))
+    assert "qxzab" not in out.lower(), out

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import hmac
 import io
 import ipaddress
 import logging
+import secrets
 import socket
 import ssl
 import struct
@@ -48,7 +51,7 @@ from storage.database import Database
 from storage.files import FileStore, UnsafePath, is_valid_uid
 from storage.keys import KeyRing
 from storage.studies import IndexConflict, ReceivedInstance, index_instance
-from storage.vault import Vault
+from storage.vault import OriginalIdentity, Vault
 
 log = logging.getLogger("dicom_node.scp")
 
@@ -283,6 +286,11 @@ class Receiver:
         # Pseudo UIDs whose vault rows are committed: skips re-recording study/series/FoR
         # mappings for every slice.
         self._recorded: OrderedDict[str, None] = OrderedDict()
+        # Keyed digests of identities committed to the vault (every slice of a study carries
+        # the same one: it is sealed and written once, not per instance).  Keyed with a
+        # per-process secret so that what stays in memory identifies no one.
+        self._identities_recorded: OrderedDict[bytes, None] = OrderedDict()
+        self._identity_key = secrets.token_bytes(32)
 
     # -- life cycle -------------------------------------------------------------------------
     def build_ae(self) -> AE:
@@ -538,10 +546,16 @@ class Receiver:
             with self._lock:
                 self._open.setdefault(association, set()).add(study_uid)
         mappings = {p: o for p, o in result.uid_mappings.items() if p not in self._recorded}
+        identity, identity_digest = result.identity, None
+        if identity is not None:
+            identity_digest = self._identity_digest(identity)
+            with self._lock:
+                if identity_digest in self._identities_recorded:
+                    identity = None  # this very identity is in the vault already
         for attempt in range(3):
             try:
                 with self.db.session() as session:
-                    self.vault.record(session, mappings, result.identity)
+                    self.vault.record(session, mappings, identity)
                     outcome = index_instance(session, item, utcnow())
                 break
             except IndexConflict:
@@ -552,10 +566,22 @@ class Receiver:
                 self._recorded[pseudo] = None
             while len(self._recorded) > 50_000:
                 self._recorded.popitem(last=False)
+            if identity is not None:
+                self._identities_recorded[identity_digest] = None
+                while len(self._identities_recorded) > 50_000:
+                    self._identities_recorded.popitem(last=False)
         if outcome.late_arrival:
             log.info("study %s: instance arrived after dispatch; will re-run on full study",
                      study_uid)
         return SUCCESS
+
+    def _identity_digest(self, identity: OriginalIdentity) -> bytes:
+        mac = hmac.new(self._identity_key, digestmod=hashlib.sha256)
+        for part in (identity.pseudo_study_uid, identity.pseudo_patient_id,
+                     str(identity.date_offset_days)):
+            mac.update(part.encode() + b"\0")
+        mac.update(identity.payload)
+        return mac.digest()
 
     @staticmethod
     def _mismatch(event: Event, ds: Dataset) -> str | None:

@@ -79,7 +79,7 @@ def under_load(files_load: list[Path], files: list[Path], files_again: list[Path
     try:
         idle = send(node.port, node.ae_title, files, env)
         send(node.port, node.ae_title, files_load, env)
-        node.wait_for(lambda: node.status()["jobs"].get("running", 0) >= 1, timeout=120,
+        node.wait_for(lambda status: status["jobs"].get("running", 0) >= 1, timeout=120,
                       interval=0.2)
         loaded = send(node.port, node.ae_title, files_again, env)
         still_running = node.status()["jobs"].get("running", 0) >= 1

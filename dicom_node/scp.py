@@ -291,6 +291,10 @@ class Receiver:
         # per-process secret so that what stays in memory identifies no one.
         self._identities_recorded: OrderedDict[bytes, None] = OrderedDict()
         self._identity_key = secrets.token_bytes(32)
+        # SQLite has one writer at a time and makes a blocked one sleep and poll (up to tens of
+        # ms a try); associations of this process queue here instead and go as soon as the
+        # previous index transaction commits.  PostgreSQL needs no such queue.
+        self._index_turn = threading.Lock() if db.is_sqlite else contextlib.nullcontext()
 
     # -- life cycle -------------------------------------------------------------------------
     def build_ae(self) -> AE:
@@ -554,7 +558,7 @@ class Receiver:
                     identity = None  # this very identity is in the vault already
         for attempt in range(3):
             try:
-                with self.db.session() as session:
+                with self._index_turn, self.db.session() as session:
                     self.vault.record(session, mappings, identity)
                     outcome = index_instance(session, item, utcnow())
                 break

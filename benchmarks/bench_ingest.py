@@ -2,7 +2,7 @@
 (plain files) and to the node (de-identified, fsync'd, indexed), in one run.
 
     python benchmarks/bench_ingest.py [--slices 300] [--size 512] [--repeat 2] [--under-load]
-                                      [--nice 10] [--associations 4]
+                                      [--nice 10 [0]] [--associations 4]
 
 Prints seconds per run, images/s and the node/storescp time ratio, and the node's ratio to the
 floor of any pynetdicom-based receiver: a pynetdicom C-STORE SCP whose handler answers Success
@@ -151,9 +151,9 @@ def main() -> None:
                         help="also time Debian's Orthanc (indexed receiver) for context")
     parser.add_argument("--under-load", action="store_true",
                         help="also send while the node runs a CT lung job on another study")
-    parser.add_argument("--nice", type=int, default=10,
+    parser.add_argument("--nice", type=int, nargs="+", default=[10],
                         help="jobs.nice of the node under load (0: jobs at the receiver's "
-                             "priority)")
+                             "priority); several values: one under-load run each")
     parser.add_argument("--associations", type=int, default=1,
                         help="also send the series split over this many associations at once")
     parser.add_argument("--nagle", action="store_true",
@@ -237,7 +237,8 @@ def main() -> None:
         if args.under_load:
             load, again = (write_series(ct_series_datasets(hu, pixel_spacing=(0.7, 0.7)),
                                         work / name) for name in ("ct-load", "ct-again"))
-            under_load(load, files, again, work, env, args.nice)
+            for nice in args.nice:
+                under_load(load, files, again, work, env, nice)
         in_process_stages(files, work / "stages")
         print(f"end: {load_average()}")
     finally:

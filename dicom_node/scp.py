@@ -27,6 +27,7 @@ import ssl
 import struct
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +75,9 @@ MAX_ASSOCIATION_PDU = 256 * 1024
 P_DATA_TF = 0x04
 # A-ABORT PDU (PS3.8 9.3.8): source 2 (service provider), reason 0 (not specified).
 A_ABORT_PROVIDER = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 0])
+# How long the receiver trusts its memory that vault rows are written (then writes them again,
+# idempotently): far below any retention period, so purged rows are never taken as present.
+RECORDED_FOR_S = 600.0
 # During a data set, free disk is checked again every this many bytes.
 DISK_CHECK_EVERY = 64 * 1024 * 1024
 
@@ -283,13 +287,13 @@ class Receiver:
         self._lock = threading.Lock()
         # Pseudonymous study UIDs being received on each open association.
         self._open: dict[int, set[str]] = {}
-        # Pseudo UIDs whose vault rows are committed: skips re-recording study/series/FoR
-        # mappings for every slice.
-        self._recorded: OrderedDict[str, None] = OrderedDict()
+        # Pseudo UIDs whose vault rows are committed (with when): skips re-recording
+        # study/series/FoR mappings for every slice.
+        self._recorded: OrderedDict[str, float] = OrderedDict()
         # Keyed digests of identities committed to the vault (every slice of a study carries
         # the same one: it is sealed and written once, not per instance).  Keyed with a
         # per-process secret so that what stays in memory identifies no one.
-        self._identities_recorded: OrderedDict[bytes, None] = OrderedDict()
+        self._identities_recorded: OrderedDict[bytes, float] = OrderedDict()
         self._identity_key = secrets.token_bytes(32)
         # SQLite has one writer at a time and makes a blocked one sleep and poll (up to tens of
         # ms a try); associations of this process queue here instead and go as soon as the
@@ -549,12 +553,17 @@ class Receiver:
         if association is not None:
             with self._lock:
                 self._open.setdefault(association, set()).add(study_uid)
-        mappings = {p: o for p, o in result.uid_mappings.items() if p not in self._recorded}
+        # Remembered for RECORDED_FOR_S only: retention (here or in `dicom-node purge`) may
+        # delete a long-finished study's vault rows, and a late instance must write them again.
+        fresh_since = time.monotonic() - RECORDED_FOR_S
+        with self._lock:
+            mappings = {p: o for p, o in result.uid_mappings.items()
+                        if self._recorded.get(p, 0.0) < fresh_since}
         identity, identity_digest = result.identity, None
         if identity is not None:
             identity_digest = self._identity_digest(identity)
             with self._lock:
-                if identity_digest in self._identities_recorded:
+                if self._identities_recorded.get(identity_digest, 0.0) >= fresh_since:
                     identity = None  # this very identity is in the vault already
         for attempt in range(3):
             try:
@@ -565,13 +574,16 @@ class Receiver:
             except IndexConflict:
                 if attempt == 2:
                     raise
+        committed_at = time.monotonic()
         with self._lock:
             for pseudo in mappings:
-                self._recorded[pseudo] = None
+                self._recorded[pseudo] = committed_at
+                self._recorded.move_to_end(pseudo)
             while len(self._recorded) > 50_000:
                 self._recorded.popitem(last=False)
             if identity is not None:
-                self._identities_recorded[identity_digest] = None
+                self._identities_recorded[identity_digest] = committed_at
+                self._identities_recorded.move_to_end(identity_digest)
                 while len(self._identities_recorded) > 50_000:
                     self._identities_recorded.popitem(last=False)
         if outcome.late_arrival:

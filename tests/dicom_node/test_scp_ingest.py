@@ -69,3 +69,15 @@ def test_an_identity_whose_transaction_failed_is_recorded_by_the_next_instance(n
     assert node.receiver.ingest(copy.deepcopy(datasets[1]), "PACS") == scp.SUCCESS
     assert passed[0] is not None and passed[1] == passed[0]
     assert node.vault.identity_for_study(passed[0].pseudo_study_uid) == passed[0]
+
+
+def test_vault_rows_are_written_again_once_the_receiver_stops_trusting_its_memory(node,
+                                                                                  monkeypatch):
+    """Retention may delete a finished study's vault rows; what the receiver remembers as
+    written expires (``RECORDED_FOR_S``), so a late instance writes them again."""
+    passed = spy_identities(node, monkeypatch)
+    datasets = ct_series_datasets(phantom_chest_hu((2, 32, 32)), identity=PatientIdentity())
+    monkeypatch.setattr(scp, "RECORDED_FOR_S", 0.0)
+    for ds in datasets:
+        assert node.receiver.ingest(copy.deepcopy(ds), "PACS") == scp.SUCCESS
+    assert passed[0] is not None and passed[1] == passed[0]

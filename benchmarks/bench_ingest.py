@@ -3,6 +3,7 @@
 
     python benchmarks/bench_ingest.py [--slices 300] [--size 512] [--repeat 2] [--under-load]
                                       [--nice 10 [0]] [--associations 4]
+                                      [--baseline-tree DIR]
 
 Prints seconds per run, images/s and the node/storescp time ratio, and the node's ratio to the
 floor of any pynetdicom-based receiver: a pynetdicom C-STORE SCP whose handler answers Success
@@ -46,6 +47,26 @@ def send(port: int, aec: str, files: list[Path], env: dict, associations: int = 
     for proc, err in zip(procs, errors, strict=True):
         if proc.returncode != 0:
             raise SystemExit(f"storescu failed: {err[-2000:]}")
+    return elapsed
+
+
+def node_ingest(root: Path, files: list[Path], env: dict, associations: int = 1,
+                source_tree: Path | None = None) -> float:
+    """Seconds for a fresh node (from ``source_tree`` when given) to take in ``files``."""
+    node = NodeProcess(root, quiet_seconds=60)
+    here = Path.cwd()
+    if source_tree is not None:
+        os.chdir(source_tree)  # `python -m dicom_node.cli` imports from the working directory
+    try:
+        node.start()
+    finally:
+        os.chdir(here)
+    try:
+        elapsed = send(node.port, node.ae_title, files, env, associations)
+        stored = node.status()["instances"]["stored"]
+        assert stored == len(files), f"node indexed {stored}/{len(files)}"
+    finally:
+        node.stop()
     return elapsed
 
 
@@ -156,6 +177,10 @@ def main() -> None:
                              "priority); several values: one under-load run each")
     parser.add_argument("--associations", type=int, default=1,
                         help="also send the series split over this many associations at once")
+    parser.add_argument("--baseline-tree", type=Path,
+                        help="also time, in each repeat, a node run from this source tree (e.g. "
+                             "`git archive` of an earlier commit unpacked), for a before/after "
+                             "under the same load")
     parser.add_argument("--nagle", action="store_true",
                         help="leave dcmtk's Nagle algorithm on (its default build setting); by "
                              "default both dcmtk peers run with TCP_NODELAY=1, the fast baseline")
@@ -173,6 +198,7 @@ def main() -> None:
         print(f"series: {len(files)} instances, {size_mb:.0f} MB")
 
         scp_times, node_times, orthanc_times, floor_times = [], [], [], []
+        baseline_times: list[float] = []
         for run in range(args.repeat):
             port = free_port()
             out_dir = work / f"storescp-{run}"
@@ -188,16 +214,11 @@ def main() -> None:
                 scp.terminate()
                 scp.wait()
 
-            node = NodeProcess(work / f"node-{run}", quiet_seconds=60)
-            node.start()
-            try:
-                node_times.append(send(node.port, node.ae_title, files, env))
-                stored = node.status()["instances"]["stored"]
-                assert stored == len(files), f"node indexed {stored}/{len(files)}"
-            finally:
-                node.stop()
-
+            node_times.append(node_ingest(work / f"node-{run}", files, env))
             floor_times.append(pynetdicom_floor(files, env))
+            if args.baseline_tree:
+                baseline_times.append(node_ingest(work / f"baseline-{run}", files, env,
+                                                  source_tree=args.baseline_tree))
 
             if args.orthanc:
                 with orthanc_server(work / f"orthanc-{run}") as pacs:
@@ -220,16 +241,15 @@ def main() -> None:
         print(f"ratio node/storescp: {best_node / best_scp:.2f}; floor of a pynetdicom "
               f"receiver: {best_floor / best_scp:.2f}; node/floor: {best_node / best_floor:.2f} "
               "(target <= 2)")
+        if baseline_times:
+            best_baseline = min(baseline_times)
+            print(f"node from {args.baseline_tree}: {best_baseline:6.2f} s  runs "
+                  f"{[round(t, 2) for t in baseline_times]}; its node/floor "
+                  f"{best_baseline / best_floor:.2f}; this node / that one "
+                  f"{best_node / best_baseline:.2f}")
         if args.associations > 1:
             k = args.associations
-            node = NodeProcess(work / "node-concurrent", quiet_seconds=60)
-            node.start()
-            try:
-                node_k = send(node.port, node.ae_title, files, env, k)
-                stored = node.status()["instances"]["stored"]
-                assert stored == len(files), f"node indexed {stored}/{len(files)}"
-            finally:
-                node.stop()
+            node_k = node_ingest(work / "node-concurrent", files, env, k)
             floor_k = pynetdicom_floor(files, env, k)
             print(f"{k} associations at once: node {node_k:.2f} s ({best_node / node_k:.2f}x "
                   f"one association), floor {floor_k:.2f} s ({best_floor / floor_k:.2f}x); "

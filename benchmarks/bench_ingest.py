@@ -4,6 +4,7 @@
     python benchmarks/bench_ingest.py [--slices 300] [--size 512] [--repeat 2] [--under-load]
                                       [--nice 10 [0]] [--associations 4]
                                       [--baseline-tree DIR]
+    python benchmarks/bench_ingest.py --index-only 200
 
 Prints seconds per run, images/s and the node/storescp time ratio, and the node's ratio to the
 floor of any pynetdicom-based receiver: a pynetdicom C-STORE SCP whose handler answers Success
@@ -163,6 +164,36 @@ def in_process_stages(files: list[Path], work: Path) -> None:
         for name, (wall, cpu) in spent.items()))
 
 
+def index_transactions(count: int, work: Path) -> None:
+    """The index transaction alone (``storage.studies.index_instance``), one commit per
+    instance as the receiver does, on a fresh SQLite database: wall and CPU per instance."""
+    from dicom_node.config import parse_config
+    from dicom_node.node import open_database
+    from storage.clock import utcnow
+    from storage.studies import ReceivedInstance, index_instance
+
+    config = parse_config({"database": {"url": f"sqlite:///{work / 'index.db'}"}})
+    db = open_database(config)
+
+    def item(n: int) -> ReceivedInstance:
+        return ReceivedInstance(
+            study_uid="2.25.1", series_uid="2.25.2", sop_instance_uid=f"2.25.3.{n}",
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.2", transfer_syntax_uid="1.2.840.10008.1.2.1",
+            modality="CT", frame_of_reference_uid="2.25.4", patient_pseudonym="ANON-1",
+            calling_ae="PACS", path=f"studies/x/{n}.dcm", size_bytes=1, sha256="0" * 64)
+
+    with db.session() as session:
+        index_instance(session, item(0), utcnow())
+    wall, cpu = time.perf_counter(), time.thread_time()
+    for n in range(1, count + 1):
+        with db.session() as session:
+            index_instance(session, item(n), utcnow())
+    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    db.dispose()
+    print(f"index transaction alone ({count} instances): wall {wall / count * 1000:.2f} ms, "
+          f"CPU {cpu / count * 1000:.2f} ms per instance")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--slices", type=int, default=300)
@@ -181,6 +212,8 @@ def main() -> None:
                         help="also time, in each repeat, a node run from this source tree (e.g. "
                              "`git archive` of an earlier commit unpacked), for a before/after "
                              "under the same load")
+    parser.add_argument("--index-only", type=int, metavar="N",
+                        help="only time N index transactions (no network, no files) and stop")
     parser.add_argument("--nagle", action="store_true",
                         help="leave dcmtk's Nagle algorithm on (its default build setting); by "
                              "default both dcmtk peers run with TCP_NODELAY=1, the fast baseline")
@@ -191,6 +224,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     print(f"start: {load_average()} on {os.cpu_count()} CPUs")
+    if args.index_only:
+        index_transactions(args.index_only, work)
+        shutil.rmtree(work, ignore_errors=True)
+        return
     try:
         hu = phantom_chest_hu((args.slices, args.size, args.size))
         files = write_series(ct_series_datasets(hu, pixel_spacing=(0.7, 0.7)), work / "ct")

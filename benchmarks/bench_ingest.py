@@ -2,12 +2,19 @@
 (plain files) and to the node (de-identified, fsync'd, indexed), in one run.
 
     python benchmarks/bench_ingest.py [--slices 300] [--size 512] [--repeat 2] [--under-load]
+                                      [--nice 10 [0]] [--associations 4]
+                                      [--baseline-tree DIR]
+    python benchmarks/bench_ingest.py --index-only 200
 
 Prints seconds per run, images/s and the node/storescp time ratio, and the node's ratio to the
 floor of any pynetdicom-based receiver: a pynetdicom C-STORE SCP whose handler answers Success
 at once, without reading, writing or indexing anything (what the node is built on; target
 node/floor <= 2).  ``--under-load`` also sends the series while the node runs a CT lung job on
-another study and prints that time against the idle one (target <= 1.5).
+another study and prints that time against the idle one (target <= 1.5), with the job threads
+at ``--nice`` (the node's ``jobs.nice``).  ``--associations K`` also sends the series split over
+K associations at once, to the node and to the floor, and prints the speed-up over one.  The
+machine's load average is printed at the start and the end: on a shared machine the figures
+are only comparable within one run.
 """
 
 from __future__ import annotations
@@ -29,17 +36,47 @@ from tests.nodeproc import NodeProcess  # noqa: E402
 from tests.peers import orthanc_server  # noqa: E402
 
 
-def send(port: int, aec: str, files: list[Path], env: dict) -> float:
+def send(port: int, aec: str, files: list[Path], env: dict, associations: int = 1) -> float:
+    """Seconds to send ``files`` with storescu, split over ``associations`` sent at once."""
     t0 = time.perf_counter()
-    out = subprocess.run([need("storescu"), "-aet", "PACS", "-aec", aec, "127.0.0.1", str(port),
-                          *map(str, files)], capture_output=True, text=True, env=env)
+    parts = [files[i::associations] for i in range(associations)]
+    procs = [subprocess.Popen([need("storescu"), "-aet", "PACS", "-aec", aec, "127.0.0.1",
+                               str(port), *map(str, part)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, env=env) for part in parts]
+    errors = [p.communicate()[1] for p in procs]
     elapsed = time.perf_counter() - t0
-    if out.returncode != 0:
-        raise SystemExit(f"storescu failed: {out.stderr[-2000:]}")
+    for proc, err in zip(procs, errors, strict=True):
+        if proc.returncode != 0:
+            raise SystemExit(f"storescu failed: {err[-2000:]}")
     return elapsed
 
 
-def pynetdicom_floor(files: list[Path], env: dict) -> float:
+def node_ingest(root: Path, files: list[Path], env: dict, associations: int = 1,
+                source_tree: Path | None = None) -> float:
+    """Seconds for a fresh node (from ``source_tree`` when given) to take in ``files``."""
+    node = NodeProcess(root, quiet_seconds=60)
+    here = Path.cwd()
+    if source_tree is not None:
+        os.chdir(source_tree)  # `python -m dicom_node.cli` imports from the working directory
+    try:
+        node.start()
+    finally:
+        os.chdir(here)
+    try:
+        elapsed = send(node.port, node.ae_title, files, env, associations)
+        stored = node.status()["instances"]["stored"]
+        assert stored == len(files), f"node indexed {stored}/{len(files)}"
+    finally:
+        node.stop()
+    return elapsed
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def pynetdicom_floor(files: list[Path], env: dict, associations: int = 1) -> float:
     """storescu -> a pynetdicom SCP that answers Success at once (data set kept in memory)."""
     from pynetdicom import AE, AllStoragePresentationContexts, evt
 
@@ -49,27 +86,29 @@ def pynetdicom_floor(files: list[Path], env: dict) -> float:
     server = ae.start_server(("127.0.0.1", port), block=False,
                              evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
     try:
-        return send(port, "FLOOR", files, env)
+        return send(port, "FLOOR", files, env, associations)
     finally:
         server.shutdown()
 
 
 def under_load(files_load: list[Path], files: list[Path], files_again: list[Path], work: Path,
-               env: dict) -> None:
+               env: dict, nice: int) -> None:
     """A series sent while a CT lung job runs on another study, against one sent to the same
     node idle (``files_again``: the same images under new UIDs, so nothing is a repeat)."""
-    node = NodeProcess(work / "node-load", workers=1, quiet_seconds=1.0)
+    node = NodeProcess(work / f"node-load-{nice}", workers=1, quiet_seconds=1.0,
+                       extra={"jobs": {"nice": nice}})
     node.start()
     try:
         idle = send(node.port, node.ae_title, files, env)
         send(node.port, node.ae_title, files_load, env)
-        node.wait_for(lambda: node.status()["jobs"].get("running", 0) >= 1, timeout=120,
+        node.wait_for(lambda status: status["jobs"].get("running", 0) >= 1, timeout=120,
                       interval=0.2)
         loaded = send(node.port, node.ae_title, files_again, env)
         still_running = node.status()["jobs"].get("running", 0) >= 1
     finally:
         node.stop()
-    print(f"under load: idle {idle:.2f} s, while a CT job runs {loaded:.2f} s: "
+    print(f"under load (jobs.nice = {nice}): idle {idle:.2f} s, while a CT job runs "
+          f"{loaded:.2f} s: "
           f"ratio {loaded / idle:.2f} (target <= 1.5)"
           + ("" if still_running else "  [the job finished before the send did]"))
 
@@ -87,33 +126,72 @@ def in_process_stages(files: list[Path], work: Path) -> None:
         "jobs": {"workers": 0}, "peers": [{"name": "pacs", "ae_title": "PACS", "port": 104, "kind": "clinical"}],
     })
     node = Node(config, workers=0, complete=False, send=False)
-    spent = {"read": 0.0, "de-identify": 0.0, "encode + write + fsync": 0.0}
+    # Wall and CPU seconds (CPU: this thread's, so other processes' load does not count).
+    spent = {name: [0.0, 0.0] for name in ("read", "de-identify", "encode + write + fsync")}
+
+    def clock() -> tuple[float, float]:
+        return time.perf_counter(), time.thread_time()
 
     def timed(name: str, function):  # noqa: ANN001, ANN202
         def wrapper(*args, **kwargs):  # noqa: ANN202
-            t = time.perf_counter()
+            wall, cpu = clock()
             try:
                 return function(*args, **kwargs)
             finally:
-                spent[name] += time.perf_counter() - t
+                spent[name][0] += time.perf_counter() - wall
+                spent[name][1] += time.thread_time() - cpu
         return wrapper
 
     receiver = node.receiver
     receiver.pseudonymizer.pseudonymize = timed("de-identify", receiver.pseudonymizer.pseudonymize)
     receiver.files.write_stream = timed("encode + write + fsync", receiver.files.write_stream)
-    total = 0.0
+    total = [0.0, 0.0]
     for path in files:
-        t = time.perf_counter()
-        ds = dcmread(path)
-        spent["read"] += time.perf_counter() - t
-        t = time.perf_counter()
-        assert receiver.ingest(ds, "PACS") == 0
-        total += time.perf_counter() - t
-    spent["index + vault transaction"] = total - spent["de-identify"] - spent["encode + write + fsync"]
+        wall, cpu = clock()
+        ds = dcmread(path, defer_size="256 KB")  # as the receiver reads it
+        spent["read"][0] += time.perf_counter() - wall
+        spent["read"][1] += time.thread_time() - cpu
+        wall, cpu = clock()
+        assert receiver.ingest(ds, "PACS", original=path) == 0
+        total[0] += time.perf_counter() - wall
+        total[1] += time.thread_time() - cpu
+    spent["index + vault transaction"] = [
+        total[i] - spent["de-identify"][i] - spent["encode + write + fsync"][i] for i in (0, 1)]
     node.db.dispose()
     n = len(files)
-    print("in process, per instance (no network): " + ", ".join(
-        f"{name} {seconds / n * 1000:.1f} ms" for name, seconds in spent.items()))
+    print("in process, per instance (no network), wall / CPU: " + ", ".join(
+        f"{name} {wall / n * 1000:.1f} / {cpu / n * 1000:.1f} ms"
+        for name, (wall, cpu) in spent.items()))
+
+
+def index_transactions(count: int, work: Path) -> None:
+    """The index transaction alone (``storage.studies.index_instance``), one commit per
+    instance as the receiver does, on a fresh SQLite database: wall and CPU per instance."""
+    from dicom_node.config import parse_config
+    from dicom_node.node import open_database
+    from storage.clock import utcnow
+    from storage.studies import ReceivedInstance, index_instance
+
+    config = parse_config({"database": {"url": f"sqlite:///{work / 'index.db'}"}})
+    db = open_database(config)
+
+    def item(n: int) -> ReceivedInstance:
+        return ReceivedInstance(
+            study_uid="2.25.1", series_uid="2.25.2", sop_instance_uid=f"2.25.3.{n}",
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.2", transfer_syntax_uid="1.2.840.10008.1.2.1",
+            modality="CT", frame_of_reference_uid="2.25.4", patient_pseudonym="ANON-1",
+            calling_ae="PACS", path=f"studies/x/{n}.dcm", size_bytes=1, sha256="0" * 64)
+
+    with db.session() as session:
+        index_instance(session, item(0), utcnow())
+    wall, cpu = time.perf_counter(), time.thread_time()
+    for n in range(1, count + 1):
+        with db.session() as session:
+            index_instance(session, item(n), utcnow())
+    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    db.dispose()
+    print(f"index transaction alone ({count} instances): wall {wall / count * 1000:.2f} ms, "
+          f"CPU {cpu / count * 1000:.2f} ms per instance")
 
 
 def main() -> None:
@@ -125,6 +203,17 @@ def main() -> None:
                         help="also time Debian's Orthanc (indexed receiver) for context")
     parser.add_argument("--under-load", action="store_true",
                         help="also send while the node runs a CT lung job on another study")
+    parser.add_argument("--nice", type=int, nargs="+", default=[10],
+                        help="jobs.nice of the node under load (0: jobs at the receiver's "
+                             "priority); several values: one under-load run each")
+    parser.add_argument("--associations", type=int, default=1,
+                        help="also send the series split over this many associations at once")
+    parser.add_argument("--baseline-tree", type=Path,
+                        help="also time, in each repeat, a node run from this source tree (e.g. "
+                             "`git archive` of an earlier commit unpacked), for a before/after "
+                             "under the same load")
+    parser.add_argument("--index-only", type=int, metavar="N",
+                        help="only time N index transactions (no network, no files) and stop")
     parser.add_argument("--nagle", action="store_true",
                         help="leave dcmtk's Nagle algorithm on (its default build setting); by "
                              "default both dcmtk peers run with TCP_NODELAY=1, the fast baseline")
@@ -134,6 +223,11 @@ def main() -> None:
     env = dict(os.environ, TCP_NODELAY="0" if args.nagle else "1")
 
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    print(f"start: {load_average()} on {os.cpu_count()} CPUs")
+    if args.index_only:
+        index_transactions(args.index_only, work)
+        shutil.rmtree(work, ignore_errors=True)
+        return
     try:
         hu = phantom_chest_hu((args.slices, args.size, args.size))
         files = write_series(ct_series_datasets(hu, pixel_spacing=(0.7, 0.7)), work / "ct")
@@ -141,6 +235,7 @@ def main() -> None:
         print(f"series: {len(files)} instances, {size_mb:.0f} MB")
 
         scp_times, node_times, orthanc_times, floor_times = [], [], [], []
+        baseline_times: list[float] = []
         for run in range(args.repeat):
             port = free_port()
             out_dir = work / f"storescp-{run}"
@@ -156,16 +251,11 @@ def main() -> None:
                 scp.terminate()
                 scp.wait()
 
-            node = NodeProcess(work / f"node-{run}", quiet_seconds=60)
-            node.start()
-            try:
-                node_times.append(send(node.port, node.ae_title, files, env))
-                stored = node.status()["instances"]["stored"]
-                assert stored == len(files), f"node indexed {stored}/{len(files)}"
-            finally:
-                node.stop()
-
+            node_times.append(node_ingest(work / f"node-{run}", files, env))
             floor_times.append(pynetdicom_floor(files, env))
+            if args.baseline_tree:
+                baseline_times.append(node_ingest(work / f"baseline-{run}", files, env,
+                                                  source_tree=args.baseline_tree))
 
             if args.orthanc:
                 with orthanc_server(work / f"orthanc-{run}") as pacs:
@@ -188,11 +278,26 @@ def main() -> None:
         print(f"ratio node/storescp: {best_node / best_scp:.2f}; floor of a pynetdicom "
               f"receiver: {best_floor / best_scp:.2f}; node/floor: {best_node / best_floor:.2f} "
               "(target <= 2)")
+        if baseline_times:
+            best_baseline = min(baseline_times)
+            print(f"node from {args.baseline_tree}: {best_baseline:6.2f} s  runs "
+                  f"{[round(t, 2) for t in baseline_times]}; its node/floor "
+                  f"{best_baseline / best_floor:.2f}; this node / that one "
+                  f"{best_node / best_baseline:.2f}")
+        if args.associations > 1:
+            k = args.associations
+            node_k = node_ingest(work / "node-concurrent", files, env, k)
+            floor_k = pynetdicom_floor(files, env, k)
+            print(f"{k} associations at once: node {node_k:.2f} s ({best_node / node_k:.2f}x "
+                  f"one association), floor {floor_k:.2f} s ({best_floor / floor_k:.2f}x); "
+                  f"node/floor {node_k / floor_k:.2f}")
         if args.under_load:
             load, again = (write_series(ct_series_datasets(hu, pixel_spacing=(0.7, 0.7)),
                                         work / name) for name in ("ct-load", "ct-again"))
-            under_load(load, files, again, work, env)
+            for nice in args.nice:
+                under_load(load, files, again, work, env, nice)
         in_process_stages(files, work / "stages")
+        print(f"end: {load_average()}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

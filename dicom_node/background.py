@@ -16,8 +16,9 @@ class RepeatingStep:
     """
 
     def __init__(self, name: str, step: Callable[[], object], poll_seconds: float,
-                 log: logging.Logger):
+                 log: logging.Logger, on_thread_start: Callable[[], None] | None = None):
         self.name = name
+        self.on_thread_start = on_thread_start  # run first in the loop's own thread
         self.step = step
         self.poll_seconds = poll_seconds
         self.log = log
@@ -43,6 +44,8 @@ class RepeatingStep:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        if self.on_thread_start is not None:
+            self.on_thread_start()
         while not self._stop.is_set():
             try:
                 worked = self.step()

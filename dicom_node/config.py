@@ -117,6 +117,9 @@ class JobSettings(_Section):
     backoff_seconds: float = Field(10.0, ge=0)
     backoff_max_seconds: float = Field(600.0, ge=0)
     poll_seconds: float = Field(1.0, gt=0)
+    # Job threads (and the inference threads they start) run this much nicer than the
+    # receiver, so a PACS sending while a job runs is not slowed down (Linux niceness, 0-19).
+    nice: int = Field(10, ge=0, le=19)
 
 
 class DestinationKind(StrEnum):

@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import hmac
 import io
 import ipaddress
 import logging
+import secrets
 import socket
 import ssl
 import struct
 import tempfile
 import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
@@ -50,7 +54,7 @@ from storage.database import Database
 from storage.files import FileStore, UnsafePath, is_valid_uid
 from storage.keys import KeyRing
 from storage.studies import IndexConflict, ReceivedInstance, index_instance
-from storage.vault import Vault
+from storage.vault import OriginalIdentity, Vault
 
 log = logging.getLogger("dicom_node.scp")
 
@@ -73,6 +77,9 @@ MAX_ASSOCIATION_PDU = 256 * 1024
 P_DATA_TF = 0x04
 # A-ABORT PDU (PS3.8 9.3.8): source 2 (service provider), reason 0 (not specified).
 A_ABORT_PROVIDER = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 0])
+# How long the receiver trusts its memory that vault rows are written (then writes them again,
+# idempotently): far below any retention period, so purged rows are never taken as present.
+RECORDED_FOR_S = 600.0
 # During a data set, free disk is checked again every this many bytes.
 DISK_CHECK_EVERY = 64 * 1024 * 1024
 
@@ -282,9 +289,19 @@ class Receiver:
         self._lock = threading.Lock()
         # Pseudonymous study UIDs being received on each open association.
         self._open: dict[int, set[str]] = {}
-        # Pseudo UIDs whose vault rows are committed: skips re-recording study/series/FoR
-        # mappings for every slice.
-        self._recorded: OrderedDict[str, None] = OrderedDict()
+        # Pseudo UIDs whose vault rows are committed (with when): skips re-recording
+        # study/series/FoR mappings for every slice.
+        self._recorded: OrderedDict[str, float] = OrderedDict()
+        # Keyed digests of identities committed to the vault (every slice of a study carries
+        # the same one: it is sealed and written once, not per instance), with the identity
+        # revision the vault gave it (revisions never change once given).  Keyed with a
+        # per-process secret so that what stays in memory identifies no one.
+        self._identities_recorded: OrderedDict[bytes, tuple[float, int]] = OrderedDict()
+        self._identity_key = secrets.token_bytes(32)
+        # SQLite has one writer at a time and makes a blocked one sleep and poll (up to tens of
+        # ms a try); associations of this process queue here instead and go as soon as the
+        # previous index transaction commits.  PostgreSQL needs no such queue.
+        self._index_turn = threading.Lock() if db.is_sqlite else contextlib.nullcontext()
         # Audit of received instances: one message per association and study, at its end.
         self.audit: AuditTrail | None = None  # set by the node when [audit] is enabled
         self._received: dict[int, dict[str, tuple[str, Counter[str]]]] = {}
@@ -545,24 +562,43 @@ class Receiver:
         if association is not None:
             with self._lock:
                 self._open.setdefault(association, set()).add(study_uid)
-        mappings = {p: o for p, o in result.uid_mappings.items() if p not in self._recorded}
+        # Remembered for RECORDED_FOR_S only: retention (here or in `dicom-node purge`) may
+        # delete a long-finished study's vault rows, and a late instance must write them again.
+        fresh_since = time.monotonic() - RECORDED_FOR_S
+        with self._lock:
+            mappings = {p: o for p, o in result.uid_mappings.items()
+                        if self._recorded.get(p, 0.0) < fresh_since}
+        identity, identity_digest, known_revision = result.identity, b"", None
+        if identity is not None:
+            identity_digest = self._identity_digest(identity)
+            with self._lock:
+                committed, revision = self._identities_recorded.get(identity_digest, (0.0, 1))
+                if committed >= fresh_since:
+                    identity, known_revision = None, revision  # in the vault already
         for attempt in range(3):
             try:
-                with self.db.session() as session:
+                with self._index_turn, self.db.session() as session:
                     # The identity revision this instance arrived with (a corrected identity
                     # becomes the study's next revision); the index records it per instance.
-                    revision = self.vault.record(session, mappings, result.identity)
+                    revision = self.vault.record(session, mappings, identity) or known_revision
                     outcome = index_instance(
                         session, replace(item, identity_revision=revision or 1), utcnow())
                 break
             except IndexConflict:
                 if attempt == 2:
                     raise
+        committed_at = time.monotonic()
         with self._lock:
             for pseudo in mappings:
-                self._recorded[pseudo] = None
+                self._recorded[pseudo] = committed_at
+                self._recorded.move_to_end(pseudo)
             while len(self._recorded) > 50_000:
                 self._recorded.popitem(last=False)
+            if identity is not None:
+                self._identities_recorded[identity_digest] = (committed_at, revision or 1)
+                self._identities_recorded.move_to_end(identity_digest)
+                while len(self._identities_recorded) > 50_000:
+                    self._identities_recorded.popitem(last=False)
         if outcome.late_arrival:
             log.info("study %s: instance arrived after dispatch; will re-run on full study",
                      study_uid)
@@ -582,6 +618,13 @@ class Receiver:
         address = source_ip(assoc.requestor.address)
         for study_uid, (pseudonym, classes) in received.items():
             self.audit.instances_received(title, address, study_uid, pseudonym, dict(classes))
+    def _identity_digest(self, identity: OriginalIdentity) -> bytes:
+        mac = hmac.new(self._identity_key, digestmod=hashlib.sha256)
+        for part in (identity.pseudo_study_uid, identity.pseudo_patient_id,
+                     str(identity.date_offset_days)):
+            mac.update(part.encode() + b"\0")
+        mac.update(identity.payload)
+        return mac.digest()
 
     @staticmethod
     def _mismatch(event: Event, ds: Dataset) -> str | None:

@@ -95,6 +95,27 @@ class JobOutcome:
     summary: dict
 
 
+def lower_thread_priority(nice: int) -> int | None:
+    """Make the calling thread ``nice`` steps nicer; returns its niceness then (None: not
+    supported here).
+
+    On Linux niceness belongs to each thread (``PRIO_PROCESS`` with a thread id), and a thread
+    starts with its creator's, so the inference threads torch's OpenMP starts from a job
+    thread run at the job's priority while the receiver's threads keep theirs.  Niceness only
+    goes up without privileges, so this is done once, in threads that only run jobs.
+    """
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return None
+    tid = threading.get_native_id()
+    try:
+        target = min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+        os.setpriority(os.PRIO_PROCESS, tid, target)
+        return os.getpriority(os.PRIO_PROCESS, tid)
+    except OSError as exc:  # e.g. a sandbox that forbids it: jobs still run, at full priority
+        log.warning("could not lower the job thread's CPU priority: %s", exc)
+        return None
+
+
 def device_observer_uid(uid_secret: bytes) -> str:
     """A stable Device Observer UID for this installation (same on every worker machine)."""
     digest = hmac.new(uid_secret, b"dicom-ai-node device observer", hashlib.sha256).digest()
@@ -519,7 +540,11 @@ class Worker:
         self.queue = JobQueue(db)
         self.runner = JobRunner(config, db, files, device_observer_uid)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{index}:{uuid.uuid4().hex[:6]}"
-        self.loop = RepeatingStep(self.worker_id, self.run_one, config.jobs.poll_seconds, log)
+        self.loop = RepeatingStep(self.worker_id, self.run_one, config.jobs.poll_seconds, log,
+                                  on_thread_start=self._lower_priority)
+
+    def _lower_priority(self) -> None:
+        lower_thread_priority(self.config.jobs.nice)
 
     def run_one(self) -> bool:
         """Claim and run one job; False when none was due."""
@@ -565,8 +590,11 @@ class Worker:
             self.queue.renew(job_id, self.worker_id, lease)
 
     def start(self) -> None:
-        threading.Thread(target=self.runner.preload, name=f"{self.worker_id}-preload",
-                         daemon=True).start()
+        def preload() -> None:  # loading weights is job work too
+            self._lower_priority()
+            self.runner.preload()
+
+        threading.Thread(target=preload, name=f"{self.worker_id}-preload", daemon=True).start()
         self.loop.start()
 
     def stop(self) -> None:

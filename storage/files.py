@@ -34,12 +34,17 @@ class FileStore:
     """Files under one root, written atomically and durably.
 
     A file is first written to a temporary name in its final directory, fsync'd, renamed into
-    place and the directory fsync'd, so a crash leaves either the whole file or none.
+    place and the directory fsync'd, so a crash leaves either the whole file or none.  A new
+    folder is made durable the same way: its parent is fsync'd once (a folder's own entry lives
+    in its parent), before any file in it is reported written.
     """
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # Folders whose entry is known to be on disk (this process fsync'd their parent).
+        self._durable_folders: set[Path] = set()
+        self._folders_lock = threading.Lock()
 
     def absolute(self, relative: str) -> Path:
         """The absolute path of ``relative``; raises ``UnsafePath`` when it leaves the root."""
@@ -82,7 +87,7 @@ class FileStore:
     def write(self, relative: str, data: bytes) -> str:
         """Write ``data`` durably at ``relative``; returns its SHA-256 hex digest."""
         final = self.absolute(relative)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        self._durable_folder(final.parent)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -104,7 +109,7 @@ class FileStore:
         Returns the SHA-256 hex digest and the size in bytes.
         """
         final = self.absolute(relative)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        self._durable_folder(final.parent)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         digest = hashlib.sha256()
         with open(tmp, "w+b") as raw:
@@ -143,6 +148,8 @@ class FileStore:
         """Remove a folder under the data folder if it is empty (retention)."""
         with contextlib.suppress(OSError):  # not there, or not empty: keep it
             (self.root / relative).rmdir()
+            with self._folders_lock:
+                self._durable_folders.clear()  # made again (and fsync'd) when next needed
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
@@ -154,6 +161,33 @@ class FileStore:
             tmp.unlink(missing_ok=True)
             removed += 1
         return removed
+
+    def _durable_folder(self, folder: Path) -> None:
+        """Create ``folder`` (with its parents) and make each new entry durable.
+
+        Once per folder and process: the parents of ``folder`` up to the root are fsync'd,
+        so a study's new folders cost a few fsyncs on its first instance, not on every one.
+        """
+        with self._folders_lock:
+            known = folder in self._durable_folders
+        if known:
+            if folder.is_dir():
+                return
+            with self._folders_lock:  # removed under us (retention): trust no cached folder
+                self._durable_folders.clear()
+        folder.mkdir(parents=True, exist_ok=True)
+        root = self.root.resolve()
+        level = folder
+        while level != root and level.is_relative_to(root):
+            with self._folders_lock:
+                if level in self._durable_folders:
+                    break
+            self._fsync_dir(level.parent)
+            with self._folders_lock:
+                if len(self._durable_folders) > 100_000:  # a bound, not a correctness need
+                    self._durable_folders.clear()
+                self._durable_folders.add(level)
+            level = level.parent
 
     @staticmethod
     def _fsync_dir(path: Path) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import CursorResult, Insert, Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -53,69 +54,87 @@ class CompletedStudy:
     modalities: frozenset[str]
 
 
+def _inserted_id(session: Session, statement: Insert) -> int:
+    """The primary key of the one row ``statement`` inserted."""
+    result = cast(CursorResult[Any], session.execute(statement))
+    return int(result.inserted_primary_key[0])  # type: ignore[index]  # one-row insert
+
+
 def index_instance(session: Session, item: ReceivedInstance, now: dt.datetime) -> IndexOutcome:
     """Record one instance (idempotently) and move its study back to receiving if needed.
+
+    Runs once per received instance, so it is written as plain statements (no ORM objects or
+    unit of work): three lookups by unique UID, then the inserts and updates that apply.
 
     Raises :data:`IndexConflict` when another transaction created the same study or series
     concurrently; the caller retries.
     """
-    study = session.scalar(select(Study).where(Study.study_uid == item.study_uid))
+    # Table statements, not ORM objects: this runs once per received instance.
+    studies, series_table, instances = (cast(Table, model.__table__)
+                                        for model in (Study, Series, Instance))
+    study = session.execute(
+        select(studies.c.id, studies.c.state, studies.c.revision, studies.c.dispatched_revision)
+        .where(studies.c.study_uid == item.study_uid)).first()
     if study is None:
-        study = Study(
+        study_id = _inserted_id(session, insert(studies).values(
             study_uid=item.study_uid, patient_pseudonym=item.patient_pseudonym,
-            calling_ae=item.calling_ae, first_received_at=now, last_received_at=now,
-        )
-        session.add(study)
-        session.flush()
-    series = session.scalar(select(Series).where(Series.series_uid == item.series_uid))
+            calling_ae=item.calling_ae, state="receiving", revision=1, dispatched_revision=0,
+            first_received_at=now, last_received_at=now))
+        study_state, revision, dispatched = "receiving", 1, 0
+    else:
+        study_id, study_state, revision, dispatched = study
+    series = session.execute(select(series_table.c.id, series_table.c.state)
+                             .where(series_table.c.series_uid == item.series_uid)).first()
     if series is None:
-        series = Series(
-            study_id=study.id, series_uid=item.series_uid, modality=item.modality,
-            frame_of_reference_uid=item.frame_of_reference_uid, last_received_at=now,
-        )
-        session.add(series)
-        session.flush()
-    existing = session.scalar(
-        select(Instance).where(Instance.sop_instance_uid == item.sop_instance_uid)
-    )
+        series_id = _inserted_id(session, insert(series_table).values(
+            study_id=study_id, series_uid=item.series_uid, modality=item.modality,
+            frame_of_reference_uid=item.frame_of_reference_uid, state="receiving",
+            instance_count=0, last_received_at=now))
+        series_state = "receiving"
+    else:
+        series_id, series_state = series
+    existing = session.execute(select(instances.c.id, instances.c.sha256,
+                                      instances.c.identity_revision)
+                               .where(instances.c.sop_instance_uid == item.sop_instance_uid)
+                               ).first()
     new_instance = existing is None
     changed = False
+    stored = {"path": item.path, "size_bytes": item.size_bytes, "sha256": item.sha256,
+              "received_at": now, "transfer_syntax_uid": item.transfer_syntax_uid}
     if existing is None:
-        session.add(Instance(
-            series_id=series.id, sop_instance_uid=item.sop_instance_uid,
-            sop_class_uid=item.sop_class_uid, transfer_syntax_uid=item.transfer_syntax_uid,
-            path=item.path, size_bytes=item.size_bytes, sha256=item.sha256, received_at=now,
-            identity_revision=item.identity_revision,
-        ))
-        series.instance_count += 1
-    else:
+        session.execute(insert(instances).values(
+            series_id=series_id, sop_instance_uid=item.sop_instance_uid,
+            sop_class_uid=item.sop_class_uid, identity_revision=item.identity_revision,
+            **stored))
+    elif existing.sha256 != item.sha256:
+        changed = True
+        session.execute(update(instances).where(instances.c.id == existing.id).values(
+            identity_revision=item.identity_revision, **stored))
+    elif existing.identity_revision != item.identity_revision:
         # A re-sent instance carries the identity it was re-sent with (a demographic
         # correction changes no de-identified byte, yet later jobs must use the new identity).
-        existing.identity_revision = item.identity_revision
-    if existing is not None and existing.sha256 != item.sha256:
-        changed = True
-        existing.path, existing.sha256 = item.path, item.sha256
-        existing.size_bytes, existing.received_at = item.size_bytes, now
-        existing.transfer_syntax_uid = item.transfer_syntax_uid
+        session.execute(update(instances).where(instances.c.id == existing.id).values(
+            identity_revision=item.identity_revision))
     if not (new_instance or changed):
-        return IndexOutcome(study.id, False, False, False)
+        return IndexOutcome(study_id, False, False, False)
 
+    study_values: dict = {"last_received_at": now, "calling_ae": item.calling_ae}
     late = False
-    if study.state == "complete":
+    if study_state == "complete":
         # Late arrival: re-open the study; the next completion re-runs every route on the
         # full series as a new revision (never a silent split).
-        late = study.dispatched_revision == study.revision
+        late = dispatched == revision
         if late:
-            study.revision += 1
-        study.state = "receiving"
-        study.completed_at = None
-    if series.state == "complete":
-        series.state = "receiving"
-        series.completed_at = None
-    study.last_received_at = now
-    series.last_received_at = now
-    study.calling_ae = item.calling_ae
-    return IndexOutcome(study.id, new_instance, changed, late)
+            study_values["revision"] = revision + 1
+        study_values.update(state="receiving", completed_at=None)
+    series_values: dict = {"last_received_at": now}
+    if new_instance:
+        series_values["instance_count"] = series_table.c.instance_count + 1
+    if series_state == "complete":
+        series_values.update(state="receiving", completed_at=None)
+    session.execute(update(series_table).where(series_table.c.id == series_id).values(**series_values))
+    session.execute(update(studies).where(studies.c.id == study_id).values(**study_values))
+    return IndexOutcome(study_id, new_instance, changed, late)
 
 
 def complete_quiet_studies(

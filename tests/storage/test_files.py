@@ -1,0 +1,65 @@
+"""The data folder: what is fsync'd for a durable write, and folders removed under the store."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from storage.files import FileStore, UnsafePath
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    store = FileStore(tmp_path / "data")
+    synced: list[str] = []
+    original = FileStore._fsync_dir
+
+    def record(path):  # noqa: ANN001, ANN202
+        synced.append(str(path.relative_to(store.root.resolve())) if path != store.root.resolve()
+                      else ".")
+        original(path)
+
+    monkeypatch.setattr(FileStore, "_fsync_dir", staticmethod(record))
+    store.synced = synced  # type: ignore[attr-defined]
+    return store
+
+
+def test_a_new_folder_entry_is_fsynced_once_and_every_file_entry_each_time(store):
+    first = store.instance_path("1.2.3", "1.2.3.4", "1.2.3.4.5")
+    store.write_stream(first, lambda sink: sink.write(b"one"))
+    # each new folder's entry (in its parent), then the file's rename (in its folder)
+    assert store.synced == ["studies/1.2.3", "studies", ".", "studies/1.2.3/1.2.3.4"]
+    store.synced.clear()
+    store.write_stream(store.instance_path("1.2.3", "1.2.3.4", "1.2.3.4.6"),
+                       lambda sink: sink.write(b"two"))
+    assert store.synced == ["studies/1.2.3/1.2.3.4"]
+    store.synced.clear()
+    store.write(store.instance_path("1.2.3", "1.2.3.7", "1.2.3.7.1"), b"three")
+    assert store.synced == ["studies/1.2.3", "studies/1.2.3/1.2.3.7"]  # a new series folder
+    assert store.read(first) == b"one"
+
+
+def test_folders_removed_by_retention_or_another_process_are_made_again(store):
+    relative = store.instance_path("1.2.3", "1.2.3.4", "1.2.3.4.5")
+    store.write_stream(relative, lambda sink: sink.write(b"one"))
+    store.delete(relative)
+    store.remove_empty_folder("studies/1.2.3/1.2.3.4")
+    store.remove_empty_folder("studies/1.2.3")
+    store.synced.clear()
+    sha, size = store.write_stream(relative, lambda sink: sink.write(b"again"))
+    assert (store.read(relative), size) == (b"again", 5)
+    assert store.synced == ["studies/1.2.3", "studies", ".", "studies/1.2.3/1.2.3.4"]
+
+    shutil.rmtree(store.root / "studies")  # e.g. `dicom-node purge` in another process
+    store.synced.clear()
+    store.write(relative, b"third")
+    assert store.read(relative) == b"third"
+    assert store.synced == ["studies/1.2.3", "studies", ".", "studies/1.2.3/1.2.3.4"]
+
+
+def test_a_path_leaving_the_data_folder_is_refused(store):
+    with pytest.raises(UnsafePath):
+        store.write("../outside.dcm", b"x")
+    with pytest.raises(UnsafePath):
+        store.instance_path("1.2.3", "../..", "1.2.3.4")

@@ -10,11 +10,11 @@ The CT comes from pyradiomics' test data (see shared/reference-data/real-dev/REA
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -24,27 +24,13 @@ from pydicom import Dataset, dcmread
 
 from ai_engines.ct_lung.engine import SMALLEST_VALIDATED_NOTE
 from dicom_node.sample_data import PatientIdentity, ct_series_datasets, write_series
+from tests.ai_engines.ct_lung.test_real_ct import LUNG1_SHA256, real_dev_folder
 from tests.net import free_port, need
 from tests.nodeproc import NodeProcess
 from tests.peers import orthanc_server
 from tests.test_end_to_end import dice, rest_post
 
 pytestmark = pytest.mark.slow
-
-LUNG1_SHA256 = {
-    "lung1_image.nrrd": "379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5061c64ed",
-    "lung1_label.nrrd": "e9d9a88054d7bc1d3034193ff907ce6b8c6ba28a7bc3a16f23728982d1b6b50a",
-}
-
-
-def _real_dev_folder() -> Path | None:
-    """shared/reference-data/real-dev beside the checkout (or one level further up)."""
-    root = Path(__file__).resolve().parents[1]
-    for up in (root.parent, root.parent.parent):
-        folder = up / "shared" / "reference-data" / "real-dev"
-        if all((folder / name).is_file() for name in LUNG1_SHA256):
-            return folder
-    return None
 
 
 def _text_values(items: list[Dataset]) -> Iterator[str]:
@@ -56,11 +42,9 @@ def _text_values(items: list[Dataset]) -> Iterator[str]:
 
 def test_lung1_through_orthanc_no_false_gtv(tmp_path):
     need("Orthanc")
-    folder = _real_dev_folder()
+    folder = real_dev_folder()
     if folder is None:
         pytest.skip("real development case lung1 not available")
-    import hashlib
-
     for name, sha in LUNG1_SHA256.items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == sha, name
     image = sitk.ReadImage(str(folder / "lung1_image.nrrd"))

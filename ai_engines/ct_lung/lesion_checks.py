@@ -26,7 +26,10 @@ from scipy import ndimage
 # that is convex there, which no closing fills.
 ENVELOPE_MIN_RADIUS_MM = 10.0
 ENVELOPE_RADIUS_FACTOR = 1.0  # twice the lesion's radius: the disk cannot enter the dent it makes
-MIN_LUNG_SIDE_FRACTION = 0.5  # of the lesion's voxels in the lungs' envelope
+# Of the lesion's voxels in the lungs' envelope.  0.35 (engine 1.4.1; was 0.5): a 0.83 ml
+# juxtapleural validation tumour had 0.43; lung1's chest-wall and mediastinal candidates
+# 0.10-0.25 (docs/ct-lung-engine.md, "Lesion checks").
+MIN_LUNG_SIDE_FRACTION = 0.35
 # Tube: a window of consecutive slices, at least TUBE_MIN_LENGTH_MM long and at least
 # TUBE_ELONGATION x the diameter of the window's mean cross-section, over which the cross-section
 # area varies by at most TUBE_MAX_AREA_CV and the centroid stays within one radius from slice

@@ -50,6 +50,8 @@ class SyntheticCase:
     slice_thickness: float
     origin: tuple[float, float, float]  # LPS of voxel [0, 0, 0]
     tumours: tuple[TumourSpec, ...] = field(default_factory=tuple)
+    kernel: str = "B31f"  # the reconstruction kernel the acquisition imitates
+    confounders: tuple[str, ...] = field(default_factory=tuple)  # clinical anatomy painted (anatomy_kind="clinical")
 
     def to_volume(self, series_uid: str | None = None) -> SeriesVolume:
         """The case as the node would hand it to an engine."""
@@ -63,7 +65,7 @@ class SyntheticCase:
             pixel_spacing=(self.pixel_spacing, self.pixel_spacing), slice_thickness=self.slice_thickness,
         )
         slices = tuple(SliceReference("1.2.840.10008.5.1.4.1.1.2", f"{uid}.{k + 1}") for k in range(n))
-        facts = AcquisitionFacts(modality="CT", manufacturer="Synthetic", kernel="B31f", kvp=120.0)
+        facts = AcquisitionFacts(modality="CT", manufacturer="Synthetic", kernel=self.kernel, kvp=120.0)
         return SeriesVolume(uid, f"{uid}.0", self.hu, geometry, slices, facts)
 
 
@@ -175,6 +177,7 @@ class _Anatomy:
         self.aorta_x = self.cx + 22 * f
         self.fissure = (rng.uniform(0.5, 0.9), rng.uniform(-40, -10))
         self.real_aorta: tuple[float, float, float, float] | None = None  # x, y, radius, arch z
+        self.dome_curvature = 55.0  # mm the diaphragm falls from dome to costophrenic recess
 
     def cavity(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return ((x - self.cx) / self.ca) ** 2 + ((y - self.cy) / self.cb) ** 2 <= 1
@@ -191,7 +194,7 @@ class _Anatomy:
         rx = (np.abs(x - self.cx) - 0.45 * self.ca) / self.ca
         ry = (y - self.cy) / self.cb
         dome = np.where(x < self.cx, self.dome_r, self.dome_l)
-        return dome - 55 * rx**2 - 30 * np.clip(ry, 0, None) ** 2 * 1.5
+        return dome - self.dome_curvature * rx**2 - 30 * np.clip(ry, 0, None) ** 2 * 1.5
 
     def lung_region(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Both lung cavities (parenchyma plus the vessels and tumours inside)."""
@@ -257,6 +260,164 @@ def _tumour_shape(
     return sl, body
 
 
+ANATOMY_KINDS = ("demo", "real", "clinical")
+CONFOUNDERS = (
+    "azygos", "oesophagus", "pulmonary_arteries", "pulmonary_veins", "dependent_density",
+    "atelectasis", "effusion", "emphysema",
+)
+
+
+class _ClinicalDraw:
+    """What one clinical-anatomy case shows (anatomy_kind="clinical"), from its own generator.
+
+    Each confounder stands for a real-CT look-alike of a tumour that the demo anatomy lacked
+    (issue #12: on lung1 and a second real CT the demo-trained detector took the descending
+    aorta, the aortic knob and mediastinal vessels for tumour).  The hilar vessels, azygos and
+    oesophagus are always there (every chest has them); the pathological ones are drawn.
+    """
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.heart_scale = rng.uniform(1.05, 1.25, size=3)
+        self.dome_steepness = rng.uniform(1.0, 2.2)
+        self.part_solid = 0.3
+        self.dependent = rng.random() < 0.6
+        self.atelectasis = int(rng.integers(0, 4)) if rng.random() < 0.45 else 0
+        self.effusion = str(rng.choice(["none", "L", "R", "both"], p=[0.7, 0.1, 0.1, 0.1]))
+        self.emphysema = rng.random() < 0.3
+        self.oesophageal_air = rng.random() < 0.4
+        self.sharpen = 0.0
+
+    def acquisition(self, thickness: float) -> tuple[float, float, float, float, str]:
+        """Blur in-plane and along z, noise grain and level, kernel name: soft, standard or
+        sharp kernels, standard or low-dose noise; thick slices average more along z."""
+        rng = self.rng
+        kernel = str(rng.choice(["soft", "standard", "sharp"], p=[0.3, 0.35, 0.35]))
+        sigma_z = 0.4 + (0.35 if thickness >= 3 else 0.0)
+        low_dose = rng.random() < 0.35
+        if kernel == "sharp":
+            self.sharpen = rng.uniform(0.4, 1.0)
+            sigma, grain, noise, name = rng.uniform(0.35, 0.6), 0.35, rng.uniform(25, 45), "B70f"
+        elif kernel == "soft":
+            sigma, grain, noise, name = rng.uniform(0.8, 1.3), 0.9, rng.uniform(6, 15), "B20f"
+        else:
+            sigma, grain, noise, name = rng.uniform(0.5, 0.9), 0.7, rng.uniform(10, 25), "B31f"
+        if low_dose:
+            noise *= rng.uniform(1.8, 3.0)
+        return float(sigma), float(sigma_z), float(grain), float(noise), name
+
+
+def _posterior_band(lungs: np.ndarray, depth_px: np.ndarray) -> np.ndarray:
+    """Lung voxels within ``depth_px[k]`` rows of the lung's posterior (dependent) edge on slice k:
+    a voxel whose neighbour that many rows posterior is no longer lung."""
+    band = np.zeros_like(lungs)
+    for k, depth in enumerate(depth_px):
+        d = int(depth)
+        if d <= 0:
+            continue
+        shifted = np.zeros_like(lungs[k])
+        shifted[:-d] = lungs[k, d:]
+        band[k] = lungs[k] & ~shifted
+    return band
+
+
+def _paint_confounders(
+    hu: np.ndarray, coords: tuple[np.ndarray, np.ndarray, np.ndarray], lungs: np.ndarray,
+    anatomy: _Anatomy, draw: _ClinicalDraw, blood: float, hila: dict[str, np.ndarray],
+) -> tuple[str, ...]:
+    """Paint the real-anatomy look-alikes of tumour; soft tissue that takes lung is taken out
+    of ``lungs`` (in place).  Returns the names of what was painted."""
+    rng = draw.rng
+    z, y, x = coords
+    zz, xx = z[:, None, None], x[None, None, :]
+    taken = np.zeros(hu.shape, dtype=bool)
+    painted = ["azygos", "oesophagus", "pulmonary_arteries", "pulmonary_veins"]
+    vein = 40 + (blood - 40) * rng.uniform(0.4, 0.9)
+    cx, sy, ty = anatomy.cx, anatomy.spine_y, anatomy.trachea_y
+    # Azygos vein: right of the spine, arching forward over the right main bronchus to the SVC
+    # (a 5-10 mm round density in the azygo-oesophageal recess, many slices long).
+    az = np.array([cx - rng.uniform(14, 22), sy - rng.uniform(2, 10), 0.0])
+    az_r = rng.uniform(3.5, 6.0)
+    svc = np.array([cx - rng.uniform(22, 32), ty - rng.uniform(20, 32), 0.0])
+    _paint_tube(hu, coords, az + [0, 0, -400], az + [0, 0, 5], az_r, az_r, vein, label=taken)
+    _paint_tube(hu, coords, az + [0, 0, 5], svc + [0, 0, 12], az_r, az_r + 1, vein, label=taken)
+    _paint_tube(hu, coords, svc + [0, 0, 120], svc + [0, 0, -60], 9, 10, vein, label=taken)
+    # Oesophagus: collapsed muscular tube (sometimes with air) abutting the right lung behind
+    # the left atrium.
+    oe = np.array([cx + rng.uniform(-8, 6), sy - rng.uniform(18, 28), 0.0])
+    oe_r = rng.uniform(6, 10)
+    _paint_tube(hu, coords, oe + [0, 0, -400], oe + [0, 0, 300], oe_r, oe_r, rng.uniform(30, 45), label=taken)
+    if draw.oesophageal_air:
+        _paint_tube(hu, coords, oe + [0, 0, -400], oe + [0, 0, 300], oe_r * 0.3, oe_r * 0.3, -900)
+    # Pulmonary arteries: trunk from the heart, right and left arteries to the hila (the left one
+    # over the left main bronchus): round 15-25 mm densities at the hila on axial slices.
+    top = anatomy.heart + [0, -0.3 * anatomy.heart_axes[1], 0.8 * anatomy.heart_axes[2]]
+    bif = np.array([cx + rng.uniform(5, 15), ty - rng.uniform(10, 20), rng.uniform(-30, -15)])
+    pa_r = rng.uniform(11, 15)
+    _paint_tube(hu, coords, top, bif, pa_r, pa_r, blood, label=taken)
+    _paint_tube(hu, coords, bif, hila["R"] + [rng.uniform(-4, 6), -8, rng.uniform(-2, 8)], pa_r * 0.75, pa_r * 0.6, blood, label=taken)
+    _paint_tube(hu, coords, bif, hila["L"] + [0, -6, 18], pa_r * 0.75, pa_r * 0.65, blood, label=taken)
+    _paint_tube(hu, coords, hila["L"] + [0, -6, 18], hila["L"] + [rng.uniform(0, 8), 10, -5], pa_r * 0.65, pa_r * 0.5, blood, label=taken)
+    # Pulmonary veins: from below the hila into the left atrium (posterior heart).
+    atrium = anatomy.heart + [0, 0.7 * anatomy.heart_axes[1], 0.4 * anatomy.heart_axes[2]]
+    for side, sign in (("R", -1.0), ("L", 1.0)):
+        for dz in (rng.uniform(-30, -20), rng.uniform(-60, -45)):
+            start = hila[side] + [sign * rng.uniform(0, 10), rng.uniform(8, 20), dz]
+            _paint_tube(hu, coords, start, atrium + [sign * 15, 0, dz * 0.3], rng.uniform(5, 8), rng.uniform(6, 9), vein, label=taken)
+    lungs &= ~taken
+    base = float(max(anatomy.dome_r, anatomy.dome_l))
+    # Gravity-dependent density: a band along the posterior lung, denser towards the edge.
+    if draw.dependent:
+        depth = np.full(len(z), rng.uniform(6, 20) / abs(float(y[1] - y[0])))
+        band = _posterior_band(lungs, depth)
+        hu[band] = np.maximum(hu[band], rng.uniform(-650, -450) + rng.normal(0, 30, int(band.sum())))
+        painted.append("dependent_density")
+    # Plate-like (subsegmental) atelectasis: thin oblique soft-tissue plates in the lower lobes.
+    for _ in range(draw.atelectasis):
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        c = np.array([cx + side * rng.uniform(0.35, 0.8) * anatomy.ca, anatomy.cy + rng.uniform(0, 0.6) * anatomy.cb,
+                      base + rng.uniform(15, 70)])
+        n = rng.normal(size=3) * [0.3, 0.3, 1.0]
+        n /= np.linalg.norm(n)
+        reach = rng.uniform(12, 30)
+        ks = np.nonzero(np.abs(z - c[2]) <= reach)[0]
+        js = np.nonzero(np.abs(y - c[1]) <= reach)[0]
+        is_ = np.nonzero(np.abs(x - c[0]) <= reach)[0]
+        if not (len(ks) and len(js) and len(is_)):
+            continue
+        sl = (slice(ks[0], ks[-1] + 1), slice(js[0], js[-1] + 1), slice(is_[0], is_[-1] + 1))
+        dz, dy, dx = z[sl[0], None, None] - c[2], y[None, sl[1], None] - c[1], x[None, None, sl[2]] - c[0]
+        plate = (np.abs(dx * n[0] + dy * n[1] + dz * n[2]) < rng.uniform(1.0, 2.5)) & (dx**2 + dy**2 + dz**2 < reach**2)
+        plate &= lungs[sl]
+        hu[sl][plate] = rng.uniform(-150, 20)
+        if plate.any() and "atelectasis" not in painted:
+            painted.append("atelectasis")
+    # Small effusion: dependent fluid crescent, deepest at the bases; it compresses the lung.
+    if draw.effusion != "none":
+        deepest = rng.uniform(8, 25) / abs(float(y[1] - y[0]))
+        depth = deepest * np.clip((base + 70 - z) / 70, 0, 1)
+        fluid = _posterior_band(lungs, depth)
+        if draw.effusion != "both":
+            fluid &= (xx > cx) if draw.effusion == "L" else (xx <= cx)
+        hu[fluid] = rng.uniform(0, 20) + rng.normal(0, 4, int(fluid.sum()))
+        lungs &= ~fluid
+        painted.append("effusion")
+    # Emphysema: centrilobular lucencies and a few bullae, upper lungs.
+    if draw.emphysema:
+        field_ = _smooth_field(rng, hu.shape, 128, 1.0)
+        upper = np.clip((zz - base - 60) / 80, 0, 1)
+        holes = lungs & (field_ * (0.5 + upper) > rng.uniform(1.0, 1.6))
+        hu[holes] = rng.uniform(-990, -960)
+        for _ in range(int(rng.integers(0, 4))):
+            c = np.array([cx + rng.choice([-1, 1]) * rng.uniform(0.3, 0.8) * anatomy.ca, anatomy.cy + rng.uniform(-0.6, 0.4) * anatomy.cb,
+                          anatomy.apex - rng.uniform(10, 60)])
+            bulla = np.zeros(hu.shape, dtype=bool)
+            _paint_tube(np.zeros(hu.shape, np.float32), coords, c, c + 0.1, rng.uniform(5, 18), 5, 1.0, label=bulla)
+            hu[bulla & lungs] = -1000
+        painted.append("emphysema")
+    return tuple(painted)
+
+
 def synthetic_chest_ct(
     seed: int,
     *,
@@ -293,19 +454,32 @@ def synthetic_chest_ct(
     slab_position
         Where a slab of ``n_slices`` lies between the lung bases (0) and the apices (1);
         default: centred on the lungs.
+    anatomy_kind
+        ``"demo"`` (the anatomy the demo weights were trained on; held-out seeds use it),
+        ``"real"`` (demo plus the descending aorta in the left paravertebral gutter, as on
+        lung1) or ``"clinical"`` (``"real"`` plus the look-alikes of tumour that real chest CT
+        has: azygos vein and arch, oesophagus, pulmonary arteries and veins at the hila, a heart
+        abutting both lungs, steeper diaphragm domes, gravity-dependent density, plate
+        atelectasis, small effusions, emphysema, part-solid tumours, soft/standard/sharp
+        kernels and low-dose noise; see :data:`CONFOUNDERS`).  The extra draws come from
+        generators of their own (seed + 7e6, seed + 9e6).
     """
     if kind not in (None, "juxtapleural", "central", "peripheral"):
         raise ValueError(f"unknown tumour kind {kind!r}")
-    if anatomy_kind not in ("demo", "real"):
-        raise ValueError(f"unknown anatomy kind {anatomy_kind!r}")
+    if anatomy_kind not in ANATOMY_KINDS:
+        raise ValueError(f"unknown anatomy kind {anatomy_kind!r}; expected one of {ANATOMY_KINDS}")
     rng = np.random.default_rng(seed)
     spacing = float(pixel_spacing if pixel_spacing is not None else rng.uniform(0.6, 0.9))
     thickness = float(slice_thickness if slice_thickness is not None else rng.choice([1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0]))
     fov_half = rows * spacing / 2
     anatomy = _Anatomy(rng, fov_half)
-    if anatomy_kind == "real":
+    if anatomy_kind in ("real", "clinical"):
         # Drawn from their own generator, so the demo anatomy of every seed stays as it was.
         anatomy.add_real_aorta(np.random.default_rng(seed + 7_000_000))
+    clinical = _ClinicalDraw(np.random.default_rng(seed + 9_000_000)) if anatomy_kind == "clinical" else None
+    if clinical is not None:
+        anatomy.heart_axes = anatomy.heart_axes * clinical.heart_scale  # the heart abuts both lungs
+        anatomy.dome_curvature *= clinical.dome_steepness  # round domes, cut obliquely by thick slices
     if n_tumours is None:
         n_tumours = int(rng.choice([0, 1, 2], p=[0.15, 0.7, 0.15]))
 
@@ -460,6 +634,12 @@ def synthetic_chest_ct(
                 for p0, p1, r0, r1 in seg:
                     _paint_tube(hu, coords, p0, p1, r0, r1, blood if r0 > 3 else rng.uniform(20, 60) + (blood - 40) * 0.5)
 
+    painted: tuple[str, ...] = ()
+    if clinical is not None:
+        painted = _paint_confounders(hu, coords, lungs, anatomy, clinical, blood, hila)
+        left = lungs & (xx > anatomy.cx)
+        right = lungs & ~left
+
     # --- Tumours (clipped to the lung cavity: they abut wall and mediastinum) ---
     tumour = np.zeros(shape, dtype=bool)
     for spec in specs:
@@ -474,16 +654,26 @@ def synthetic_chest_ct(
         if spec.diameter_mm > 35 and rng.random() < 0.5:
             core = ndimage.binary_erosion(body, iterations=max(2, int(spec.diameter_mm / 8 / spacing)))
             texture = np.where(core, texture - rng.uniform(15, 35), texture)
+        if clinical is not None and clinical.rng.random() < clinical.part_solid:
+            # Part-solid: a solid core in a ground-glass rim (both are GTV).
+            core = ndimage.binary_erosion(body, iterations=max(1, int(spec.diameter_mm * clinical.rng.uniform(0.12, 0.3) / spacing)))
+            texture = np.where(core, texture, clinical.rng.uniform(-650, -350) + rng.normal(0, 25, body.shape).astype(np.float32))
         region = hu[sl]
         region[body] = texture[body]
         tumour[sl] |= body
 
     # --- Acquisition: blur (PSF, partial volume along z) and correlated noise ---
     sigma_xy = rng.uniform(0.5, 0.9)
-    hu = ndimage.gaussian_filter(hu, (0.4, sigma_xy, sigma_xy), mode="nearest")
+    sigma_z, noise_grain, noise_hu, kernel = 0.4, 0.7, None, "B31f"
+    if clinical is not None:
+        sigma_xy, sigma_z, noise_grain, noise_hu, kernel = clinical.acquisition(thickness)
+    hu = ndimage.gaussian_filter(hu, (sigma_z, sigma_xy, sigma_xy), mode="nearest")
+    if clinical is not None and clinical.sharpen > 0:
+        # Sharp (lung/bone) kernel: edge overshoot, as an unsharp mask.
+        hu += clinical.sharpen * (hu - ndimage.gaussian_filter(hu, (0, 1.5, 1.5), mode="nearest"))
     noise = rng.normal(0, 1, shape).astype(np.float32)
-    noise = ndimage.gaussian_filter(noise, (0, 0.7, 0.7))
-    noise *= rng.uniform(10, 25) / max(float(noise.std()), 1e-6)
+    noise = ndimage.gaussian_filter(noise, (0, noise_grain, noise_grain))
+    noise *= (noise_hu if noise_hu is not None else rng.uniform(10, 25)) / max(float(noise.std()), 1e-6)
     body3d = np.broadcast_to(body2d | table, shape)
     hu += np.where(body3d, noise, noise * 0.3)
     hu = np.clip(hu, -1024, 3071)
@@ -493,4 +683,5 @@ def synthetic_chest_ct(
     return SyntheticCase(
         seed=seed, hu=hu.astype(np.float32), tumour=tumour, lung_left=left, lung_right=right,
         pixel_spacing=spacing, slice_thickness=thickness, origin=origin, tumours=specs_in,
+        kernel=kernel, confounders=painted,
     )

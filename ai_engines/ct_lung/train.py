@@ -120,6 +120,49 @@ def curated_training_cases(
         yield TrainingCase(case.hu, case.tumour, (case.pixel_spacing, case.pixel_spacing), thickness, f"synthetic-{seed}")
 
 
+# Slice thicknesses of clinical chest CT: thin (0.625-1.25 mm) and thick (3-5 mm) reconstructions.
+CLINICAL_THICKNESSES = (0.625, 1.0, 1.25, 2.0, 2.5, 3.0, 5.0, 5.0)
+
+
+def clinical_training_cases(
+    count: int, first_seed: int = 20_000, *, nodule: float = 0.35, medium: float = 0.2, large: float = 0.1,
+    demo: float = 0.25,
+) -> Iterator[TrainingCase]:
+    """Synthetic slabs with the clinical anatomy (``anatomy_kind="clinical"``), seeds ``first_seed...``.
+
+    Fractions ``nodule`` (one nodule of 0.5-3 ml, i.e. 10-18 mm, drawn uniform in volume, a
+    third of them juxtapleural; part-solid in 30 % as the generator draws), ``medium``
+    (18-35 mm) and ``large`` (35-60 mm) are slabs centred on their tumour; the rest (35 % by
+    default) have no tumour and lie anywhere from the lung bases to the apices, so the network
+    sees the azygos, oesophagus, hilar vessels, aorta, heart, domes, dependent density,
+    atelectasis, effusions and emphysema as negatives.  Slabs span about 60 mm (at most 48
+    slices), slice thickness from :data:`CLINICAL_THICKNESSES`.  A share ``demo`` of the slabs
+    keeps the demo anatomy (same recipe otherwise), so fine-tuning does not forget it.
+    """
+    for seed in range(first_seed, first_seed + count):
+        rng = np.random.default_rng(seed + 8_500_000)
+        thickness = float(rng.choice(CLINICAL_THICKNESSES))
+        n_slices = int(np.clip(60 / thickness, 12, 48))
+        anatomy = "demo" if rng.random() < demo else "clinical"
+        draw = float(rng.random())
+        kind = None
+        if draw < nodule:
+            diameter = float((6 * rng.uniform(0.5, 3.0) / np.pi) ** (1 / 3) * 10)  # ml -> mm
+            kind = "juxtapleural" if rng.random() < 0.33 else None
+        elif draw < nodule + medium:
+            diameter = float(np.exp(rng.uniform(np.log(18), np.log(35))))
+        elif draw < nodule + medium + large:
+            diameter = float(rng.uniform(35, 60))
+        else:
+            diameter = None
+        if diameter is None:
+            case = synthetic_chest_ct(seed, n_slices=n_slices, slice_thickness=thickness, n_tumours=0,
+                                      slab_position=float(rng.uniform(0, 1)), anatomy_kind=anatomy)
+        else:
+            case = synthetic_chest_ct(seed, n_slices=n_slices, slice_thickness=thickness, n_tumours=1,
+                                      diameter_mm=diameter, kind=kind, focus_tumour=True, anatomy_kind=anatomy)
+        yield TrainingCase(case.hu, case.tumour, (case.pixel_spacing, case.pixel_spacing), thickness, f"{anatomy}-{seed}")
+
 def _to_canvas(case: TrainingCase) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Canvas, tumour label, hard-negative candidates (dense tissue inside the lungs) and
     hard-negative points just outside the lungs (:func:`_border_points`)."""

@@ -20,6 +20,7 @@ from ai_engines.ct_lung.evaluate import (
 )
 from ai_engines.ct_lung.train import (
     TrainingCase,
+    clinical_training_cases,
     curated_training_cases,
     synthetic_training_cases,
     train,
@@ -55,6 +56,9 @@ class CtLungTraining(EngineTraining):
                 ("central", 0.0, "one 14-60 mm tumour against the mediastinum")):
             parser.add_argument(f"--{share}", type=float, default=default,
                                 help=f"with --curated: share of slabs with {what}")
+        parser.add_argument("--clinical", action="store_true",
+                            help="case mix of clinical_training_cases (clinical anatomy: real-CT "
+                                 "look-alikes of tumour, 0.5-3 ml nodules, kernels, low dose)")
         parser.add_argument("--loss", choices=("dice_ce", "small"), default="dice_ce")
         parser.add_argument("--slice-first", type=float, default=0.0)
         parser.add_argument("--border-share", type=float, default=0.0)
@@ -62,6 +66,8 @@ class CtLungTraining(EngineTraining):
 
     def synthetic_cases(self, count: int, first_seed: int, args: argparse.Namespace,
                         ) -> Iterable[TrainingCase]:
+        if args.clinical:
+            return clinical_training_cases(count, first_seed)
         if args.curated:
             return curated_training_cases(count, first_seed, small=args.small,
                                           medium=args.medium, large=args.large,

@@ -207,3 +207,13 @@ def test_piece_on_the_axis_of_a_rejected_tube_is_rejected():
     kept = keep_components(labels, count, probability, lungs, np.ones(shape, bool), SPACING, failed_checks=failed)
     assert reported == [labels[10, 81, 142]]
     assert kept == [labels[10, 40, 120]]
+
+
+@pytest.mark.parametrize(("lung_side", "passes"), [
+    (0.43, True),  # the 0.83 ml juxtapleural validation tumour that 0.5 rejected
+    (0.25, False),  # the highest of lung1's chest-wall / mediastinal candidates (engine 1.4.0)
+    (0.10, False),
+])
+def test_lung_side_threshold_keeps_a_juxtapleural_tumour_and_rejects_chest_wall(lung_side, passes):
+    anatomy = LesionAnatomy(in_lung=0.07, lung_side=lung_side, z_mm=15.0, diameter_mm=12.0, tube_mm=0.0, mean_hu=30.0)
+    assert ("lung_side" not in anatomy.failed(2.5)) is passes

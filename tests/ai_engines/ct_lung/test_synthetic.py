@@ -80,3 +80,42 @@ def test_real_anatomy_puts_the_descending_aorta_in_the_left_paravertebral_gutter
     assert cols.mean() > 256 and rows.mean() > 256
     with pytest.raises(ValueError):
         synthetic_chest_ct(7, n_slices=4, anatomy_kind="martian")
+
+
+def test_clinical_anatomy_paints_the_look_alikes_and_keeps_the_truth_consistent():
+    """anatomy_kind="clinical": hilar vessels, azygos and oesophagus in every case, drawn
+    pathology (dependent density, atelectasis, effusion, emphysema), kernels and low dose;
+    the tumour stays inside the lungs, which lose what the look-alikes took."""
+    from ai_engines.ct_lung.synthetic import CONFOUNDERS
+
+    real = synthetic_chest_ct(21, n_slices=10, slice_thickness=5.0, n_tumours=1, diameter_mm=14,
+                              anatomy_kind="real", slab_position=0.4)
+    clinical = synthetic_chest_ct(21, n_slices=10, slice_thickness=5.0, n_tumours=1, diameter_mm=14,
+                                  anatomy_kind="clinical", slab_position=0.4)
+    assert {"azygos", "oesophagus", "pulmonary_arteries", "pulmonary_veins"} <= set(clinical.confounders)
+    assert set(clinical.confounders) <= set(CONFOUNDERS)
+    assert clinical.kernel in ("B20f", "B31f", "B70f") and clinical.to_volume().facts.kernel == clinical.kernel
+    lungs = clinical.lung_left | clinical.lung_right
+    assert clinical.tumour.any() and (clinical.tumour <= lungs).all()
+    # The look-alikes take lung: soft tissue where the "real" anatomy of the seed has lung.
+    taken = (real.lung_left | real.lung_right) & ~lungs
+    assert taken.sum() > 0.01 * lungs.sum()
+    assert np.median(clinical.hu[taken]) > -400
+    again = synthetic_chest_ct(21, n_slices=10, slice_thickness=5.0, n_tumours=1, diameter_mm=14,
+                               anatomy_kind="clinical", slab_position=0.4)
+    assert np.array_equal(clinical.hu, again.hu)
+
+
+def test_clinical_draws_cover_every_confounder_and_kernel():
+    """Over a few seeds every drawn confounder and every kernel occurs (the draws are cheap:
+    they are made before any voxel is painted)."""
+    from ai_engines.ct_lung.synthetic import _ClinicalDraw
+
+    kernels, seen = set(), set()
+    for seed in range(40):
+        draw = _ClinicalDraw(np.random.default_rng(seed + 9_000_000))
+        seen |= {name for name, on in (("dependent_density", draw.dependent), ("atelectasis", draw.atelectasis),
+                                       ("effusion", draw.effusion != "none"), ("emphysema", draw.emphysema)) if on}
+        kernels.add(draw.acquisition(5.0)[4])
+    assert seen == {"dependent_density", "atelectasis", "effusion", "emphysema"}
+    assert kernels == {"B20f", "B31f", "B70f"}

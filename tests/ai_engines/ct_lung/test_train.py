@@ -62,3 +62,20 @@ def test_small_object_loss_weighs_up_a_missed_small_tumour_only():
     large[0, :20, :20] = 1  # 400 pixels: weight 1
     assert small_object_loss(logits, small) > small_object_loss(logits, small, max_weight=1.0)
     assert torch.isclose(small_object_loss(logits, large), small_object_loss(logits, large, max_weight=1.0))
+
+
+def test_clinical_recipe_draws_nodules_of_half_to_three_ml_in_clinical_anatomy():
+    """clinical_training_cases: slab thickness from the clinical list; a nodule slab holds one
+    tumour of about 0.5-3 ml (clipping by the lung may take a little), centred in the slab."""
+    import numpy as np
+
+    from ai_engines.ct_lung.train import CLINICAL_THICKNESSES, clinical_training_cases
+
+    # Seed 20001 draws a nodule slab in clinical anatomy (the draw is deterministic by seed).
+    (case,) = list(clinical_training_cases(1, 20001))
+    assert case.name == "clinical-20001"
+    assert case.slice_spacing in CLINICAL_THICKNESSES
+    volume_ml = case.tumour.sum() * case.pixel_spacing[0] * case.pixel_spacing[1] * case.slice_spacing / 1000
+    assert 0.3 < volume_ml < 3.5, volume_ml
+    middle = np.nonzero(case.tumour.any(axis=(1, 2)))[0].mean() / case.tumour.shape[0]
+    assert 0.2 < middle < 0.8

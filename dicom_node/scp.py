@@ -39,9 +39,13 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import dcmwrite
 from pydicom.pixels import get_decoder
 from pynetdicom import AE, _config, evt
-from pynetdicom.events import Event
-from pynetdicom.presentation import AllStoragePresentationContexts
-from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event, EventHandlerType, EventType
+from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # names made at runtime
+    StorageCommitmentPushModel,
+    Verification,
+)
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from dicom_node.audit import AuditTrail
@@ -121,10 +125,13 @@ class LimitedAssociationSocket(AssociationSocket):
 
     max_pdata: int
     max_dataset: int
+    has_room: Callable[[], bool]
+    _body: tuple[int, int] | None
+    _dataset_bytes: int
 
     @classmethod
     def limit(cls, sock: AssociationSocket, *, max_pdata: int, max_dataset: int,
-              has_room) -> None:  # noqa: ANN001
+              has_room: Callable[[], bool]) -> None:
         """Give pynetdicom's socket wrapper of a new connection these limits.
 
         The wrapper's class is switched rather than a second one made: constructing a wrapper
@@ -211,6 +218,8 @@ class GuardedRequestHandler(RequestHandler):
     def _create_association(self):  # noqa: ANN202
         assoc = super()._create_association()
         node = self.server.receiver.config.node
+        if assoc.dul.socket is None:  # pynetdicom made it from this connection's socket
+            raise RuntimeError("association created without its connection's socket")
         LimitedAssociationSocket.limit(assoc.dul.socket, max_pdata=node.max_pdu_bytes,
                                        max_dataset=node.max_dataset_bytes,
                                        has_room=self.server.receiver.has_room)
@@ -220,12 +229,16 @@ class GuardedRequestHandler(RequestHandler):
 class GuardedServer(ThreadedAssociationServer):
     """pynetdicom's threaded server, accepting plain TCP; TLS is added per connection."""
 
-    def __init__(self, *args, receiver: Receiver, tls_context: ssl.SSLContext | None,  # noqa: ANN002
-                 **kwargs) -> None:  # noqa: ANN003
+    def __init__(self, ae: AE, address: tuple[str, int] | tuple[str, int, int, int],
+                 ae_title: str, contexts: list[PresentationContext],
+                 ssl_context: ssl.SSLContext | None = None,
+                 evt_handlers: list[EventHandlerType] | None = None, *, receiver: Receiver,
+                 tls_context: ssl.SSLContext | None) -> None:
         self.receiver = receiver
         self.tls_context = tls_context
         self.handshake_timeout = receiver.config.node.network_timeout_s
-        super().__init__(*args, request_handler=GuardedRequestHandler, **kwargs)
+        super().__init__(ae, address, ae_title, contexts, ssl_context, evt_handlers,
+                         request_handler=GuardedRequestHandler)
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         # Without the base class's wrap_socket: a slow handshake must not block accept().
@@ -245,7 +258,7 @@ def _encode(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def accepted_transfer_syntaxes() -> list[str]:
+def accepted_transfer_syntaxes() -> list[uid.UID]:
     """Uncompressed syntaxes plus every compressed one we can actually decode here."""
     decodable = [ts for ts in COMPRESSED if get_decoder(ts).is_available]
     missing = sorted(set(COMPRESSED) - set(decodable))
@@ -319,6 +332,7 @@ class Receiver:
         # (fail closed: no peer that may send means no association at all).
         syntaxes = accepted_transfer_syntaxes()
         for cx in AllStoragePresentationContexts:
+            assert cx.abstract_syntax is not None  # pynetdicom's contexts all name their class
             ae.add_supported_context(cx.abstract_syntax, syntaxes)
         ae.add_supported_context(Verification)
         # The PACS answers a Storage Commitment request on a new association (N-EVENT-REPORT).
@@ -330,7 +344,7 @@ class Receiver:
         """True while the receiver accepts associations (on its plain or TLS port)."""
         return bool(self._servers)
 
-    def bind(self, event: tuple, handler) -> None:  # noqa: ANN001
+    def bind(self, event: EventType, handler: Callable[..., object]) -> None:
         """Bind one more handler to a pynetdicom notification event (e.g. metrics on
         ``EVT_ACCEPTED``) on every running listener."""
         assert self._servers, "start() the receiver first"
@@ -347,7 +361,7 @@ class Receiver:
         for leftover in incoming.glob("*"):
             leftover.unlink(missing_ok=True)
         tempfile.tempdir = str(incoming)
-        handlers = [
+        handlers: list[EventHandlerType] = [
             (evt.EVT_REQUESTED, self.handle_requested),
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_C_STORE, self.handle_store),
@@ -371,6 +385,7 @@ class Receiver:
             server = ae.make_server((node.host, port), evt_handlers=handlers,
                                     server_class=GuardedServer, receiver=self,
                                     tls_context=context)
+            assert isinstance(server, GuardedServer)  # make_server built the class it was given
             threading.Thread(target=server.serve_forever, name=f"dicom-listener-{port}",
                              daemon=True).start()
             ae._servers.append(server)  # as start_server does; shutdown() removes it there
@@ -424,13 +439,18 @@ class Receiver:
     def handle_requested(self, event: Event) -> None:
         """A-ASSOCIATE-RQ received: accept only what the configuration allows."""
         assoc = event.assoc
-        calling = str(assoc.requestor.primitive.calling_ae_title or "").strip()
+        request = assoc.requestor.primitive  # the A-ASSOCIATE-RQ this event is for
+        calling = str(request.calling_ae_title or "").strip() if request else ""
         ip = source_ip(assoc.requestor.address)
         raw = assoc.dul.socket.socket if assoc.dul.socket else None
         over_tls = isinstance(raw, ssl.SSLSocket)
-        cert = raw.getpeercert() if over_tls else None
-        problem = "invalid source address" if ip == "invalid" else \
-            self.access_problem(calling, ip, cert, over_tls)
+        cert = raw.getpeercert() if isinstance(raw, ssl.SSLSocket) else None
+        if request is None:  # fail closed rather than let the handler's error pass it
+            problem: str | None = "no A-ASSOCIATE-RQ received"
+        elif ip == "invalid":
+            problem = "invalid source address"
+        else:
+            problem = self.access_problem(calling, ip, cert, over_tls)
         if problem:
             log.warning("association rejected: calling AE %s from %s: %s",
                         printable(calling), ip, problem)
@@ -572,9 +592,9 @@ class Receiver:
         if identity is not None:
             identity_digest = self._identity_digest(identity)
             with self._lock:
-                committed, revision = self._identities_recorded.get(identity_digest, (0.0, 1))
+                committed, recorded = self._identities_recorded.get(identity_digest, (0.0, 1))
                 if committed >= fresh_since:
-                    identity, known_revision = None, revision  # in the vault already
+                    identity, known_revision = None, recorded  # in the vault already
         for attempt in range(3):
             try:
                 with self._index_turn, self.db.session() as session:
@@ -629,6 +649,8 @@ class Receiver:
     @staticmethod
     def _mismatch(event: Event, ds: Dataset) -> str | None:
         request = event.request
+        if not isinstance(request, C_STORE):  # only called from the C-STORE handler
+            return "not a C-STORE request"
         if ds.SOPClassUID != request.AffectedSOPClassUID:
             return "SOP Class UID differs from the C-STORE request"
         if ds.SOPInstanceUID != request.AffectedSOPInstanceUID:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -18,7 +19,10 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
-from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # names made at runtime
+    StorageCommitmentPushModel,
+    Verification,
+)
 
 from dicom_node.audit import MINOR_FAILURE, SERIOUS_FAILURE, AuditTrail
 from dicom_node.background import RepeatingStep
@@ -52,7 +56,7 @@ class Sender:
         self.vault = vault
         self.reidentifier = Reidentifier(vault)
         self.audit: AuditTrail | None = None  # set by the node when [audit] is enabled
-        self._tls_context = None
+        self._tls_context: ssl.SSLContext | None = None
         self.loop = RepeatingStep("sender", self.send_once, config.sender.poll_seconds, log)
 
     def prepare(self, item: ClaimedItem, peer: Peer) -> Dataset | str:
@@ -61,7 +65,7 @@ class Sender:
         Raises ``ReidentificationError``/``VaultError`` when the object cannot be prepared now
         (study not in the vault, wrong vault key): retried, then ``failed``.
         """
-        ds = dcmread(self.files.absolute(item.path))
+        ds: Dataset = dcmread(self.files.absolute(item.path))
         if peer.kind == DestinationKind.CLINICAL:
             # The identity of the revision the results were computed on, not the latest one.
             with self.vault.database.session() as session:
@@ -96,7 +100,7 @@ class Sender:
             # All but those whose preparation failed were re-identified in this attempt
             # (a sent item's reason is cleared; a later failure names the C-STORE or leak).
             prepared = [o for o in mine if not (o.reason or "").startswith("cannot prepare")]
-            if clinical and prepared:
+            if clinical and prepared and peer is not None:
                 self.audit.reidentified(study_uid, pseudonym, _classes(prepared), peer.name)
             sent = [o for o in mine if o.state == "sent"]
             unsent = [o for o in mine if o.state != "sent"]
@@ -187,7 +191,7 @@ class Sender:
         log.info("delivered %d/%d objects to %s", len(committed), len(items), peer.name)
         return len(items)
 
-    def tls_context(self):  # noqa: ANN201
+    def tls_context(self) -> ssl.SSLContext:
         """The client TLS context (node certificate, trusted CA), loaded once."""
         if self._tls_context is None:
             self._tls_context = client_context(self.config.tls, self.config.resolve)

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from io import BytesIO
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -435,7 +436,7 @@ class JobRunner:
         if notes:
             findings = replace(findings, notes=findings.notes + tuple(notes))
         timings.update({f"engine.{k}": v for k, v in findings.timings_s.items()})
-        summary = {
+        summary: dict[str, Any] = {
             "segments": [s.label for s in findings.segments],
             "measurements": {
                 s.label: {m.name.meaning + (f" ({m.modifier.meaning})" if m.modifier else ""):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from storage.database import Database
@@ -122,17 +123,19 @@ class JobQueue:
             if not rows:
                 return None
             job = rows[0]
-            study_uid = session.scalar(select(Study.study_uid).where(Study.id == job.study_id))
+            # job.study_id is a non-null foreign key: the study row exists.
+            study_uid = session.execute(
+                select(Study.study_uid).where(Study.id == job.study_id)).scalar_one()
             return ClaimedJob(job.id, job.study_id, study_uid, job.revision, job.engine,
                               job.attempts, job.max_attempts)
 
     def renew(self, job_id: int, worker_id: str, lease_seconds: float) -> bool:
         with self.db.session() as session:
-            res = session.execute(
+            res = cast(CursorResult[Any], session.execute(
                 update(Job).where(Job.id == job_id, Job.worker_id == worker_id,
                                   Job.state == "running")
                 .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
-            )
+            ))
             return res.rowcount == 1
 
     def finish(self, job_id: int, worker_id: str, state: str, *, reason_code: str | None = None,
@@ -140,13 +143,13 @@ class JobQueue:
         """Record a terminal state; False if this worker no longer owns the job."""
         assert state in TERMINAL
         with self.db.session() as session:
-            res = session.execute(
+            res = cast(CursorResult[Any], session.execute(
                 update(Job).where(Job.id == job_id, Job.worker_id == worker_id,
                                   Job.state == "running")
                 .values(state=state, reason_code=reason_code, reason=reason,
                         finished_at=utcnow(), lease_expires_at=None,
                         summary=json.dumps(summary) if summary is not None else None)
-            )
+            ))
             return res.rowcount == 1
 
     def fail_attempt(self, job_id: int, worker_id: str, reason_code: str, reason: str,
@@ -168,12 +171,12 @@ class JobQueue:
     def retry(self, job_id: int) -> bool:
         """Operator retry of a terminal job: queued again with a fresh attempt budget."""
         with self.db.session() as session:
-            res = session.execute(
+            res = cast(CursorResult[Any], session.execute(
                 update(Job).where(Job.id == job_id, Job.state.in_(("failed", "declined",
                                                                    "cancelled")))
                 .values(state="queued", attempts=0, next_attempt_at=utcnow(), reason_code=None,
                         reason=None, finished_at=None, worker_id=None)
-            )
+            ))
             return res.rowcount == 1
 
     def list(self, state: str | None = None, limit: int = 100) -> list[JobView]:

@@ -30,6 +30,7 @@ import datetime as _dt
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import (
@@ -38,6 +39,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     false,
     func,
     select,
@@ -116,7 +118,9 @@ class VaultStudy(Base):
     created_at: Mapped[_dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
-VAULT_TABLES = (VaultUid.__table__, VaultStudy.__table__)
+_UID_TABLE = cast(Table, VaultUid.__table__)
+_STUDY_TABLE = cast(Table, VaultStudy.__table__)
+VAULT_TABLES = (_UID_TABLE, _STUDY_TABLE)
 
 
 class Vault:
@@ -161,10 +165,12 @@ class Vault:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def _insert_ignore(self, session: Session, table, rows: list[dict], key: str) -> None:  # noqa: ANN001
+    def _insert_ignore(self, session: Session, table: Table, rows: list[dict],
+                       key: str) -> None:
         if not rows:
             return
         dialect = session.get_bind().dialect.name
+        stmt: postgresql.Insert | sqlite.Insert
         if dialect == "postgresql":
             stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
         elif dialect == "sqlite":
@@ -208,7 +214,7 @@ class Vault:
                  "original": self._seal(o.encode("ascii"), self._aad("vault_uids", p, "original"))}
                 for p, o in sorted(uid_mappings.items())]
         for start in range(0, len(rows), _BATCH):
-            self._insert_ignore(session, VaultUid.__table__, rows[start:start + _BATCH],
+            self._insert_ignore(session, _UID_TABLE, rows[start:start + _BATCH],
                                 "pseudo_uid")
         if identity is None:
             return None
@@ -228,7 +234,7 @@ class Vault:
         row_key = self._study_key(key, revision)
         # A plain insert: a concurrent writer of the same revision number raises, and the
         # caller's retry then finds (and compares with) the row that writer stored.
-        session.execute(VaultStudy.__table__.insert().values(
+        session.execute(_STUDY_TABLE.insert().values(
             pseudo_study_uid=key, revision=revision,
             pseudo_patient_id=identity.pseudo_patient_id,
             payload=self._seal(identity.payload, self._aad("vault_studies", row_key, "payload")),
@@ -381,8 +387,8 @@ class Vault:
         changed = 0
         current = self.keys.current_id
         for table, key_columns, columns in (
-                (VaultUid.__table__, ("pseudo_uid",), ("original",)),
-                (VaultStudy.__table__, ("pseudo_study_uid", "revision"),
+                (_UID_TABLE, ("pseudo_uid",), ("original",)),
+                (_STUDY_TABLE, ("pseudo_study_uid", "revision"),
                  ("payload", "date_offset"))):
             pks = [table.c[k] for k in key_columns]
             after: tuple | None = None

@@ -8,8 +8,9 @@ the vault), Content Date/Time and the result's own strings stay as produced.
 
 from __future__ import annotations
 
+from io import BytesIO
+
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.multival import MultiValue
 
@@ -29,10 +30,8 @@ class ReidentificationError(Exception):
 
 def decode_payload(payload: bytes) -> Dataset:
     """The vault payload as a dataset of raw (undecoded) elements."""
-    fp = DicomBytesIO(payload)
-    fp.is_little_endian = True
-    fp.is_implicit_VR = False
-    return read_dataset(fp, is_implicit_VR=False, is_little_endian=True)
+    # read_dataset takes the transfer syntax as arguments: a plain byte stream is enough.
+    return read_dataset(BytesIO(payload), is_implicit_VR=False, is_little_endian=True)
 
 
 def _ui_values(ds: Dataset, found: set[str]) -> None:

@@ -197,7 +197,7 @@ class CtLungEngine(Engine):
         timings["tumour"] = time.perf_counter() - t
 
         extent_note = ""
-        if self.extent is not None and lesions:
+        if self.extent is not None and self.extent_files is not None and lesions:
             t = time.perf_counter()
             margin = int(np.ceil(EXTENT_MARGIN_MM / geometry.slice_spacing))
             lesion_z = np.nonzero(np.any([m.any(axis=(1, 2)) for m in lesions], axis=0))[0]

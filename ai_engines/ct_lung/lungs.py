@@ -92,8 +92,8 @@ def _smooth_where(hu_small: np.ndarray, needed: np.ndarray) -> np.ndarray:
         other = tuple(a for a in range(3) if a != axis)
         hit = np.flatnonzero(needed.any(axis=other))
         box.append(slice(max(0, hit[0] - radius), min(needed.shape[axis], hit[-1] + radius + 1)))
-    box = tuple(box)
-    smooth[box] = ndimage.gaussian_filter(np.asarray(hu_small[box], dtype=np.float32), sigma,
+    window = tuple(box)
+    smooth[window] = ndimage.gaussian_filter(np.asarray(hu_small[window], dtype=np.float32), sigma,
                                           truncate=truncate)
     smooth[~needed] = np.inf  # near the box's edges the values are not the whole-volume ones
     return smooth

@@ -10,6 +10,7 @@ The constants are part of the model contract: a model card names the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,7 +61,7 @@ def window_to_bins(hu: np.ndarray | torch.Tensor) -> np.ndarray:
     return bins.to(torch.uint8).numpy()
 
 
-def _sampling_grid(src: tuple[int, int], dst: tuple[int, int], to_source: callable) -> torch.Tensor:
+def _sampling_grid(src: tuple[int, int], dst: tuple[int, int], to_source: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]) -> torch.Tensor:
     """A grid_sample grid (1, H, W, 2) mapping destination pixels to source pixels."""
     rr, cc = np.meshgrid(np.arange(dst[0], dtype=np.float64), np.arange(dst[1], dtype=np.float64), indexing="ij")
     r, c = to_source(rr, cc)

@@ -57,7 +57,10 @@ def recist_axes(mask: np.ndarray, pixel_spacing: tuple[float, float]) -> tuple[A
             d2, p, q = _longest_chord(pts, (sr, sc))
             if d2 > best[0]:
                 best = (d2, int(k), p, q, pts)
-    d2, key, p, q, pts = best
+    d2, key, p_best, q_best, pts_best = best
+    if p_best is None or q_best is None or pts_best is None:
+        raise ValueError("the mask is empty")
+    p, q, pts = p_best, q_best, pts_best
     long_mm = float(np.sqrt(d2))
     mm = pts * [sr, sc]
     u = (q - p) * [sr, sc] / long_mm if long_mm > 0 else np.array([1.0, 0.0])

@@ -17,6 +17,7 @@ as in a standard head-first supine axial series.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,7 +118,7 @@ def _paint_tube(
 
 def _branching_tree(
     rng: np.random.Generator, start: np.ndarray, direction: np.ndarray, radius: float,
-    min_radius: float, inside: callable, max_segments: int = 160,
+    min_radius: float, inside: Callable[[np.ndarray], bool], max_segments: int = 160,
 ) -> list[tuple[np.ndarray, np.ndarray, float, float]]:
     """Segments (p0, p1, r0, r1) of a tree that bifurcates, tapers and stays inside the lung."""
     segments: list[tuple[np.ndarray, np.ndarray, float, float]] = []
@@ -374,8 +375,8 @@ def _paint_confounders(
         painted.append("dependent_density")
     # Plate-like (subsegmental) atelectasis: thin oblique soft-tissue plates in the lower lobes.
     for _ in range(draw.atelectasis):
-        side = 1.0 if rng.random() < 0.5 else -1.0
-        c = np.array([cx + side * rng.uniform(0.35, 0.8) * anatomy.ca, anatomy.cy + rng.uniform(0, 0.6) * anatomy.cb,
+        sign = 1.0 if rng.random() < 0.5 else -1.0
+        c = np.array([cx + sign * rng.uniform(0.35, 0.8) * anatomy.ca, anatomy.cy + rng.uniform(0, 0.6) * anatomy.cb,
                       base + rng.uniform(15, 70)])
         n = rng.normal(size=3) * [0.3, 0.3, 1.0]
         n /= np.linalg.norm(n)
@@ -499,16 +500,16 @@ def synthetic_chest_ct(
             xs = anatomy.cx + sign * np.arange(10, anatomy.ca, 1.0)
         else:
             xs = anatomy.cx + sign * np.arange(anatomy.ca, 10, -1.0)
-        inside = anatomy.lung_region(xs, np.full_like(xs, yc), np.full_like(xs, zc))
-        if not inside.any():
+        in_lung = anatomy.lung_region(xs, np.full_like(xs, yc), np.full_like(xs, zc))
+        if not in_lung.any():
             continue
-        edge = xs[np.argmax(inside)]
+        edge = float(xs[np.argmax(in_lung)])
         if where == "juxtapleural":
             xc = edge - sign * d * 0.3
         elif where == "central":
             xc = edge + sign * d * 0.3
         else:
-            inner = xs[inside]
+            inner = xs[in_lung]
             xc = float(rng.choice(inner[len(inner) // 4 : max(len(inner) // 4 + 1, 3 * len(inner) // 4)]))
             if where == "peripheral" and abs(xc - edge) < d / 2 + 3:
                 continue

@@ -335,8 +335,8 @@ def train(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     arch = dict(ARCHITECTURE)
-    context = arch.pop("context")
-    context_mm = arch.pop("context_mm")
+    context = int(arch.pop("context"))
+    context_mm = float(arch.pop("context_mm"))
     prepared = []
     for case in tqdm(cases, desc="pre-processing", disable=not progress):
         canvas, truth, hard, border = _to_canvas(case)
@@ -345,7 +345,7 @@ def train(
         prepared.append((canvas, truth, hard_points, context_step(case.slice_spacing, context_mm), border))
     if not prepared:
         raise ValueError("no training cases")
-    model = UNet2D(**arch).to(memory_format=torch.channels_last)
+    model = UNet2D(**arch).to(memory_format=torch.channels_last)  # type: ignore[call-overload,arg-type]  # torch's stub lacks memory_format; arch holds the UNet2D keywords
     if init_weights is not None:
         model.load_state_dict(torch.load(init_weights, map_location="cpu", weights_only=True))
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)

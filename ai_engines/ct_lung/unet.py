@@ -101,8 +101,8 @@ def predict_foreground(
     with torch.inference_mode():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
-            x = stack_context(canvas[:, r0:r1, c0:c1], chunk, context, step)
-            x = torch.from_numpy(x).to(device=device, dtype=torch.float32).div_(255.0)
+            stacked = stack_context(canvas[:, r0:r1, c0:c1], chunk, context, step)
+            x = torch.from_numpy(stacked).to(device=device, dtype=torch.float32).div_(255.0)
             x = x.contiguous(memory_format=torch.channels_last)
             prob = torch.softmax(model(x), dim=1)[:, 1]
             out[start : start + len(chunk)] = prob.float().cpu().numpy()

@@ -50,7 +50,7 @@ def _codes(content) -> set[str]:  # noqa: ANN001
     for item in content.get("ContentSequence", []):
         for key in ("ConceptNameCodeSequence", "ConceptCodeSequence"):
             for code in item.get(key, []):
-                found.add(str(code.CodeValue))
+                found.add(str(code.get("CodeValue") or code.get("LongCodeValue") or code.get("URNCodeValue")))
         found |= _codes(item)
     return found
 
@@ -80,12 +80,13 @@ def test_mr_glioma_orthanc_to_node_and_back(tmp_path):
     studies: dict[str, dict] = {}
     # 1. Four sequences, a held-out synthetic high-grade glioma; the FLAIR moved by 3 mm.
     brain = synthetic_brain(HELD_OUT_SEED, kind="hgg")
-    four = synthetic_study(brain, ("T1", "T1c", "T2", "FLAIR"), HELD_OUT_SEED, shifts={"FLAIR": (3.0, -2.0, 0.0)})
+    four = synthetic_study(brain, ("T1", "T1c", "T2", "FLAIR"), HELD_OUT_SEED, thickness=5.0,
+                           shifts={"FLAIR": (3.0, -2.0, 0.0)})
     # 2. T1c only (another held-out seed).
     brain_t1c = synthetic_brain(HELD_OUT_SEED + 2, kind="hgg")
-    t1c_only = synthetic_study(brain_t1c, ("T1c",), HELD_OUT_SEED + 2)
+    t1c_only = synthetic_study(brain_t1c, ("T1c",), HELD_OUT_SEED + 2, thickness=5.0)
     # 3. No usable sequence: T2 and diffusion only.
-    unusable = synthetic_study(brain, ("T2",), HELD_OUT_SEED + 4)
+    unusable = synthetic_study(brain, ("T2",), HELD_OUT_SEED + 4, thickness=6.5)
     studies["four"] = {"identity": PatientIdentity(name="Gliom^Vier", patient_id="E2E-MR-1",
                                                    study_description="MR HEAD"),
                        "series": [(v, r) for v, r in zip(four.series, ("T1", "T1c", "T2", "FLAIR"), strict=True)],

@@ -264,7 +264,8 @@ def _pad(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.pad(values, ((0, 0), (0, size[0] - values.shape[1]), (0, size[1] - values.shape[2])))
 
 
-def keep_lesions(probabilities: np.ndarray, brain: np.ndarray) -> tuple[np.ndarray, int]:
+def keep_lesions(probabilities: np.ndarray, brain: np.ndarray, *, min_lesion_ml: float | None = None,
+                 min_mean_depth_mm: float | None = None) -> tuple[np.ndarray, int]:
     """Labels (0-3, uint8) of the lesions that pass the checks, and how many there are.
 
     A whole-tumour component (26-connected) is kept when it lies in the brain mask, holds at
@@ -275,7 +276,11 @@ def keep_lesions(probabilities: np.ndarray, brain: np.ndarray) -> tuple[np.ndarr
     were scalp fat at the vertex and orbit/skull-base fat the mask had let in, 4 mm deep on
     average).
     Oedema-like signal without a core (vessels, choroid plexus, artefacts) is dropped.
+    ``min_lesion_ml`` / ``min_mean_depth_mm`` override the two size and depth checks (for
+    their calibration, :mod:`ai_engines.mr_glioma.calibrate`).
     """
+    min_lesion_ml = MIN_LESION_ML if min_lesion_ml is None else min_lesion_ml
+    min_mean_depth_mm = MIN_MEAN_DEPTH_MM if min_mean_depth_mm is None else min_mean_depth_mm
     labels = np.argmax(probabilities, axis=0).astype(np.uint8)
     labels[~brain] = 0
     whole = labels > 0
@@ -291,8 +296,8 @@ def keep_lesions(probabilities: np.ndarray, brain: np.ndarray) -> tuple[np.ndarr
     # outer shell: a tumour reaches deeper into the brain on average.
     depth = ndimage.distance_transform_edt(brain)
     mean_depth = ndimage.mean(depth, components, index)
-    candidates = [i for i in range(n) if sizes[i] >= MIN_LESION_ML and core[i] >= MIN_CORE_ML
-                  and mean_probability[i] >= MIN_MEAN_PROBABILITY and mean_depth[i] >= MIN_MEAN_DEPTH_MM]
+    candidates = [i for i in range(n) if sizes[i] >= min_lesion_ml and core[i] >= MIN_CORE_ML
+                  and mean_probability[i] >= MIN_MEAN_PROBABILITY and mean_depth[i] >= min_mean_depth_mm]
     if candidates:
         largest = max(sizes[i] for i in candidates)
         candidates = [i for i in candidates if sizes[i] >= MIN_RELATIVE_SIZE * largest]

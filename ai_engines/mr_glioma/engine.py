@@ -57,7 +57,9 @@ DECLINE_CODES = (MR_NO_USABLE_SEQUENCE, MR_NOT_BRAIN, MR_REGISTRATION_FAILED)
 
 # A brain mask outside this range is not a (whole or most of a) brain: a spine, a knee, a slab.
 MIN_BRAIN_ML, MAX_BRAIN_ML = 400.0, 2500.0
-# Lesion checks on the 1 mm working grid.
+# Lesion checks on the 1 mm working grid.  Size and depth re-checked by ai_engines.mr_glioma.calibrate
+# (synthetic validation, brain2 as the check): with these weights every looser pair leaves a false
+# lesion on brain2, and the small cortical lesions are missed by the network, not by the checks.
 MIN_LESION_ML = 1.0  # smaller whole-tumour components: noise or vessels (brain2: a 0.7 ml bright vessel); under the 2 mm network grid's reach anyway
 MIN_CORE_ML = 0.1  # a lesion needs a tumour core (enhancing, necrotic or non-enhancing)
 MIN_MEAN_PROBABILITY = 0.6  # mean tumour probability over the component

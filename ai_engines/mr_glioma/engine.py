@@ -57,7 +57,9 @@ DECLINE_CODES = (MR_NO_USABLE_SEQUENCE, MR_NOT_BRAIN, MR_REGISTRATION_FAILED)
 
 # A brain mask outside this range is not a (whole or most of a) brain: a spine, a knee, a slab.
 MIN_BRAIN_ML, MAX_BRAIN_ML = 400.0, 2500.0
-# Lesion checks on the 1 mm working grid.
+# Lesion checks on the 1 mm working grid.  Size and depth re-checked by ai_engines.mr_glioma.calibrate
+# (synthetic validation, brain2 as the check): with these weights every looser pair leaves a false
+# lesion on brain2, and the small cortical lesions are missed by the network, not by the checks.
 MIN_LESION_ML = 1.0  # smaller whole-tumour components: noise or vessels (brain2: a 0.7 ml bright vessel); under the 2 mm network grid's reach anyway
 MIN_CORE_ML = 0.1  # a lesion needs a tumour core (enhancing, necrotic or non-enhancing)
 MIN_MEAN_PROBABILITY = 0.6  # mean tumour probability over the component
@@ -236,7 +238,8 @@ class MrGliomaEngine(Engine):
         shape = brain.shape
         unit = self.pool * 2**self.depth
         zs = np.nonzero(brain.any(axis=(1, 2)))[0]
-        padded = tuple(int(np.ceil(n / unit) * unit) for n in shape[1:])
+        rows, cols = (int(np.ceil(n / unit) * unit) for n in shape[1:])
+        padded = (rows, cols)
         channels = {role: _pad(values, padded) for role, values in prepared.channels.items()}
         box = []
         for axis, n in ((1, padded[0]), (2, padded[1])):
@@ -255,6 +258,8 @@ class MrGliomaEngine(Engine):
 
     def _grade(self, prepared: Prepared, tumour: np.ndarray) -> float:
         features, weight = tumour_features(self.model, prepared.channels, tumour, self.context, self.step, self.pool)
+        if self.grade_head is None:
+            raise RuntimeError("no grade model loaded")
         with torch.inference_mode():
             logit = self.grade_head(features.to(self.device), weight.to(self.device))
         return float(torch.sigmoid(logit))
@@ -264,7 +269,8 @@ def _pad(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.pad(values, ((0, 0), (0, size[0] - values.shape[1]), (0, size[1] - values.shape[2])))
 
 
-def keep_lesions(probabilities: np.ndarray, brain: np.ndarray) -> tuple[np.ndarray, int]:
+def keep_lesions(probabilities: np.ndarray, brain: np.ndarray, *, min_lesion_ml: float | None = None,
+                 min_mean_depth_mm: float | None = None) -> tuple[np.ndarray, int]:
     """Labels (0-3, uint8) of the lesions that pass the checks, and how many there are.
 
     A whole-tumour component (26-connected) is kept when it lies in the brain mask, holds at
@@ -275,7 +281,11 @@ def keep_lesions(probabilities: np.ndarray, brain: np.ndarray) -> tuple[np.ndarr
     were scalp fat at the vertex and orbit/skull-base fat the mask had let in, 4 mm deep on
     average).
     Oedema-like signal without a core (vessels, choroid plexus, artefacts) is dropped.
+    ``min_lesion_ml`` / ``min_mean_depth_mm`` override the two size and depth checks (for
+    their calibration, :mod:`ai_engines.mr_glioma.calibrate`).
     """
+    min_lesion_ml = MIN_LESION_ML if min_lesion_ml is None else min_lesion_ml
+    min_mean_depth_mm = MIN_MEAN_DEPTH_MM if min_mean_depth_mm is None else min_mean_depth_mm
     labels = np.argmax(probabilities, axis=0).astype(np.uint8)
     labels[~brain] = 0
     whole = labels > 0
@@ -291,8 +301,8 @@ def keep_lesions(probabilities: np.ndarray, brain: np.ndarray) -> tuple[np.ndarr
     # outer shell: a tumour reaches deeper into the brain on average.
     depth = ndimage.distance_transform_edt(brain)
     mean_depth = ndimage.mean(depth, components, index)
-    candidates = [i for i in range(n) if sizes[i] >= MIN_LESION_ML and core[i] >= MIN_CORE_ML
-                  and mean_probability[i] >= MIN_MEAN_PROBABILITY and mean_depth[i] >= MIN_MEAN_DEPTH_MM]
+    candidates = [i for i in range(n) if sizes[i] >= min_lesion_ml and core[i] >= MIN_CORE_ML
+                  and mean_probability[i] >= MIN_MEAN_PROBABILITY and mean_depth[i] >= min_mean_depth_mm]
     if candidates:
         largest = max(sizes[i] for i in candidates)
         candidates = [i for i in candidates if sizes[i] >= MIN_RELATIVE_SIZE * largest]

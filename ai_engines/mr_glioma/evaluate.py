@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813
 from scipy import ndimage
 
+from ai_engines.engine import Engine
 from ai_engines.findings import Findings
 from ai_engines.mr_glioma.preprocess import geometry_of
 from ai_engines.mr_glioma.synthetic import SyntheticBrain, acquire, labels_on, synthetic_brain
@@ -72,7 +73,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float | None:
     return None if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
-def evaluate_synthetic(engine: object, cases: int, first_seed: int = FIRST_HELD_OUT_SEED) -> dict:
+def evaluate_synthetic(engine: Engine, cases: int, first_seed: int = FIRST_HELD_OUT_SEED) -> dict:
     """Dice per region and mode over ``cases`` held-out synthetic studies."""
     results: dict[str, dict[str, list]] = {mode: {"WT": [], "TC": [], "ET": [], "seconds": []} for mode in MODES}
     per_case = []
@@ -107,7 +108,7 @@ def evaluate_synthetic(engine: object, cases: int, first_seed: int = FIRST_HELD_
     return {"summary": summary, "cases": per_case}
 
 
-def evaluate_brain2(engine: object, folder: Path) -> dict:
+def evaluate_brain2(engine: Engine, folder: Path) -> dict:
     """The real T1c case: Dice of the enhancing tumour and anything found away from the lesion."""
     image = sitk.ReadImage(str(folder / "brain2_image.nrrd"))
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "brain2_label.nrrd"))) > 0
@@ -115,7 +116,7 @@ def evaluate_brain2(engine: object, folder: Path) -> dict:
     t = time.perf_counter()
     findings = engine.run(StudyInput("2.25.2000", (volume,)))
     seconds = time.perf_counter() - t
-    if findings.declined:
+    if findings.decline is not None:
         return {"declined": findings.decline.code, "reason": findings.decline.reason}
     found = masks_of(findings, label.shape)
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0

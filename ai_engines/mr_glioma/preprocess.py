@@ -188,7 +188,7 @@ def brain_mask(values: np.ndarray, spacing_mm: float = GRID_MM, keep_pieces: boo
     if keep_pieces:
         keep = np.nonzero(sizes >= BRAIN_PIECE_FRACTION * sizes.max())[0] + 1
     else:
-        keep = [int(np.argmax(sizes)) + 1]
+        keep = np.array([int(np.argmax(sizes)) + 1])
     brain = np.isin(labels, keep)
     brain = ndimage.binary_dilation(brain, structure=ball, iterations=radius + 1, mask=tissue)
     brain = np.stack([ndimage.binary_fill_holes(s) for s in brain])

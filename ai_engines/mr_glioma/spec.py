@@ -57,4 +57,5 @@ SPEC = EngineSpec(
     acceptance=ACCEPTANCE,
     models=(MODEL_NAME, GRADE_MODEL_NAME),
     factory="ai_engines.mr_glioma.engine:MrGliomaEngine",
+    training="ai_engines.mr_glioma.training:TRAINING",
 )

@@ -17,7 +17,8 @@ Label convention (BraTS with the enhancing label 4 renumbered 3 so classes are c
 0 background, 1 necrosis / non-enhancing tumour core, 2 oedema, 3 enhancing tumour.
 
 Relative signal per tissue and sequence (jittered +-12 % per case): T1 WM > GM > CSF, fat
-bright; T1c as T1 plus enhancing rim, vessels, choroid plexus, dura and sinus bright; T2 CSF
+bright; T1c as T1 plus enhancing rim (its excess over white matter scaled by 0.35-1 per case:
+real enhancement can be faint), vessels, choroid plexus, dura and sinus bright; T2 CSF
 and oedema bright; FLAIR CSF dark, oedema bright.  Acquisition: slice thickness 1-6.5 mm
 (slice profile as a box average), in-plane 0.5-1 mm, multiplicative bias field, Rician noise,
 vendor-like series descriptions.
@@ -36,7 +37,7 @@ from ai_engines.volume import AcquisitionFacts, SeriesVolume, SliceReference
 SHAPE = (168, 216, 176)  # z, y, x at 1 mm
 ROLES = ("T1", "T1c", "T2", "FLAIR")
 KINDS = ("hgg", "solid", "lgg", "none")
-KIND_WEIGHTS = (0.5, 0.2, 0.18, 0.12)
+KIND_WEIGHTS = (0.4, 0.3, 0.18, 0.12)  # solid: the real brain2 kind, hardest on T1c alone
 
 # Tissue classes of the anatomy map.
 AIR, SKIN, FAT, BONE, MARROW, CSF, GM, WM, DEEP_GM, VESSEL, PLEXUS, DURA, MUSCLE, SINUS_BLOOD = range(14)
@@ -195,6 +196,12 @@ def synthetic_brain(seed: int, kind: str | None = None, z_range: tuple[int, int]
     lut = np.zeros((256, 4), np.float32)
     for row, (cls, values) in enumerate(SIGNAL.items()):
         lut[cls] = np.asarray(values) * jitter[row]
+    # Real enhancement is often weak (brain2: the lesion's median T1c signal is near the
+    # brain's, only its rim bright): scale the enhancing tumour's T1c excess over white matter
+    # by 0.35-1.  A separate generator, so anatomy and tumour shape of a seed stay as they were.
+    contrast = np.random.default_rng(seed + 7_000_000)
+    white = lut[WM, 1]
+    lut[TUMOUR_ENHANCING, 1] = white + (lut[TUMOUR_ENHANCING, 1] - white) * contrast.uniform(0.35, 1.0)
     # Tumour signal varies inside the lesion too (heterogeneous enhancement, cysts).
     texture = 1.0 + 0.12 * _smooth_noise(rng, shape, 2, 1.0)
     tumour_tissue = np.where(labels == 3, TUMOUR_ENHANCING, np.where(labels == 2, TUMOUR_OEDEMA, np.where(

@@ -11,10 +11,9 @@ arrays by the node) go through :func:`case_from_series`, the engine's full pre-p
 Sequences are dropped at random per crop (zeros and a cleared presence flag) so single-
 sequence studies (T1c only, FLAIR only) work.
 
-Usage::
+Usage (the node's one CLI; ``python -m ai_engines.mr_glioma.train`` is the same without it)::
 
-    python -m ai_engines.mr_glioma.train --cases 36 --minutes 15 --grade-minutes 3 \
-        --out ai_engines/mr_glioma/weights
+    dicom-node train-model mr_glioma --synthetic 36 --minutes 15 --grade-minutes 3 --out DIR
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ import argparse
 import datetime as _dt
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from ai_engines.ct_lung.unet import UNet2D
 from ai_engines.models import ModelCard, sha256_of
 from ai_engines.mr_glioma import GRADE_MODEL_NAME, MODEL_NAME
 from ai_engines.mr_glioma.preprocess import PREPROCESSING_VERSION, brain_mask, prepare, zscore
-from ai_engines.mr_glioma.synthetic import SHAPE, bias_field, rician, synthetic_brain
+from ai_engines.mr_glioma.synthetic import KIND_WEIGHTS, SHAPE, bias_field, rician, synthetic_brain
 from ai_engines.mr_glioma.unet import (
     INPUT_ROLES,
     GradeHead,
@@ -55,6 +55,7 @@ ARCHITECTURE = {
 CROP = 128  # mm (64 network pixels)
 SLAB = 40
 TUMOUR_CROP_FRACTION = 0.6
+THICKNESSES = (1.0, 1.5, 3.0, 4.0, 5.0, 6.5)  # mm, simulated slice profiles
 INTENDED_USE = (
     "Research only: segmentation of glioma sub-regions (enhancing, necrotic/non-enhancing core, "
     "oedema) on brain MR (any subset of T1, T1c, T2, FLAIR with T1c or FLAIR), 1-7 mm slices."
@@ -103,7 +104,7 @@ def synthetic_case(seed: int) -> TrainingCase:
     rng = np.random.default_rng(seed + 5_000_000)
     start = int(rng.integers(40, SHAPE[0] - SLAB - 8))
     brain = synthetic_brain(seed, z_range=(start, start + SLAB))
-    thickness = float(rng.choice([1.0, 1.5, 3.0, 4.0, 5.0, 6.5]))
+    thickness = float(rng.choice(THICKNESSES))
     acquired = {role: _simulate_acquisition(brain.images[role], rng, thickness) for role in INPUT_ROLES}
     reference = "T1c" if rng.random() < 0.7 else "FLAIR"
     mask = brain_mask(acquired[reference], keep_pieces=True)  # a slab: skull-base pieces apart
@@ -127,11 +128,11 @@ def case_from_series(sequences: dict[str, SeriesVolume], labels: np.ndarray, ref
 
 def _drop_sequences(rng: np.random.Generator) -> tuple[str, ...]:
     draw = rng.random()
-    if draw < 0.4:
+    if draw < 0.35:
         return INPUT_ROLES
-    if draw < 0.55:
+    if draw < 0.6:
         return ("T1c",)
-    if draw < 0.7:
+    if draw < 0.72:
         return ("FLAIR",)
     while True:
         kept = tuple(r for r in INPUT_ROLES if rng.random() < 0.5)
@@ -171,18 +172,27 @@ class CropSampler:
         return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys).astype(np.int64))
 
 
-def train_segmentation(cases: list[TrainingCase], minutes: float, seed: int, lr: float = 2e-3, batch: int = 16) -> tuple[UNet2D, dict]:
-    """Train until ``minutes`` pass; returns the model and training figures."""
+def new_unet() -> UNet2D:
+    """An untrained U-Net of :data:`ARCHITECTURE`."""
+    return UNet2D(**{k: v for k, v in ARCHITECTURE.items()  # type: ignore[arg-type]  # the U-Net's int keywords
+                     if k not in ("context", "context_mm", "pool")})
+
+
+def train_segmentation(cases: list[TrainingCase], minutes: float, seed: int, lr: float = 2e-3, batch: int = 16,
+                       init_weights: Path | None = None, max_steps: int | None = None) -> tuple[UNet2D, dict]:
+    """Train until ``minutes`` pass (or ``max_steps``), from ``init_weights`` (a state_dict)
+    when given; returns the model and training figures."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    arch = {k: v for k, v in ARCHITECTURE.items() if k not in ("context", "context_mm", "pool")}
-    model = UNet2D(**arch)
+    model = new_unet()
+    if init_weights is not None:
+        model.load_state_dict(torch.load(init_weights, map_location="cpu", weights_only=True))
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sampler = CropSampler(cases, rng)
     deadline = time.monotonic() + minutes * 60
     start, step, losses = time.monotonic(), 0, []
     model.train()
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (max_steps is None or step < max_steps):
         fraction = (time.monotonic() - start) / (minutes * 60)
         for group in optimiser.param_groups:
             group["lr"] = lr * 0.5 * (1 + np.cos(np.pi * min(fraction, 1.0)))
@@ -199,16 +209,17 @@ def train_segmentation(cases: list[TrainingCase], minutes: float, seed: int, lr:
     return model, {"steps": step, "batch": batch, "final_loss_mean_last_50": round(float(np.mean(losses[-50:])), 4)}
 
 
-def train_grade(model: UNet2D, cases: list[TrainingCase], minutes: float, seed: int) -> tuple[GradeHead, dict]:
+def train_grade(model: UNet2D, cases: list[TrainingCase], minutes: float, seed: int,
+                max_steps: int | None = None) -> tuple[GradeHead, dict]:
     """The grade head on the frozen segmentation encoder (tumour cases only)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     tumour_cases = [c for c in cases if c.labels.any()]
-    width = ARCHITECTURE["base_channels"] * 2 ** ARCHITECTURE["depth"]
+    width = int(ARCHITECTURE["base_channels"]) * 2 ** int(ARCHITECTURE["depth"])
     head = GradeHead(width)
     optimiser = torch.optim.Adam(head.parameters(), lr=3e-3)
     deadline, steps = time.monotonic() + minutes * 60, 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (max_steps is None or steps < max_steps):
         case = tumour_cases[int(rng.integers(len(tumour_cases)))]
         kept = {role: case.channels[role] for role in _drop_sequences(rng)}
         features, weight = tumour_features(model, kept, case.labels > 0, CONTEXT, STEP_MM, POOL)
@@ -222,7 +233,93 @@ def train_grade(model: UNet2D, cases: list[TrainingCase], minutes: float, seed: 
     return head, {"steps": steps, "cases": len(tumour_cases), "high_grade_fraction": round(float(np.mean([c.high_grade for c in tumour_cases])), 3)}
 
 
+def synthetic_recipe(count: int, first_seed: int, threads: int, seed: int) -> str:
+    """The data recipe of ``count`` synthetic slabs, for the model card."""
+    return (
+        f"synthetic brain MR only (ai_engines.mr_glioma.synthetic): {count} slabs of {SLAB} mm, seeds "
+        f"{first_seed}-{first_seed + count - 1}, tumour kinds hgg/solid/lgg/none "
+        f"{'/'.join(f'{w:g}' for w in KIND_WEIGHTS)}, enhancing T1c excess over white matter x0.35-1, "
+        f"slice thickness {'/'.join(f'{t:g}' for t in THICKNESSES)} mm simulated on the 1 mm grid, bias 0-25 %, "
+        f"Rician noise 1-5 %; crops {CROP} mm, {int(TUMOUR_CROP_FRACTION * 100)} % tumour-centred; sequences dropped "
+        f"per crop (35 % all four, 25 % T1c only, 12 % FLAIR only, else random subsets with T1c or FLAIR); "
+        f"{threads} CPU thread(s); training seed {seed}"
+    )
+
+
+def train(cases: Iterable[TrainingCase], out_dir: Path, *, model_name: str = MODEL_NAME, minutes: float = 15.0,
+          grade_minutes: float = 3.0, max_steps: int | None = None, lr: float = 2e-3, batch: int = 16, seed: int = 1,
+          threads: int = 1, init_weights: Path | None = None, encoder_weights: Path | None = None,
+          version: str = "0.1.0+demo.1", label: str = "DEMO", training_data: str = "", command: str = "") -> ModelCard:
+    """Train and write weights plus model cards into ``out_dir``.
+
+    ``model_name`` :data:`MODEL_NAME`: the U-Net (from ``init_weights`` when given) and then
+    the grade head on its encoder (the head is only valid with the encoder it was trained on);
+    :data:`GRADE_MODEL_NAME`: the grade head only, on the U-Net ``encoder_weights`` (default:
+    the installed one).  Returns the card of ``model_name``.
+    """
+    torch.set_num_threads(threads)
+    t0 = time.monotonic()
+    cases = list(cases)
+    print(f"{len(cases)} cases in {time.monotonic() - t0:.0f} s", flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    today = _dt.date.today().isoformat()
+    demo = label == "DEMO"
+    card = None
+    if model_name == MODEL_NAME:
+        model, figures = train_segmentation(cases, minutes, seed, lr=lr, batch=batch, init_weights=init_weights,
+                                            max_steps=max_steps)
+        weights = out_dir / f"{MODEL_NAME}.pt"
+        torch.save(model.state_dict(), weights)
+        start = f"fine-tuned from {init_weights.name} (sha256 {sha256_of(init_weights)[:12]})" if init_weights else \
+            "from random initialisation"
+        card = ModelCard(
+            name=MODEL_NAME, version=version, sha256=sha256_of(weights), intended_use=INTENDED_USE,
+            training_data=training_data, preprocessing_version=PREPROCESSING_VERSION, architecture=dict(ARCHITECTURE),
+            measured_accuracy={"training": figures,
+                               "note": "held-out figures: dicom-node evaluate-model mr_glioma --synthetic N"},
+            label=label,
+            notes=(("DEMO weights: synthetic training only, not validated on real MR. " if demo else "")
+                   + f"Trained {today} with `{command}`; {start}; {figures['steps']} steps x {figures['batch']} crops, "
+                   f"{minutes:g} min, AdamW lr {lr:g} cosine, seed {seed}."),
+        )
+        card.to_json(out_dir / f"{MODEL_NAME}.json")
+    else:
+        model = new_unet()
+        if encoder_weights is not None:
+            model.load_state_dict(torch.load(encoder_weights, map_location="cpu", weights_only=True))
+        else:
+            from ai_engines.models import load_weights, locate_model
+
+            model = load_weights(locate_model("mr_glioma", MODEL_NAME), model)
+    model.eval()
+    head, grade_figures = train_grade(model, cases, grade_minutes, seed + 1, max_steps=max_steps)
+    head_weights = out_dir / f"{GRADE_MODEL_NAME}.pt"
+    torch.save(head.state_dict(), head_weights)
+    grade_card = ModelCard(
+        name=GRADE_MODEL_NAME, version=version, sha256=sha256_of(head_weights), intended_use=GRADE_INTENDED_USE,
+        training_data=training_data + f"; grade label = enhancing tumour present (synthetic grade only); {grade_figures}",
+        preprocessing_version=PREPROCESSING_VERSION,
+        architecture={"in_features": ARCHITECTURE["base_channels"] * 2 ** ARCHITECTURE["depth"], "encoder": MODEL_NAME,
+                      "pooling": "mean and max of the deepest encoder features over the predicted tumour"},
+        measured_accuracy={"note": "held-out figures: dicom-node evaluate-model mr_glioma --synthetic N"},
+        label=label,
+        notes=(
+            "Evidence behind the approach: the seed CNN predicted lower-grade glioma genomic subtype from MRI with AUC "
+            "0.73 (95% CI 0.61-0.84), and transfer learning from glioblastoma MRI beat ImageNet pretraining; hence this "
+            "head sits on the segmentation encoder (frozen). "
+            + ("This DEMO head is trained on SYNTHETIC grade only (enhancement present = high grade) and carries no "
+               "clinical evidence of its own. " if demo else "")
+            + f"Trained {today} with `{command}`, {grade_minutes:g} min, seed {seed + 1}."
+        ),
+    )
+    grade_card.to_json(out_dir / f"{GRADE_MODEL_NAME}.json")
+    print(f"wrote {out_dir} in {time.monotonic() - t0:.0f} s", flush=True)
+    return card if card is not None else grade_card
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``python -m ai_engines.mr_glioma.train``: the same as ``dicom-node train-model mr_glioma``
+    (kept for environments without the node installed)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=int, default=36, help="synthetic training slabs")
     parser.add_argument("--first-seed", type=int, default=0)
@@ -230,54 +327,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grade-minutes", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)  # 2 threads ran 6x slower on the shared machine
+    parser.add_argument("--init-weights", type=Path, default=None)
     parser.add_argument("--version", default="0.1.0+demo.1")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    t0 = time.monotonic()
-    cases = [synthetic_case(s) for s in range(args.first_seed, args.first_seed + args.cases)]
-    data_s = time.monotonic() - t0
-    print(f"{len(cases)} cases in {data_s:.0f} s", flush=True)
-    model, figures = train_segmentation(cases, args.minutes, args.seed)
-    head, grade_figures = train_grade(model, cases, args.grade_minutes, args.seed + 1)
-    args.out.mkdir(parents=True, exist_ok=True)
     command = "python -m ai_engines.mr_glioma.train " + " ".join(sys.argv[1:] if argv is None else argv)
-    recipe = (
-        f"synthetic brain MR only (ai_engines.mr_glioma.synthetic): {args.cases} slabs of {SLAB} mm, seeds "
-        f"{args.first_seed}-{args.first_seed + args.cases - 1}, tumour kinds hgg/solid/lgg/none 0.5/0.2/0.18/0.12, "
-        f"slice thickness 1-6.5 mm simulated on the 1 mm grid, bias 0-25 %, Rician noise 1-5 %; crops {CROP} mm, "
-        f"{int(TUMOUR_CROP_FRACTION * 100)} % tumour-centred; sequences dropped per crop (40 % all four, 15 % T1c only, "
-        f"15 % FLAIR only, else random subsets with T1c or FLAIR); {args.threads} CPU thread(s); training seed {args.seed}"
-    )
-    today = _dt.date.today().isoformat()
-    weights = args.out / f"{MODEL_NAME}.pt"
-    torch.save(model.state_dict(), weights)
-    ModelCard(
-        name=MODEL_NAME, version=args.version, sha256=sha256_of(weights), intended_use=INTENDED_USE,
-        training_data=recipe, preprocessing_version=PREPROCESSING_VERSION, architecture=dict(ARCHITECTURE),
-        measured_accuracy={"training": figures, "note": "held-out figures: python -m ai_engines.mr_glioma.evaluate"},
-        label="DEMO", notes=f"DEMO weights: synthetic training only, not validated on real MR. Trained {today} with `{command}`; "
-        f"{figures['steps']} steps x {figures['batch']} crops, {args.minutes:g} min, AdamW lr 2e-3 cosine.",
-    ).to_json(args.out / f"{MODEL_NAME}.json")
-    head_weights = args.out / f"{GRADE_MODEL_NAME}.pt"
-    torch.save(head.state_dict(), head_weights)
-    ModelCard(
-        name=GRADE_MODEL_NAME, version=args.version, sha256=sha256_of(head_weights), intended_use=GRADE_INTENDED_USE,
-        training_data=recipe + f"; grade label = enhancing tumour present (synthetic grade only); {grade_figures}",
-        preprocessing_version=PREPROCESSING_VERSION,
-        architecture={"in_features": ARCHITECTURE["base_channels"] * 2 ** ARCHITECTURE["depth"], "encoder": MODEL_NAME,
-                      "pooling": "mean and max of the deepest encoder features over the predicted tumour"},
-        measured_accuracy={"note": "held-out figures: python -m ai_engines.mr_glioma.evaluate"},
-        label="DEMO",
-        notes=(
-            "Evidence behind the approach: the seed CNN predicted lower-grade glioma genomic subtype from MRI with AUC "
-            "0.73 (95% CI 0.61-0.84), and transfer learning from glioblastoma MRI beat ImageNet pretraining; hence this "
-            "head sits on the segmentation encoder (frozen). This DEMO head is trained on SYNTHETIC grade only "
-            "(enhancement present = high grade) and carries no clinical evidence of its own. "
-            f"Trained {today} with `{command}`, {args.grade_minutes:g} min, seed {args.seed + 1}."
-        ),
-    ).to_json(args.out / f"{GRADE_MODEL_NAME}.json")
-    print(f"wrote {weights} and {head_weights} in {time.monotonic() - t0:.0f} s", flush=True)
+    train((synthetic_case(s) for s in range(args.first_seed, args.first_seed + args.cases)), args.out,
+          minutes=args.minutes, grade_minutes=args.grade_minutes, seed=args.seed, threads=args.threads,
+          init_weights=args.init_weights, version=args.version, command=command,
+          training_data=synthetic_recipe(args.cases, args.first_seed, args.threads, args.seed))
     return 0
 
 

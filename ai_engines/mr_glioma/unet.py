@@ -135,5 +135,5 @@ def tumour_features(
     with torch.no_grad():
         features = encode(model, x)
     weight = torch.from_numpy(tumour[ks][:, None, box[0], box[1]].astype(np.float32))
-    weight = F.adaptive_avg_pool2d(weight, features.shape[-2:])
+    weight = F.adaptive_avg_pool2d(weight, (int(features.shape[-2]), int(features.shape[-1])))
     return features, weight

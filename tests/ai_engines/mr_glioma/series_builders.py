@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from pydicom import Dataset
 
 from ai_engines.volume import AcquisitionFacts, SeriesVolume, SliceReference, VolumeGeometry
+from dicom_node.sample_data import PatientIdentity, ct_series_datasets
 
 
 def mr_series(
@@ -59,3 +61,38 @@ def phantom_head(
                              image_type=("ORIGINAL", "PRIMARY"))
     slices = tuple(SliceReference("1.2.840.10008.5.1.4.1.1.4", f"{uid}.{k}") for k in range(nz))
     return SeriesVolume(uid, "1.2.3", volume, geometry, slices, facts)
+
+
+MR_ATTRIBUTES = {  # role -> (TR, TE, TI, contrast agent)
+    "T1": (500.0, 12.0, None, None), "T1c": (2000.0, 2.5, 900.0, "GADOBUTROL"),
+    "T2": (4500.0, 95.0, None, None), "FLAIR": (9000.0, 90.0, 2500.0, None), "DWI": (5000.0, 80.0, None, None),
+}
+
+
+def mr_datasets(volume: SeriesVolume, role: str, identity: PatientIdentity, series_number: int,
+                description: str) -> list[Dataset]:
+    """``volume`` as the MR instances a scanner writes (its own geometry, any orientation)."""
+    geometry = volume.geometry
+    datasets = ct_series_datasets(volume.voxels.astype(np.float64) - 1024.0, identity=identity, modality="MR",
+                                  pixel_spacing=geometry.pixel_spacing, slice_spacing=geometry.slice_thickness,
+                                  series_number=series_number, series_description=description,
+                                  frame_of_reference_uid="1.2.826.0.1.3680043.8.498.77." + identity.patient_id[-1])
+    tr, te, ti, agent = MR_ATTRIBUTES[role]
+    for k, ds in enumerate(datasets):
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in geometry.slice_origins[k]]
+        ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*geometry.row_direction, *geometry.column_direction)]
+        ds.SliceLocation = f"{float(np.dot(geometry.slice_origins[k], np.cross(geometry.row_direction, geometry.column_direction))):.4f}"
+        ds.StationName = "MRSTATION01"
+        ds.ScanningSequence = "IR" if ti else "SE"
+        ds.SequenceVariant = "SK"
+        ds.ScanOptions = ""
+        ds.MRAcquisitionType = "2D"
+        ds.RepetitionTime = tr
+        ds.EchoTime = te
+        if ti:
+            ds.InversionTime = ti
+        ds.EchoTrainLength = 1
+        ds.MagneticFieldStrength = 1.5
+        if agent:
+            ds.ContrastBolusAgent = agent
+    return datasets

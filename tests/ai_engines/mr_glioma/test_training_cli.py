@@ -1,0 +1,103 @@
+"""The MR glioma engine through the node's one training and evaluation CLI: synthetic slabs,
+and a site's own MR series with SEG ground truth."""
+
+from __future__ import annotations
+
+import json
+
+import highdicom as hd
+import numpy as np
+import pytest
+
+from ai_engines.mr_glioma.synthetic import acquire, labels_on, synthetic_brain
+from ai_engines.mr_glioma.training import label_class
+from dicom_node.cli import main
+from dicom_node.sample_data import PatientIdentity
+from tests.ai_engines.mr_glioma.series_builders import mr_datasets
+
+HELD_OUT_SEED = 100_005
+
+
+def _site_folder(tmp_path):
+    """One T1c series as a scanner writes it (6.5 mm slices) and its tumour as a SEG."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    brain = synthetic_brain(HELD_OUT_SEED, kind="hgg")
+    volume = acquire(brain, "T1c", slice_thickness=6.5, pixel_spacing=1.0, seed=HELD_OUT_SEED,
+                     series_uid="2.25.77", description="AX T1 POST GD")
+    datasets = mr_datasets(volume, "T1c", PatientIdentity(patient_id="SITE-MR-1"), 3, "AX T1 POST GD")
+    for k, ds in enumerate(datasets):
+        ds.save_as(folder / f"mr{k:03d}.dcm", enforce_file_format=True)
+    truth = labels_on(brain, volume) > 0
+    segment = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="Whole tumour",
+        segmented_property_category=hd.sr.CodedConcept("49755003", "SCT", "Morphologically Altered Structure"),
+        segmented_property_type=hd.sr.CodedConcept("108369006", "SCT", "Neoplasm"),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+    seg = hd.seg.Segmentation(
+        source_images=datasets, pixel_array=truth.astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[segment],
+        series_instance_uid=hd.UID(), series_number=90, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer="Site", manufacturer_model_name="Manual", software_versions="1", device_serial_number="1",
+        omit_empty_frames=True)
+    seg.save_as(folder / "seg.dcm")
+    return folder, int(truth.sum())
+
+
+def test_roi_names_decide_the_class():
+    assert label_class(("Enhancing tumour",), "T1c") == 3
+    assert label_class(("Edema",), "FLAIR") == 2
+    assert label_class(("necrotic core",), "T1c") == 1
+    assert label_class(("GTV",), "T1c") == 3 and label_class(("Tumour",), "FLAIR") == 1
+
+
+def test_options_are_the_engines(capsys):
+    with pytest.raises(SystemExit):
+        main(["train-model", "mr_glioma", "--help"])
+    out = capsys.readouterr().out
+    assert "usage: dicom-node train-model mr_glioma" in out
+    assert "--grade-minutes" in out and "--data-dir" in out and "mr_glioma_grade" in out
+
+
+@pytest.mark.slow
+def test_train_model_writes_weights_the_engine_loads(tmp_path, capsys):
+    from ai_engines.registry import get_engine
+
+    out = tmp_path / "site-model"
+    assert main(["train-model", "mr_glioma", "--synthetic", "1", "--first-seed", "7", "--out", str(out),
+                 "--max-steps", "2", "--grade-minutes", "0.05", "--threads", "1", "--label", "DEMO"]) == 0
+    for name in ("mr_glioma_unet", "mr_glioma_grade"):
+        assert (out / f"{name}.pt").is_file() and (out / f"{name}.json").is_file()
+    card = json.loads((out / "mr_glioma_unet.json").read_text())
+    assert "1 slabs of 40 mm, seeds 7-7" in card["training_data"]
+    assert "dicom-node train-model mr_glioma" in card["notes"] or "train-model" in card["notes"]
+    grade = json.loads((out / "mr_glioma_grade.json").read_text())
+    assert grade["architecture"]["encoder"] == "mr_glioma_unet"
+    engine = get_engine("mr_glioma", model_dir=out, device="cpu")
+    assert engine.identity().model_sha256 == card["sha256"]
+
+
+@pytest.mark.slow
+def test_evaluate_model_on_a_sites_series_with_seg(tmp_path, capsys):
+    folder, truth_voxels = _site_folder(tmp_path)
+    assert truth_voxels > 0
+    report = tmp_path / "site.json"
+    assert main(["evaluate-model", "mr_glioma", "--data-dir", str(folder), "--json", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "WT Dice" in printed
+    result = json.loads(report.read_text())
+    (case,) = result["cases"]
+    assert case["role"] == "T1c" and case["declined"] is None
+    assert case["WT"] is not None and 0.0 <= case["WT"] <= 1.0
+    assert result["summary"]["cases"] == 1.0
+
+
+@pytest.mark.slow
+def test_evaluate_model_on_held_out_synthetic_studies(tmp_path, capsys):
+    report = tmp_path / "eval.json"
+    assert main(["evaluate-model", "mr_glioma", "--synthetic", "1", "--json", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "whole tumour Dice" in printed
+    result = json.loads(report.read_text())
+    assert {c["mode"] for c in result["cases"]} == {"all", "T1c", "FLAIR"}
+    assert result["summary"]["all"]["n"] == 1

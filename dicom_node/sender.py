@@ -207,13 +207,16 @@ class Sender:
             ref.ReferencedSOPClassUID = ds.SOPClassUID
             ref.ReferencedSOPInstanceUID = ds.SOPInstanceUID
             request.ReferencedSOPSequence.append(ref)
+        # Stored either way. The transaction is recorded before it is requested: the peer
+        # reports on its own association and may do so before its N-ACTION response is read.
+        for item, _ in sent:
+            self.outbox.mark_sent(item.id, 0, commitment_uid=transaction)
         status, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel,
                                         STORAGE_COMMITMENT_INSTANCE)
         code = int(status.Status) if status is not None and "Status" in status else None
-        for item, _ in sent:
-            # Stored either way; the commitment request is recorded separately.
-            self.outbox.mark_sent(item.id, 0, commitment_uid=transaction if code == 0 else None)
         if code != 0:
+            for item, _ in sent:
+                self.outbox.mark_sent(item.id, 0, commitment_uid=None)
             log.warning("storage commitment request refused (status %s)", code)
 
     def _retry(self, item: ClaimedItem, reason: str, status: int | None) -> None:

@@ -31,7 +31,6 @@ from dicom_node.deid import ReidentificationError, Reidentifier, check_clinical,
 from dicom_node.tls import TlsConfigError, client_context
 from storage.database import Database
 from storage.files import FileStore
-from storage.jobs import result_identity_revision
 from storage.monitoring import DeliveryOutcome, delivery_outcomes
 from storage.outbox import ClaimedItem, Outbox
 from storage.vault import Vault, VaultError
@@ -68,9 +67,7 @@ class Sender:
         ds: Dataset = dcmread(self.files.absolute(item.path))
         if peer.kind == DestinationKind.CLINICAL:
             # The identity of the revision the results were computed on, not the latest one.
-            with self.vault.database.session() as session:
-                revision = result_identity_revision(session, item.id)
-            ds = self.reidentifier.reidentify(ds, revision=revision)
+            ds = self.reidentifier.reidentify(ds, revision=item.identity_revision)
             problems = check_clinical(ds, self.vault)
         else:
             problems = check_research(ds, self.vault)
@@ -81,15 +78,17 @@ class Sender:
         items = self.outbox.claim_batch("sender", lease_seconds=self.config.sender.lease_seconds)
         if not items:
             return 0
+        prepared: set[int] = set()
         try:
-            return self._deliver(items)
+            return self._deliver(items, prepared)
         finally:
             if self.audit is not None:
-                self._audit_batch(items)
+                self._audit_batch(items, prepared)
 
-    def _audit_batch(self, items: list[ClaimedItem]) -> None:
-        """Audit a send attempt: per study, the re-identification (clinical peers) and the
-        objects sent, and those not sent (retried, failed or refused), by their states."""
+    def _audit_batch(self, items: list[ClaimedItem], prepared_ids: set[int]) -> None:
+        """Audit a send attempt: per study, the re-identification (clinical peers: the items
+        prepared in this attempt) and the objects sent, and those not sent (retried, failed or
+        refused), by their states."""
         assert self.audit is not None
         peer = self.config.peer_by_name(items[0].destination)
         clinical = peer is not None and peer.kind == DestinationKind.CLINICAL
@@ -97,9 +96,7 @@ class Sender:
         for study_uid in dict.fromkeys(o.study_uid for o in outcomes):
             mine = [o for o in outcomes if o.study_uid == study_uid]
             pseudonym = mine[0].patient_pseudonym
-            # All but those whose preparation failed were re-identified in this attempt
-            # (a sent item's reason is cleared; a later failure names the C-STORE or leak).
-            prepared = [o for o in mine if not (o.reason or "").startswith("cannot prepare")]
+            prepared = [o for o in mine if o.id in prepared_ids]
             if clinical and prepared and peer is not None:
                 self.audit.reidentified(study_uid, pseudonym, _classes(prepared), peer.name)
             sent = [o for o in mine if o.state == "sent"]
@@ -119,7 +116,9 @@ class Sender:
                         f"{n} {'to be retried' if s == 'pending' else s}"
                         for s, n in sorted(states.items())))
 
-    def _deliver(self, items: list[ClaimedItem]) -> int:
+    def _deliver(self, items: list[ClaimedItem], prepared_ids: set[int]) -> int:
+        """Send one batch; the ids of items prepared (re-identified) go into
+        ``prepared_ids``, for the audit."""
         peer = self.config.peer_by_name(items[0].destination)
         if peer is None:
             for item in items:
@@ -132,6 +131,7 @@ class Sender:
             except (ReidentificationError, VaultError) as exc:
                 self._retry(item, f"cannot prepare for {peer.kind}: {type(exc).__name__}", None)
                 continue
+            prepared_ids.add(item.id)
             if isinstance(prepared, str):
                 self.outbox.mark_refused(item.id, f"leak check: {prepared}")
                 log.error("outbox item %d refused for %s: %s", item.id, peer.name, prepared)
@@ -178,7 +178,7 @@ class Sender:
                 if code is not None and is_success(code):
                     committed.append((item, ds))
                     if not peer.storage_commitment:
-                        self.outbox.mark_sent(item.id, code)
+                        self.outbox.mark_sent([item.id], code)
                 else:
                     reason = ("no response (timeout or abort)" if code is None
                               else f"C-STORE status 0x{code:04X}")
@@ -209,14 +209,13 @@ class Sender:
             request.ReferencedSOPSequence.append(ref)
         # Stored either way. The transaction is recorded before it is requested: the peer
         # reports on its own association and may do so before its N-ACTION response is read.
-        for item, _ in sent:
-            self.outbox.mark_sent(item.id, 0, commitment_uid=transaction)
+        ids = [item.id for item, _ in sent]
+        self.outbox.mark_sent(ids, 0, commitment_uid=transaction)
         status, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel,
                                         STORAGE_COMMITMENT_INSTANCE)
         code = int(status.Status) if status is not None and "Status" in status else None
         if code != 0:
-            for item, _ in sent:
-                self.outbox.mark_sent(item.id, 0, commitment_uid=None)
+            self.outbox.mark_sent(ids, 0, commitment_uid=None)
             log.warning("storage commitment request refused (status %s)", code)
 
     def _retry(self, item: ClaimedItem, reason: str, status: int | None) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from storage.database import Database
 from storage.leases import backoff, claim_rows
-from storage.tables import Job, OutboxItem, Study, utcnow
+from storage.tables import Job, Study, utcnow
 
 TERMINAL = ("succeeded", "declined", "failed", "cancelled")
 
@@ -87,14 +87,6 @@ def record_identity_revision(session: Session, job_id: int, revision: int) -> No
     """Record the identity revision a job's results are re-identified with (the latest among
     the instances it read; see :func:`storage.studies.study_identity_revision`)."""
     session.execute(update(Job).where(Job.id == job_id).values(identity_revision=revision))
-
-
-def result_identity_revision(session: Session, outbox_item_id: int) -> int | None:
-    """The identity revision of the job that produced an outbox item (``None``: not recorded,
-    the latest identity applies)."""
-    return session.scalar(select(Job.identity_revision)
-                          .join(OutboxItem, OutboxItem.job_id == Job.id)
-                          .where(OutboxItem.id == outbox_item_id))
 
 
 class JobQueue:

@@ -147,7 +147,6 @@ class DeliveryOutcome:
     patient_pseudonym: str
     sop_class_uid: str
     state: str
-    reason: str | None
 
 
 def delivery_outcomes(db: Database, item_ids: list[int]) -> list[DeliveryOutcome]:
@@ -155,7 +154,7 @@ def delivery_outcomes(db: Database, item_ids: list[int]) -> list[DeliveryOutcome
     with db.session() as session:
         rows = session.execute(
             select(OutboxItem.id, Study.study_uid, Study.patient_pseudonym,
-                   OutboxItem.sop_class_uid, OutboxItem.state, OutboxItem.reason)
+                   OutboxItem.sop_class_uid, OutboxItem.state)
             .join(Job, Job.id == OutboxItem.job_id).join(Study, Study.id == Job.study_id)
             .where(OutboxItem.id.in_(item_ids)).order_by(OutboxItem.id)).all()
     return [DeliveryOutcome(*row) for row in rows]

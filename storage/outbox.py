@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -38,6 +39,9 @@ class ClaimedItem:
     modality: str
     path: str
     attempts: int
+    # The identity revision of the job that made the object (None: not recorded, the latest
+    # identity applies): results are re-identified as the study was when they were computed.
+    identity_revision: int | None = None
 
 
 def add(session: Session, job_id: int, objects: list[OwedObject], now: dt.datetime) -> int:
@@ -80,15 +84,25 @@ class Outbox:
                 extra_filter=OutboxItem.destination == first[0].destination,
                 limit=limit - 1, skip_locked=not self.db.is_sqlite,
             )
+            claimed = first + rest
+            revisions = dict(session.execute(
+                select(OutboxItem.id, Job.identity_revision)
+                .join(Job, Job.id == OutboxItem.job_id)
+                .where(OutboxItem.id.in_([i.id for i in claimed]))).tuples().all())
             return [ClaimedItem(i.id, i.destination, i.sop_class_uid, i.sop_instance_uid,
-                                i.modality, i.path, i.attempts) for i in first + rest]
+                                i.modality, i.path, i.attempts, revisions.get(i.id))
+                    for i in claimed]
 
-    def mark_sent(self, item_id: int, status: int, commitment_uid: str | None = None) -> None:
+    def mark_sent(self, item_ids: Iterable[int], status: int,
+                  commitment_uid: str | None = None) -> None:
+        """Settle deliveries as stored by the peer, in one transaction; with
+        ``commitment_uid``, as awaiting that storage commitment transaction."""
         with self.db.session() as session:
-            session.execute(update(OutboxItem).where(OutboxItem.id == item_id).values(
+            session.execute(update(OutboxItem).where(OutboxItem.id.in_(list(item_ids))).values(
                 state="sent", sent_at=utcnow(), last_status=status, lease_expires_at=None,
                 reason=None, commitment="requested" if commitment_uid else None,
-                commitment_transaction_uid=commitment_uid))
+                commitment_transaction_uid=commitment_uid).execution_options(
+                    synchronize_session=False))
 
     def mark_refused(self, item_id: int, reason: str) -> None:
         """Terminal: the object must not go to this destination (e.g. leak check)."""

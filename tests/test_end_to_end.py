@@ -3,14 +3,7 @@ SEG, RTSTRUCT, SR and the secondary capture back into the same study of the same
 
 from __future__ import annotations
 
-import io
-import json
-import os
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -22,21 +15,20 @@ from ai_engines.registry import get_engine
 from ai_engines.volume import StudyInput
 from dicom_node.sample_data import PatientIdentity, ct_series_datasets, write_series
 from dicom_node.volumes import build_volume
-from tests.net import free_port, need
-from tests.nodeproc import NodeProcess
-from tests.peers import orthanc_server
+from tests.net import need
+from tests.pacs_round_trip import (
+    dciodvfy_errors,
+    pacs_with_node,
+    results_in_pacs,
+    send_through_node,
+    sop_instance_uids,
+    validate_outputs,
+    wait_for_modalities,
+)
 
 pytestmark = pytest.mark.slow
 
-VALIDATE = Path(__file__).resolve().parents[2] / "shared" / "tools" / "validate_outputs.sh"
 HELD_OUT_SEED = 424242  # not among the training seeds of the demo model
-
-
-def rest_post(peer, path: str, body: bytes, content_type: str = "application/dicom"):  # noqa: ANN001
-    req = urllib.request.Request(f"http://127.0.0.1:{peer.http_port}{path}", data=body,
-                                 method="POST", headers={"Content-Type": content_type})
-    with urllib.request.urlopen(req, timeout=120) as resp:
-        return json.loads(resp.read() or b"null")
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -56,52 +48,23 @@ def test_orthanc_to_node_and_back(tmp_path):
     source_dir = tmp_path / "source"
     files = write_series(datasets, source_dir)
 
-    node_port = free_port()
-    with orthanc_server(tmp_path, {"ainode": ["AINODE", "127.0.0.1", node_port]}) as pacs:
-        node = NodeProcess(tmp_path / "node", workers=1, quiet_seconds=2, port=node_port, peers=[
-            {"name": "pacs", "ae_title": pacs.aet, "host": "127.0.0.1",
-             "port": pacs.dicom_port, "kind": "clinical"}])
-        with node:
-            for path in files:
-                rest_post(pacs, "/instances", path.read_bytes())
-            (study_id,) = pacs.rest_get("/studies")
-            t_sent = time.time()
-            rest_post(pacs, "/modalities/ainode/store", study_id.encode(), "text/plain")
-            wanted = {"SEG", "RTSTRUCT", "SR", "OT"}
-            deadline = time.time() + 240
-            modalities: set[str] = set()
-            while time.time() < deadline:
-                series = pacs.rest_get(f"/studies/{study_id}/series")
-                modalities = {s["MainDicomTags"].get("Modality") for s in series}
-                if wanted <= modalities:
-                    break
-                time.sleep(1)
-            elapsed = time.time() - t_sent
-            status = node.status()
-        assert wanted <= modalities, (modalities, json.dumps(status)[:3000],
-                                      node.log_path.read_text()[-3000:])
+    with pacs_with_node(tmp_path) as (pacs, node):
+        study_id = send_through_node(pacs, files)
+        t_sent = time.time()
+        wait_for_modalities(pacs, node, study_id, {"SEG", "RTSTRUCT", "SR", "OT"})
+        elapsed = time.time() - t_sent
         assert len(pacs.rest_get("/studies")) == 1  # same study, same patient
         out_dir = tmp_path / "results"
-        out_dir.mkdir()
-        results = []
-        for instance in pacs.rest_get(f"/studies/{study_id}/instances"):
-            ds = dcmread(io.BytesIO(pacs.rest_get_bytes(f"/instances/{instance['ID']}/file")))
-            if ds.Modality != "CT":
-                ds.save_as(out_dir / f"{ds.Modality}-{ds.SOPInstanceUID}.dcm")
-                results.append(ds)
+        results = results_in_pacs(pacs, study_id, sop_instance_uids(files), out_dir)
     print(f"study sent -> all results in the PACS: {elapsed:.1f} s")
 
     for ds in results:
         assert ds.PatientName == identity.name and ds.PatientID == identity.patient_id
         assert ds.StudyInstanceUID == identity.study_uid
-    iod = [subprocess.run(["dciodvfy", "-new", str(p)], capture_output=True, text=True)
-           for p in sorted(out_dir.glob("*.dcm"))]
-    errors = [line for r in iod for line in r.stderr.splitlines() if line.startswith("Error")]
+    errors = dciodvfy_errors(out_dir)
     assert not errors, errors
-    if VALIDATE.exists():
-        check = subprocess.run(["bash", str(VALIDATE), str(source_dir), str(out_dir)],
-                               capture_output=True, text=True,
-                               env=dict(os.environ, PYTHON=sys.executable))
+    check = validate_outputs(source_dir, out_dir)
+    if check is not None:
         assert check.returncode == 0, check.stdout + check.stderr
 
     # The SEG that reached the PACS holds exactly what the engine finds on these very files:

@@ -5,20 +5,19 @@ hot-spot SEG back into the same study of the same patient, dciodvfy-clean."""
 
 from __future__ import annotations
 
-import io
-import subprocess
-import time
-
 import numpy as np
 import pytest
-from pydicom import dcmread
 
 from ai_engines.bone_scan.synthetic import synthetic_scan
 from dicom_node.sample_data import PatientIdentity, nm_whole_body_dataset
-from tests.net import free_port, need
-from tests.nodeproc import NodeProcess
-from tests.peers import orthanc_server
-from tests.test_end_to_end import rest_post
+from tests.net import need
+from tests.pacs_round_trip import (
+    dciodvfy_errors,
+    pacs_with_node,
+    results_in_pacs,
+    send_through_node,
+    wait_for_modalities,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -48,41 +47,16 @@ def test_bone_scan_orthanc_to_node_and_back(tmp_path):
     source = tmp_path / "nm.dcm"
     ds.save_as(source, enforce_file_format=True)
 
-    node_port = free_port()
-    with orthanc_server(tmp_path, {"ainode": ["AINODE", "127.0.0.1", node_port]}) as pacs:
-        node = NodeProcess(tmp_path / "node", workers=1, quiet_seconds=2, port=node_port, peers=[
-            {"name": "pacs", "ae_title": pacs.aet, "host": "127.0.0.1",
-             "port": pacs.dicom_port, "kind": "clinical"}])
-        with node:
-            rest_post(pacs, "/instances", source.read_bytes())
-            (study_id,) = pacs.rest_get("/studies")
-            rest_post(pacs, "/modalities/ainode/store", study_id.encode(), "text/plain")
-            wanted = {"SR", "OT", "SEG"}
-            deadline = time.time() + 240
-            modalities: set[str] = set()
-            while time.time() < deadline:
-                series = pacs.rest_get(f"/studies/{study_id}/series")
-                modalities = {s["MainDicomTags"].get("Modality") for s in series}
-                if wanted <= modalities:
-                    break
-                time.sleep(1)
-            status = node.status()
-        assert wanted <= modalities, (modalities, status, node.log_path.read_text()[-3000:])
-        results = []
+    with pacs_with_node(tmp_path) as (pacs, node):
+        study_id = send_through_node(pacs, [source])
+        wait_for_modalities(pacs, node, study_id, {"SR", "OT", "SEG"})
         out_dir = tmp_path / "results"
-        out_dir.mkdir()
-        for instance in pacs.rest_get(f"/studies/{study_id}/instances"):
-            result = dcmread(io.BytesIO(pacs.rest_get_bytes(f"/instances/{instance['ID']}/file")))
-            if result.Modality != "NM":
-                result.save_as(out_dir / f"{result.Modality}-{result.SOPInstanceUID}.dcm")
-                results.append(result)
+        results = results_in_pacs(pacs, study_id, {str(ds.SOPInstanceUID)}, out_dir)
     for result in results:
         assert result.PatientName == identity.name and result.PatientID == identity.patient_id
         assert result.StudyInstanceUID == identity.study_uid
     (sr,) = [r for r in results if r.Modality == "SR"]
     probabilities = _probabilities(sr)
     assert probabilities and max(probabilities) > 0.5, probabilities  # eight metastases: positive
-    iod = [subprocess.run(["dciodvfy", "-new", str(p)], capture_output=True, text=True)
-           for p in sorted(out_dir.glob("*.dcm"))]
-    errors = [line for r in iod for line in r.stderr.splitlines() if line.startswith("Error")]
+    errors = dciodvfy_errors(out_dir)
     assert not errors, errors

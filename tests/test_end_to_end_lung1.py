@@ -27,8 +27,9 @@ from dicom_node.sample_data import PatientIdentity, ct_series_datasets, write_se
 from tests.ai_engines.ct_lung.test_real_ct import LUNG1_SHA256, real_dev_folder
 from tests.net import free_port, need
 from tests.nodeproc import NodeProcess
+from tests.pacs_round_trip import rest_post
 from tests.peers import orthanc_server
-from tests.test_end_to_end import dice, rest_post
+from tests.test_end_to_end import dice
 
 pytestmark = pytest.mark.slow
 

@@ -29,8 +29,8 @@ from dicom_node.sample_data import PatientIdentity
 from tests.ai_engines.mr_glioma.series_builders import mr_datasets
 from tests.net import free_port, need
 from tests.nodeproc import NodeProcess
+from tests.pacs_round_trip import rest_post
 from tests.peers import orthanc_server
-from tests.test_end_to_end import rest_post
 
 pytestmark = pytest.mark.slow
 

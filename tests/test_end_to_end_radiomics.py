@@ -10,29 +10,32 @@ import csv
 import io
 import math
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom import dcmread
 
 from ai_engines import codes
 from ai_engines.findings import EngineIdentity, Findings, Segment
 from dicom_node.results import ResultOptions
 from dicom_node.results.rtstruct import build_rtstruct
 from dicom_node.sample_data import PatientIdentity, ct_series_datasets, write_series
-from tests.net import free_port, need
-from tests.nodeproc import NodeProcess
-from tests.peers import orthanc_server
-from tests.test_end_to_end import rest_post
+from tests.net import need
+from tests.pacs_round_trip import (
+    dciodvfy_errors,
+    pacs_with_node,
+    results_in_pacs,
+    send_through_node,
+    series_modalities,
+    sop_instance_uids,
+    validate_outputs,
+    wait_for_series,
+)
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-VALIDATORS = [p / "shared" / "tools" / "validate_outputs.sh" for p in ROOT.parents[:2]]
 PARAMETRIC_MAP_STORAGE = "1.2.840.10008.5.1.4.1.1.30"
 RADIUS_MM = 12.0
 
@@ -87,58 +90,27 @@ def test_radiomics_of_a_planned_gtv_orthanc_to_node_and_back(tmp_path):
     rtstruct.save_as(rtstruct_path, enforce_file_format=True)
     export = tmp_path / "export"
 
-    node_port = free_port()
-    with orthanc_server(tmp_path, {"ainode": ["AINODE", "127.0.0.1", node_port]}) as pacs:
-        node = NodeProcess(tmp_path / "node", workers=1, quiet_seconds=2, port=node_port, peers=[
-            {"name": "pacs", "ae_title": pacs.aet, "host": "127.0.0.1",
-             "port": pacs.dicom_port, "kind": "clinical"}],
-            extra={"radiomics": {"export_dir": str(export)}})
-        with node.config_path.open("a") as config:  # the only route: radiomics
-            config.write('[[routes]]\nengine = "radiomics"\n')
-        with node:
-            for path in [*files, rtstruct_path]:
-                rest_post(pacs, "/instances", path.read_bytes())
-            (study_id,) = pacs.rest_get("/studies")
-            started = time.time()
-            rest_post(pacs, "/modalities/ainode/store", study_id.encode(), "text/plain")
-            deadline, classes = time.time() + 240, set()
-            while time.time() < deadline and not {"SR", "PM"} <= classes:
-                time.sleep(1)
-                classes = set()
-                for instance in pacs.rest_get(f"/studies/{study_id}/instances"):
-                    ds = dcmread(io.BytesIO(pacs.rest_get_bytes(
-                        f"/instances/{instance['ID']}/file")), stop_before_pixels=True)
-                    if ds.SOPClassUID == PARAMETRIC_MAP_STORAGE:
-                        classes.add("PM")
-                    elif ds.Modality == "SR":
-                        classes.add("SR")
-            elapsed = time.time() - started
-            status = node.status()
-        assert {"SR", "PM"} <= classes, (classes, status, node.log_path.read_text()[-3000:])
+    # The only route: radiomics. Two series sent (CT, RTSTRUCT), two back (SR, Parametric Map).
+    with pacs_with_node(tmp_path, routes=["radiomics"],
+                        extra={"radiomics": {"export_dir": str(export)}}) as (pacs, node):
+        study_id = send_through_node(pacs, [*files, rtstruct_path])
+        started = time.time()
+        wait_for_series(pacs, node, study_id,
+                        lambda series: len(series) >= 4 and "SR" in series_modalities(series))
+        elapsed = time.time() - started
         assert len(pacs.rest_get("/studies")) == 1  # same study, same patient
         out_dir = tmp_path / "results"
-        out_dir.mkdir()
-        results = []
-        received = {str(d.SOPInstanceUID) for d in datasets} | {str(rtstruct.SOPInstanceUID)}
-        for instance in pacs.rest_get(f"/studies/{study_id}/instances"):
-            ds = dcmread(io.BytesIO(pacs.rest_get_bytes(f"/instances/{instance['ID']}/file")))
-            if str(ds.SOPInstanceUID) not in received:
-                ds.save_as(out_dir / f"{ds.Modality}-{ds.SOPInstanceUID}.dcm")
-                results.append(ds)
+        results = results_in_pacs(pacs, study_id, sop_instance_uids([*files, rtstruct_path]),
+                                  out_dir)
     print(f"study sent -> radiomics results in the PACS: {elapsed:.1f} s")
 
     for ds in results:
         assert ds.PatientName == identity.name and ds.PatientID == identity.patient_id
         assert ds.StudyInstanceUID == identity.study_uid
-    errors = [line for p in sorted(out_dir.glob("*.dcm")) for line in subprocess.run(
-        ["dciodvfy", "-new", str(p)], capture_output=True, text=True).stderr.splitlines()
-        if line.startswith("Error")]
+    errors = dciodvfy_errors(out_dir)
     assert not errors, errors
-    validator = next((p for p in VALIDATORS if p.exists()), None)
-    if validator is not None:
-        check = subprocess.run(["bash", str(validator), str(source_dir), str(out_dir)],
-                               capture_output=True, text=True,
-                               env=dict(os.environ, PYTHON=sys.executable))
+    check = validate_outputs(source_dir, out_dir)
+    if check is not None:
         assert check.returncode == 0, check.stdout + check.stderr
 
     # The SR: one group for the GTV, referencing the RTSTRUCT the planning system sent (its
@@ -200,46 +172,20 @@ def test_radiomics_of_another_engines_findings_orthanc_to_node_and_back(tmp_path
     source_dir = tmp_path / "source"
     files = write_series(ct_with_spots(identity, 2), source_dir)
 
-    node_port = free_port()
-    with orthanc_server(tmp_path, {"ainode": ["AINODE", "127.0.0.1", node_port]}) as pacs:
-        node = NodeProcess(tmp_path / "node", workers=1, quiet_seconds=2, port=node_port, peers=[
-            {"name": "pacs", "ae_title": pacs.aet, "host": "127.0.0.1",
-             "port": pacs.dicom_port, "kind": "clinical"}],
-            extra={"radiomics": {"measure_engine_regions": True, "spacing_mm": [],
-                                 "resegmentation_range": [], "feature_maps": False}})
-        with node.config_path.open("a") as config:
-            config.write('[[routes]]\nengine = "hotspot"\n[[routes]]\nengine = "radiomics"\n')
-        with node:
-            for path in files:
-                rest_post(pacs, "/instances", path.read_bytes())
-            (study_id,) = pacs.rest_get("/studies")
-            rest_post(pacs, "/modalities/ainode/store", study_id.encode(), "text/plain")
-            deadline, reports = time.time() + 240, []
-            while time.time() < deadline and len(reports) < 2:  # hot-spot SR, radiomics SR
-                time.sleep(1)
-                reports = [s for s in pacs.rest_get(f"/studies/{study_id}/series")
-                           if s["MainDicomTags"].get("Modality") == "SR"]
-            status = node.status()
-        assert len(reports) == 2, (status, node.log_path.read_text()[-3000:])
+    with pacs_with_node(tmp_path, routes=["hotspot", "radiomics"], extra={"radiomics": {
+            "measure_engine_regions": True, "spacing_mm": [], "resegmentation_range": [],
+            "feature_maps": False}}) as (pacs, node):
+        study_id = send_through_node(pacs, files)
+        # Two reports: the hot-spot engine's SR and the radiomics SR.
+        wait_for_series(pacs, node, study_id, lambda series: len(
+            [s for s in series if s["MainDicomTags"].get("Modality") == "SR"]) == 2)
         out_dir = tmp_path / "results"
-        out_dir.mkdir()
-        results = []
-        received = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files}
-        for instance in pacs.rest_get(f"/studies/{study_id}/instances"):
-            ds = dcmread(io.BytesIO(pacs.rest_get_bytes(f"/instances/{instance['ID']}/file")))
-            if str(ds.SOPInstanceUID) not in received:
-                ds.save_as(out_dir / f"{ds.Modality}-{ds.SOPInstanceUID}.dcm")
-                results.append(ds)
-    validator = next((p for p in VALIDATORS if p.exists()), None)
-    if validator is not None:
-        check = subprocess.run(["bash", str(validator), str(source_dir), str(out_dir)],
-                               capture_output=True, text=True,
-                               env=dict(os.environ, PYTHON=sys.executable))
+        results = results_in_pacs(pacs, study_id, sop_instance_uids(files), out_dir)
+    check = validate_outputs(source_dir, out_dir)
+    if check is not None:
         assert check.returncode == 0, check.stdout + check.stderr
     else:
-        errors = [line for p in sorted(out_dir.glob("*.dcm")) for line in subprocess.run(
-            ["dciodvfy", "-new", str(p)], capture_output=True, text=True).stderr.splitlines()
-            if line.startswith("Error")]
+        errors = dciodvfy_errors(out_dir)
         assert not errors, errors
     (seg,) = [d for d in results if d.Modality == "SEG"]
     (radiomics_sr,) = [d for d in results if d.Modality == "SR" and "radiomics" in _texts(d)]

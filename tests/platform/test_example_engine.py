@@ -4,18 +4,15 @@ SR and the picture back in the PACS."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import highdicom as hd
 import numpy as np
 import pytest
-from pydicom import dcmread
 
 from dicom_node.sample_data import (
     PatientIdentity,
@@ -23,9 +20,15 @@ from dicom_node.sample_data import (
     phantom_chest_hu,
     write_series,
 )
-from tests.net import free_port, need
-from tests.nodeproc import NodeProcess
-from tests.peers import orthanc_server
+from tests.net import need
+from tests.pacs_round_trip import (
+    dciodvfy_errors,
+    pacs_with_node,
+    results_in_pacs,
+    send_through_node,
+    sop_instance_uids,
+    wait_for_modalities,
+)
 from tests.platform.entry_points import write_distribution
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,15 +39,6 @@ def study_with_spots(identity: PatientIdentity) -> list:
     for n in range(3):  # three dense spots the engine must count
         hu[6:9, 12 + 14 * n: 16 + 14 * n, 30:34] = 1500.0
     return ct_series_datasets(hu, identity=identity, series_number=2)
-
-
-def _post(peer, path: str, body: bytes, content_type: str = "application/dicom"):  # noqa: ANN001
-    import urllib.request
-
-    request = urllib.request.Request(f"{peer.base_url}{path}", data=body, method="POST",
-                                     headers={"Content-Type": content_type})
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return json.loads(response.read() or b"null")
 
 
 @pytest.mark.slow
@@ -58,43 +52,20 @@ def test_example_engine_end_to_end_through_orthanc(tmp_path, monkeypatch):
     identity = PatientIdentity(name="Beispiel^Eva", patient_id="HOT-0001")
     files = write_series(study_with_spots(identity), tmp_path / "source")
 
-    node_port = free_port()
-    with orthanc_server(tmp_path, {"ainode": ["AINODE", "127.0.0.1", node_port]}) as pacs:
-        node = NodeProcess(tmp_path / "node", workers=1, quiet_seconds=1, port=node_port, peers=[
-            {"name": "pacs", "ae_title": pacs.aet, "host": "127.0.0.1",
-             "port": pacs.dicom_port, "kind": "clinical"}])
-        with node.config_path.open("a") as config:  # the only route: the example engine
-            config.write('[[routes]]\nengine = "hotspot"\n')
-        # The node's own process sees the engine (and its acceptance) through the entry point.
-        listing = subprocess.run([sys.executable, "-m", "dicom_node.cli", "engines", "--json"],
-                                 capture_output=True, text=True, timeout=120)
-        assert listing.returncode == 0, listing.stdout + listing.stderr
-        assert "hotspot" in [e["name"] for e in json.loads(listing.stdout)["engines"]]
-        with node:
-            for path in files:
-                _post(pacs, "/instances", path.read_bytes())
-            (study_id,) = pacs.rest_get("/studies")
-            _post(pacs, "/modalities/ainode/store", study_id.encode(), "text/plain")
-            wanted = {"SEG", "RTSTRUCT", "SR", "OT"}
-            deadline, modalities = time.time() + 180, set()
-            while time.time() < deadline and not wanted <= modalities:
-                time.sleep(1)
-                modalities = {s["MainDicomTags"].get("Modality")
-                              for s in pacs.rest_get(f"/studies/{study_id}/series")}
-            status = node.status()
-        assert wanted <= modalities, (modalities, json.dumps(status)[:2000],
-                                      node.log_path.read_text()[-3000:])
-        results = [dcmread(io.BytesIO(pacs.rest_get_bytes(f"/instances/{i['ID']}/file")))
-                   for i in pacs.rest_get(f"/studies/{study_id}/instances")]
-    results = [ds for ds in results if ds.Modality != "CT"]
-    out_dir = tmp_path / "results"
-    out_dir.mkdir()
+    # The node's own process sees the engine (and its acceptance) through the entry point.
+    listing = subprocess.run([sys.executable, "-m", "dicom_node.cli", "engines", "--json"],
+                             capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    assert "hotspot" in [e["name"] for e in json.loads(listing.stdout)["engines"]]
+    # The only route: the example engine.
+    with pacs_with_node(tmp_path, routes=["hotspot"], quiet_seconds=1) as (pacs, node):
+        study_id = send_through_node(pacs, files)
+        wait_for_modalities(pacs, node, study_id, {"SEG", "RTSTRUCT", "SR", "OT"}, timeout_s=180)
+        out_dir = tmp_path / "results"
+        results = results_in_pacs(pacs, study_id, sop_instance_uids(files), out_dir)
     for ds in results:
         assert ds.PatientName == identity.name and ds.PatientID == identity.patient_id
-        ds.save_as(out_dir / f"{ds.Modality}-{ds.SOPInstanceUID}.dcm")
-    errors = [line for p in sorted(out_dir.glob("*.dcm")) for line in subprocess.run(
-        ["dciodvfy", "-new", str(p)], capture_output=True, text=True).stderr.splitlines()
-        if line.startswith("Error")]
+    errors = dciodvfy_errors(out_dir)
     assert not errors, errors
 
     seg = hd.seg.Segmentation.from_dataset(next(d for d in results if d.Modality == "SEG"))

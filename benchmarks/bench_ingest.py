@@ -127,7 +127,7 @@ def in_process_stages(files: list[Path], work: Path) -> None:
     })
     node = Node(config, workers=0, complete=False, send=False)
     # Wall and CPU seconds (CPU: this thread's, so other processes' load does not count).
-    spent = {name: [0.0, 0.0] for name in ("read", "de-identify", "encode + write + fsync")}
+    spent = {name: [0.0, 0.0] for name in ("read", "de-identify", "encode + write")}
 
     def clock() -> tuple[float, float]:
         return time.perf_counter(), time.thread_time()
@@ -144,7 +144,10 @@ def in_process_stages(files: list[Path], work: Path) -> None:
 
     receiver = node.receiver
     receiver.pseudonymizer.pseudonymize = timed("de-identify", receiver.pseudonymizer.pseudonymize)
-    receiver.files.write_stream = timed("encode + write + fsync", receiver.files.write_stream)
+    # The file's fsync runs in a sync thread while the index statements are made: it is in
+    # the last figure (the transaction waits for it before it commits).
+    receiver.files.start_write_stream = timed("encode + write",
+                                              receiver.files.start_write_stream)
     total = [0.0, 0.0]
     for path in files:
         wall, cpu = clock()
@@ -155,13 +158,15 @@ def in_process_stages(files: list[Path], work: Path) -> None:
         assert receiver.ingest(ds, "PACS", original=path) == 0
         total[0] += time.perf_counter() - wall
         total[1] += time.thread_time() - cpu
-    spent["index + vault transaction"] = [
-        total[i] - spent["de-identify"][i] - spent["encode + write + fsync"][i] for i in (0, 1)]
+    spent["fsync + index + vault transaction"] = [
+        total[i] - spent["de-identify"][i] - spent["encode + write"][i] for i in (0, 1)]
     node.db.dispose()
     n = len(files)
     print("in process, per instance (no network), wall / CPU: " + ", ".join(
         f"{name} {wall / n * 1000:.1f} / {cpu / n * 1000:.1f} ms"
-        for name, (wall, cpu) in spent.items()))
+        for name, (wall, cpu) in spent.items())
+        + f"; total {(total[0] + spent['read'][0]) / n * 1000:.1f} / "
+          f"{(total[1] + spent['read'][1]) / n * 1000:.1f} ms")
 
 
 def index_transactions(count: int, work: Path) -> None:

@@ -67,6 +67,8 @@ class FileStore:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # Resolved once: every path built here is checked against it (twice per instance).
+        self._resolved_root = self.root.resolve()
         # Folders whose entry is known to be on disk (this process fsync'd their parent).
         self._durable_folders: set[Path] = set()
         self._folders_lock = threading.Lock()
@@ -75,7 +77,7 @@ class FileStore:
 
     def absolute(self, relative: str) -> Path:
         """The absolute path of ``relative``; raises ``UnsafePath`` when it leaves the root."""
-        root = self.root.resolve()
+        root = self._resolved_root
         path = (root / relative).resolve()
         if path == root or not path.is_relative_to(root):
             raise UnsafePath("a path outside the data folder was refused")
@@ -238,7 +240,7 @@ class FileStore:
             with self._folders_lock:  # removed under us (retention): trust no cached folder
                 self._durable_folders.clear()
         folder.mkdir(parents=True, exist_ok=True)
-        root = self.root.resolve()
+        root = self._resolved_root
         level = folder
         while level != root and level.is_relative_to(root):
             with self._folders_lock:

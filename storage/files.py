@@ -73,6 +73,7 @@ class FileStore:
         self._durable_folders: set[Path] = set()
         self._folders_lock = threading.Lock()
         self._sync_pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
         self._pool_lock = threading.Lock()
 
     def absolute(self, relative: str) -> Path:
@@ -184,8 +185,10 @@ class FileStore:
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._pool_lock:
-            if self._sync_pool is None:
+            # A forked child has none of its parent's threads: it starts its own pool.
+            if self._sync_pool is None or self._pool_pid != os.getpid():
                 self._sync_pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="fsync")
+                self._pool_pid = os.getpid()
             return self._sync_pool
 
     def read(self, relative: str) -> bytes:

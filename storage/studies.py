@@ -12,6 +12,7 @@ from sqlalchemy import (
     Insert,
     Select,
     Table,
+    Update,
     bindparam,
     func,
     insert,
@@ -129,7 +130,7 @@ def index_instance(session: Session, item: ReceivedInstance, now: dt.datetime) -
     stored = {"path": item.path, "size_bytes": item.size_bytes, "sha256": item.sha256,
               "received_at": now, "transfer_syntax_uid": item.transfer_syntax_uid}
     if existing is None:
-        session.execute(insert(instances).values(
+        session.execute(_insert_statement(Instance), dict(
             series_id=series_id, sop_instance_uid=item.sop_instance_uid,
             sop_class_uid=item.sop_class_uid, identity_revision=item.identity_revision,
             **stored))
@@ -155,13 +156,36 @@ def index_instance(session: Session, item: ReceivedInstance, now: dt.datetime) -
             study_values["revision"] = revision + 1
         study_values.update(state="receiving", completed_at=None)
     series_values: dict = {"last_received_at": now}
-    if new_instance:
-        series_values["instance_count"] = series_table.c.instance_count + 1
     if series_state == "complete":
         series_values.update(state="receiving", completed_at=None)
-    session.execute(update(series_table).where(series_table.c.id == series_id).values(**series_values))
-    session.execute(update(studies).where(studies.c.id == study_id).values(**study_values))
+    _update_row(session, Series, series_id, series_values, count_instance=new_instance)
+    _update_row(session, Study, study_id, study_values)
     return IndexOutcome(study_id, new_instance, changed, late)
+
+
+@functools.cache
+def _insert_statement(model: type) -> Insert:
+    """INSERT into ``model``'s table; its columns come from the parameters it is run with."""
+    return insert(cast(Table, model.__table__))
+
+
+@functools.cache
+def _row_update_statement(model: type, columns: tuple[str, ...], count_instance: bool) -> Update:
+    """UPDATE of one row by ``row_id`` setting ``columns`` from parameters ``new_<column>`` (and
+    adding one to a series' instance count): built once per shape, as it runs per instance."""
+    table = cast(Table, model.__table__)
+    values: dict[str, Any] = {name: bindparam(f"new_{name}", type_=table.c[name].type)
+                              for name in columns}
+    if count_instance:
+        values["instance_count"] = table.c.instance_count + 1
+    return update(table).where(table.c.id == bindparam("row_id")).values(values)
+
+
+def _update_row(session: Session, model: type, row_id: int, values: dict[str, Any], *,
+                count_instance: bool = False) -> None:
+    statement = _row_update_statement(model, tuple(sorted(values)), count_instance)
+    session.execute(statement, {"row_id": row_id,
+                                **{f"new_{name}": value for name, value in values.items()}})
 
 
 def complete_quiet_studies(

@@ -9,7 +9,9 @@
 Prints seconds per run, images/s and the node/storescp time ratio, and the node's ratio to the
 floor of any pynetdicom-based receiver: a pynetdicom C-STORE SCP whose handler answers Success
 at once, without reading, writing or indexing anything (what the node is built on; target
-node/floor <= 2).  ``--under-load`` also sends the series while the node runs a CT lung job on
+node/floor <= 2), also with pynetdicom streaming each data set to a temporary file as the node
+has it do.  At the end it times the disk's flushes (fsync of a new file, of its folder, an
+SQLite commit): the node makes those three per instance before it answers.  ``--under-load`` also sends the series while the node runs a CT lung job on
 another study and prints that time against the idle one (target <= 1.5), with the job threads
 at ``--nice`` (the node's ``jobs.nice``).  ``--associations K`` also sends the series split over
 K associations at once, to the node and to the floor, and prints the speed-up over one.  The
@@ -76,19 +78,71 @@ def load_average() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
-def pynetdicom_floor(files: list[Path], env: dict, associations: int = 1) -> float:
-    """storescu -> a pynetdicom SCP that answers Success at once (data set kept in memory)."""
-    from pynetdicom import AE, AllStoragePresentationContexts, evt
+def pynetdicom_floor(files: list[Path], env: dict, associations: int = 1,
+                     streamed_to: Path | None = None) -> float:
+    """storescu -> a pynetdicom SCP that answers Success at once (data set kept in memory, or
+    with ``streamed_to`` written by pynetdicom to a temporary file there, as the node has it
+    do to bound its memory, and deleted unread)."""
+    import tempfile as temporary
+
+    from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 
     ae = AE(ae_title="FLOOR")
     ae.supported_contexts = AllStoragePresentationContexts
     port = free_port()
+    was, folder = _config.STORE_RECV_CHUNKED_DATASET, temporary.tempdir
+    _config.STORE_RECV_CHUNKED_DATASET = streamed_to is not None
+    if streamed_to is not None:
+        streamed_to.mkdir(parents=True, exist_ok=True)
+        temporary.tempdir = str(streamed_to)
     server = ae.start_server(("127.0.0.1", port), block=False,
                              evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
     try:
         return send(port, "FLOOR", files, env, associations)
     finally:
         server.shutdown()
+        _config.STORE_RECV_CHUNKED_DATASET, temporary.tempdir = was, folder
+
+
+def disk_flushes(work: Path, count: int = 50, size: int = 525_000) -> None:
+    """What the disk under ``work`` takes for the three flushes the node makes per instance:
+    fsync of a new file of ``size`` bytes, fsync of its folder after the rename, and an SQLite
+    commit in WAL mode with synchronous=FULL (one row)."""
+    import sqlite3
+
+    folder = work / "flushes"
+    folder.mkdir()
+    data = os.urandom(size)
+    spent = [0.0, 0.0, 0.0]
+    connection = sqlite3.connect(folder / "flush.db", isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("CREATE TABLE t (n INTEGER)")
+    for n in range(count):
+        tmp, final = folder / f".{n}.tmp", folder / f"{n}.dcm"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, data)
+        t0 = time.perf_counter()
+        os.fsync(fd)
+        os.close(fd)
+        t1 = time.perf_counter()
+        os.replace(tmp, final)
+        fd = os.open(folder, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+        t2 = time.perf_counter()
+        connection.execute("BEGIN")
+        connection.execute("INSERT INTO t VALUES (?)", (n,))
+        connection.execute("COMMIT")
+        t3 = time.perf_counter()
+        for i, seconds in enumerate((t1 - t0, t2 - t1, t3 - t2)):
+            spent[i] += seconds
+    connection.close()
+    file_ms, folder_ms, commit_ms = (s / count * 1000 for s in spent)
+    print(f"disk flushes ({count} x {size // 1000} kB): fsync of the new file {file_ms:.1f} ms, "
+          f"of its folder {folder_ms:.1f} ms, SQLite WAL commit {commit_ms:.1f} ms: "
+          f"{file_ms + folder_ms + commit_ms:.1f} ms per instance that no receiver keeping the "
+          "node's durability avoids (the node overlaps its index statements with the first two)")
 
 
 def under_load(files_load: list[Path], files: list[Path], files_again: list[Path], work: Path,
@@ -127,7 +181,7 @@ def in_process_stages(files: list[Path], work: Path) -> None:
     })
     node = Node(config, workers=0, complete=False, send=False)
     # Wall and CPU seconds (CPU: this thread's, so other processes' load does not count).
-    spent = {name: [0.0, 0.0] for name in ("read", "de-identify", "encode + write + fsync")}
+    spent = {name: [0.0, 0.0] for name in ("read", "de-identify", "encode + write")}
 
     def clock() -> tuple[float, float]:
         return time.perf_counter(), time.thread_time()
@@ -144,7 +198,10 @@ def in_process_stages(files: list[Path], work: Path) -> None:
 
     receiver = node.receiver
     receiver.pseudonymizer.pseudonymize = timed("de-identify", receiver.pseudonymizer.pseudonymize)
-    receiver.files.write_stream = timed("encode + write + fsync", receiver.files.write_stream)
+    # The file's fsync runs in a sync thread while the index statements are made: it is in
+    # the last figure (the transaction waits for it before it commits).
+    receiver.files.start_write_stream = timed("encode + write",
+                                              receiver.files.start_write_stream)
     total = [0.0, 0.0]
     for path in files:
         wall, cpu = clock()
@@ -155,13 +212,15 @@ def in_process_stages(files: list[Path], work: Path) -> None:
         assert receiver.ingest(ds, "PACS", original=path) == 0
         total[0] += time.perf_counter() - wall
         total[1] += time.thread_time() - cpu
-    spent["index + vault transaction"] = [
-        total[i] - spent["de-identify"][i] - spent["encode + write + fsync"][i] for i in (0, 1)]
+    spent["fsync + index + vault transaction"] = [
+        total[i] - spent["de-identify"][i] - spent["encode + write"][i] for i in (0, 1)]
     node.db.dispose()
     n = len(files)
     print("in process, per instance (no network), wall / CPU: " + ", ".join(
         f"{name} {wall / n * 1000:.1f} / {cpu / n * 1000:.1f} ms"
-        for name, (wall, cpu) in spent.items()))
+        for name, (wall, cpu) in spent.items())
+        + f"; total {(total[0] + spent['read'][0]) / n * 1000:.1f} / "
+          f"{(total[1] + spent['read'][1]) / n * 1000:.1f} ms")
 
 
 def index_transactions(count: int, work: Path) -> None:
@@ -235,6 +294,7 @@ def main() -> None:
         print(f"series: {len(files)} instances, {size_mb:.0f} MB")
 
         scp_times, node_times, orthanc_times, floor_times = [], [], [], []
+        streamed_times: list[float] = []
         baseline_times: list[float] = []
         for run in range(args.repeat):
             port = free_port()
@@ -253,6 +313,8 @@ def main() -> None:
 
             node_times.append(node_ingest(work / f"node-{run}", files, env))
             floor_times.append(pynetdicom_floor(files, env))
+            streamed_times.append(pynetdicom_floor(files, env,
+                                                   streamed_to=work / f"streamed-{run}"))
             if args.baseline_tree:
                 baseline_times.append(node_ingest(work / f"baseline-{run}", files, env,
                                                   source_tree=args.baseline_tree))
@@ -275,6 +337,10 @@ def main() -> None:
         best_floor = min(floor_times)
         print(f"pynetdicom, answers at once:      {best_floor:6.2f} s  "
               f"{len(files) / best_floor:6.0f} img/s  runs {[round(t, 2) for t in floor_times]}")
+        best_streamed = min(streamed_times)
+        print(f"the same, data set streamed to a temporary file (as the node receives): "
+              f"{best_streamed:6.2f} s  runs {[round(t, 2) for t in streamed_times]}; "
+              f"node/that floor {best_node / best_streamed:.2f}")
         print(f"ratio node/storescp: {best_node / best_scp:.2f}; floor of a pynetdicom "
               f"receiver: {best_floor / best_scp:.2f}; node/floor: {best_node / best_floor:.2f} "
               "(target <= 2)")
@@ -297,6 +363,7 @@ def main() -> None:
             for nice in args.nice:
                 under_load(load, files, again, work, env, nice)
         in_process_stages(files, work / "stages")
+        disk_flushes(work)
         print(f"end: {load_average()}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

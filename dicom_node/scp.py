@@ -568,7 +568,9 @@ class Receiver:
         study_uid, series_uid = str(clean.StudyInstanceUID), str(clean.SeriesInstanceUID)
         sop_uid = str(clean.SOPInstanceUID)
         relative = self.files.instance_path(study_uid, series_uid, sop_uid)
-        sha, size = self.files.write_stream(
+        # The file's fsync runs while the index statements below are made; the transaction
+        # commits only once the file and its directory entry are on disk.
+        written = self.files.start_write_stream(
             relative, lambda sink: dcmwrite(sink, clean, enforce_file_format=True))
         item = ReceivedInstance(
             study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_uid,
@@ -577,7 +579,8 @@ class Receiver:
             modality=str(clean.get("Modality", "OT")) or "OT",
             frame_of_reference_uid=clean.get("FrameOfReferenceUID"),
             patient_pseudonym=str(clean.get("PatientID", "")),
-            calling_ae=calling_ae, path=relative, size_bytes=size, sha256=sha,
+            calling_ae=calling_ae, path=relative, size_bytes=written.size,
+            sha256=written.sha256,
         )
         if association is not None:
             with self._lock:
@@ -603,6 +606,7 @@ class Receiver:
                     revision = self.vault.record(session, mappings, identity) or known_revision
                     outcome = index_instance(
                         session, replace(item, identity_revision=revision or 1), utcnow())
+                    written.wait()  # durable file before the index row commits
                 break
             except IndexConflict:
                 if attempt == 2:

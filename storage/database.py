@@ -36,9 +36,11 @@ class Database:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # LIFO: the receiver gets back the connection it just committed on, whose SQLite
+            # page cache is still valid (a connection idle while another wrote re-reads pages).
             self.engine: Engine = create_engine(
                 url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=20,
-                max_overflow=20,
+                max_overflow=20, pool_use_lifo=True,
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:

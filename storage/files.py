@@ -13,8 +13,14 @@ import re
 import shutil
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+# Threads that wait on fsync for written files (the wait releases the GIL): enough for every
+# association the node accepts at once to have its file's fsync in flight.
+SYNC_THREADS = 16
 
 # PS3.5 9.1: components of digits, no leading zero in a multi-digit component, dots between.
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -30,6 +36,25 @@ class UnsafePath(ValueError):
     """A path that would leave the data folder, or a name that is not a valid UID."""
 
 
+@dataclass(frozen=True)
+class PendingFile:
+    """A file written and hashed whose fsync, rename and directory fsync are under way.
+
+    Attributes
+    ----------
+    sha256, size
+        Hex digest and size in bytes of what was written (known before it is durable).
+    """
+
+    sha256: str
+    size: int
+    _durable: Future[None]
+
+    def wait(self) -> None:
+        """Block until the file and its directory entry are on disk; re-raises their error."""
+        self._durable.result()
+
+
 class FileStore:
     """Files under one root, written atomically and durably.
 
@@ -42,13 +67,18 @@ class FileStore:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # Resolved once: every path built here is checked against it (twice per instance).
+        self._resolved_root = self.root.resolve()
         # Folders whose entry is known to be on disk (this process fsync'd their parent).
         self._durable_folders: set[Path] = set()
         self._folders_lock = threading.Lock()
+        self._sync_pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        self._pool_lock = threading.Lock()
 
     def absolute(self, relative: str) -> Path:
         """The absolute path of ``relative``; raises ``UnsafePath`` when it leaves the root."""
-        root = self.root.resolve()
+        root = self._resolved_root
         path = (root / relative).resolve()
         if path == root or not path.is_relative_to(root):
             raise UnsafePath("a path outside the data folder was refused")
@@ -108,21 +138,58 @@ class FileStore:
         For large instances: the content streams to disk without a second copy in memory.
         Returns the SHA-256 hex digest and the size in bytes.
         """
+        pending = self.start_write_stream(relative, produce)
+        pending.wait()
+        return pending.sha256, pending.size
+
+    def start_write_stream(self, relative: str,
+                           produce: Callable[[BinaryIO], None]) -> PendingFile:
+        """Write and hash what ``produce`` writes now; make it durable in the background.
+
+        The fsync of the file, its rename into place and the fsync of its folder run in a
+        sync thread, so the caller can do other work (its index statements) while the disk
+        flushes; :meth:`PendingFile.wait` returns once the file is durable.  The order on disk
+        is that of :meth:`write_stream`: a file replaced under the same name is replaced only
+        by a complete, fsync'd one.
+        """
         final = self.absolute(relative)
         self._durable_folder(final.parent)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         digest = hashlib.sha256()
-        with open(tmp, "w+b") as raw:
+        raw = open(tmp, "w+b")  # noqa: SIM115 - closed by _make_durable, in the sync thread
+        try:
             produce(raw)
             raw.flush()
-            os.fsync(raw.fileno())
-            raw.seek(0)  # hash what is on disk (from the page cache), in chunks
+            raw.seek(0)  # hash what was written (from the page cache), in chunks
             while chunk := raw.read(1 << 20):
                 digest.update(chunk)
             size = raw.tell()
-        os.replace(tmp, final)
+            durable = self._pool().submit(self._make_durable, raw, tmp, final)
+        except BaseException:
+            raw.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        return PendingFile(digest.hexdigest(), size, durable)
+
+    def _make_durable(self, raw: BinaryIO, tmp: Path, final: Path) -> None:
+        try:
+            try:
+                os.fsync(raw.fileno())
+            finally:
+                raw.close()
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         self._fsync_dir(final.parent)
-        return digest.hexdigest(), size
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            # A forked child has none of its parent's threads: it starts its own pool.
+            if self._sync_pool is None or self._pool_pid != os.getpid():
+                self._sync_pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="fsync")
+                self._pool_pid = os.getpid()
+            return self._sync_pool
 
     def read(self, relative: str) -> bytes:
         return self.absolute(relative).read_bytes()
@@ -176,7 +243,7 @@ class FileStore:
             with self._folders_lock:  # removed under us (retention): trust no cached folder
                 self._durable_folders.clear()
         folder.mkdir(parents=True, exist_ok=True)
-        root = self.root.resolve()
+        root = self._resolved_root
         level = folder
         while level != root and level.is_relative_to(root):
             with self._folders_lock:

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Insert, Table, func, insert, select, update
+from sqlalchemy import (
+    CursorResult,
+    Insert,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -60,11 +73,29 @@ def _inserted_id(session: Session, statement: Insert) -> int:
     return int(result.inserted_primary_key[0])  # type: ignore[index]  # one-row insert
 
 
+@functools.cache
+def _lookup_statement() -> Select:
+    """Study, series and instance rows of three UIDs (each NULL when absent), as one row."""
+    studies, series_table, instances = (cast(Table, model.__table__)
+                                        for model in (Study, Series, Instance))
+    one = select(literal(1).label("one")).subquery("one")
+    return (
+        select(studies.c.id.label("study_id"), studies.c.state.label("study_state"),
+               studies.c.revision, studies.c.dispatched_revision,
+               series_table.c.id.label("series_id"), series_table.c.state.label("series_state"),
+               instances.c.id.label("instance_id"), instances.c.sha256,
+               instances.c.identity_revision)
+        .select_from(one)
+        .outerjoin(studies, studies.c.study_uid == bindparam("study_uid"))
+        .outerjoin(series_table, series_table.c.series_uid == bindparam("series_uid"))
+        .outerjoin(instances, instances.c.sop_instance_uid == bindparam("sop_instance_uid")))
+
+
 def index_instance(session: Session, item: ReceivedInstance, now: dt.datetime) -> IndexOutcome:
     """Record one instance (idempotently) and move its study back to receiving if needed.
 
     Runs once per received instance, so it is written as plain statements (no ORM objects or
-    unit of work): three lookups by unique UID, then the inserts and updates that apply.
+    unit of work): one lookup of its three UIDs, then the inserts and updates that apply.
 
     Raises :data:`IndexConflict` when another transaction created the same study or series
     concurrently; the caller retries.
@@ -72,48 +103,45 @@ def index_instance(session: Session, item: ReceivedInstance, now: dt.datetime) -
     # Table statements, not ORM objects: this runs once per received instance.
     studies, series_table, instances = (cast(Table, model.__table__)
                                         for model in (Study, Series, Instance))
-    study = session.execute(
-        select(studies.c.id, studies.c.state, studies.c.revision, studies.c.dispatched_revision)
-        .where(studies.c.study_uid == item.study_uid)).first()
-    if study is None:
+    # The three lookups by unique UID in one statement (one round trip, one compiled query).
+    known = session.execute(_lookup_statement(), {
+        "study_uid": item.study_uid, "series_uid": item.series_uid,
+        "sop_instance_uid": item.sop_instance_uid}).one()
+    if known.study_id is None:
         study_id = _inserted_id(session, insert(studies).values(
             study_uid=item.study_uid, patient_pseudonym=item.patient_pseudonym,
             calling_ae=item.calling_ae, state="receiving", revision=1, dispatched_revision=0,
             first_received_at=now, last_received_at=now))
         study_state, revision, dispatched = "receiving", 1, 0
     else:
-        study_id, study_state, revision, dispatched = study
-    series = session.execute(select(series_table.c.id, series_table.c.state)
-                             .where(series_table.c.series_uid == item.series_uid)).first()
-    if series is None:
+        study_id, study_state, revision, dispatched = (
+            known.study_id, known.study_state, known.revision, known.dispatched_revision)
+    if known.series_id is None:
         series_id = _inserted_id(session, insert(series_table).values(
             study_id=study_id, series_uid=item.series_uid, modality=item.modality,
             frame_of_reference_uid=item.frame_of_reference_uid, state="receiving",
             instance_count=0, last_received_at=now))
         series_state = "receiving"
     else:
-        series_id, series_state = series
-    existing = session.execute(select(instances.c.id, instances.c.sha256,
-                                      instances.c.identity_revision)
-                               .where(instances.c.sop_instance_uid == item.sop_instance_uid)
-                               ).first()
+        series_id, series_state = known.series_id, known.series_state
+    existing = None if known.instance_id is None else known
     new_instance = existing is None
     changed = False
     stored = {"path": item.path, "size_bytes": item.size_bytes, "sha256": item.sha256,
               "received_at": now, "transfer_syntax_uid": item.transfer_syntax_uid}
     if existing is None:
-        session.execute(insert(instances).values(
+        session.execute(_insert_statement(Instance), dict(
             series_id=series_id, sop_instance_uid=item.sop_instance_uid,
             sop_class_uid=item.sop_class_uid, identity_revision=item.identity_revision,
             **stored))
     elif existing.sha256 != item.sha256:
         changed = True
-        session.execute(update(instances).where(instances.c.id == existing.id).values(
+        session.execute(update(instances).where(instances.c.id == existing.instance_id).values(
             identity_revision=item.identity_revision, **stored))
     elif existing.identity_revision != item.identity_revision:
         # A re-sent instance carries the identity it was re-sent with (a demographic
         # correction changes no de-identified byte, yet later jobs must use the new identity).
-        session.execute(update(instances).where(instances.c.id == existing.id).values(
+        session.execute(update(instances).where(instances.c.id == existing.instance_id).values(
             identity_revision=item.identity_revision))
     if not (new_instance or changed):
         return IndexOutcome(study_id, False, False, False)
@@ -128,13 +156,36 @@ def index_instance(session: Session, item: ReceivedInstance, now: dt.datetime) -
             study_values["revision"] = revision + 1
         study_values.update(state="receiving", completed_at=None)
     series_values: dict = {"last_received_at": now}
-    if new_instance:
-        series_values["instance_count"] = series_table.c.instance_count + 1
     if series_state == "complete":
         series_values.update(state="receiving", completed_at=None)
-    session.execute(update(series_table).where(series_table.c.id == series_id).values(**series_values))
-    session.execute(update(studies).where(studies.c.id == study_id).values(**study_values))
+    _update_row(session, Series, series_id, series_values, count_instance=new_instance)
+    _update_row(session, Study, study_id, study_values)
     return IndexOutcome(study_id, new_instance, changed, late)
+
+
+@functools.cache
+def _insert_statement(model: type) -> Insert:
+    """INSERT into ``model``'s table; its columns come from the parameters it is run with."""
+    return insert(cast(Table, model.__table__))
+
+
+@functools.cache
+def _row_update_statement(model: type, columns: tuple[str, ...], count_instance: bool) -> Update:
+    """UPDATE of one row by ``row_id`` setting ``columns`` from parameters ``new_<column>`` (and
+    adding one to a series' instance count): built once per shape, as it runs per instance."""
+    table = cast(Table, model.__table__)
+    values: dict[str, Any] = {name: bindparam(f"new_{name}", type_=table.c[name].type)
+                              for name in columns}
+    if count_instance:
+        values["instance_count"] = table.c.instance_count + 1
+    return update(table).where(table.c.id == bindparam("row_id")).values(values)
+
+
+def _update_row(session: Session, model: type, row_id: int, values: dict[str, Any], *,
+                count_instance: bool = False) -> None:
+    statement = _row_update_statement(model, tuple(sorted(values)), count_instance)
+    session.execute(statement, {"row_id": row_id,
+                                **{f"new_{name}": value for name, value in values.items()}})
 
 
 def complete_quiet_studies(

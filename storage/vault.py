@@ -27,6 +27,7 @@ This module imports nothing of the project outside ``storage``.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -123,6 +124,18 @@ _STUDY_TABLE = cast(Table, VaultStudy.__table__)
 VAULT_TABLES = (_UID_TABLE, _STUDY_TABLE)
 
 
+@functools.cache
+def _insert_ignore_statement(dialect: str, table: Table,
+                             key: str) -> postgresql.Insert | sqlite.Insert:
+    """INSERT that leaves a row already there (by its unique ``key``) as it is; built once
+    per table (it runs for every received instance)."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
+    raise VaultError(f"unsupported database dialect {dialect}")  # config allows only these
+
+
 class Vault:
     """Encrypted pseudonym -> original store.
 
@@ -169,15 +182,8 @@ class Vault:
                        key: str) -> None:
         if not rows:
             return
-        dialect = session.get_bind().dialect.name
-        stmt: postgresql.Insert | sqlite.Insert
-        if dialect == "postgresql":
-            stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
-        elif dialect == "sqlite":
-            stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
-        else:  # pragma: no cover - config only allows these two
-            raise VaultError(f"unsupported database dialect {dialect}")
-        session.execute(stmt, rows)
+        session.execute(_insert_ignore_statement(session.get_bind().dialect.name, table, key),
+                        rows)
 
     def record(self, session: Session, uid_mappings: Mapping[str, str],
                identity: OriginalIdentity | None = None) -> int | None:

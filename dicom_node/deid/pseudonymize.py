@@ -320,7 +320,10 @@ def identity_payload(ds: Dataset) -> bytes:
                 out[tag] = RawDataElement(elem.tag, vr, elem.length, elem.value, 0,
                                           False, True)
                 continue
-        out[tag] = copy.deepcopy(ds[tag])
+        elem = ds[tag]
+        # Only written, never changed: a decoded value is shared, a sequence (whose items
+        # pydicom adjusts when it joins another data set) is copied.
+        out[tag] = copy.deepcopy(elem) if elem.VR == "SQ" else elem
     # Same encoding and charset as the raw elements: the writer then copies them verbatim.
     out.set_original_encoding(False, True, out._character_set)
     buffer = DicomBytesIO()

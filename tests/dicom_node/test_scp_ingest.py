@@ -4,13 +4,20 @@ what was committed is remembered."""
 from __future__ import annotations
 
 import copy
+import errno
+import os
+import stat
+import threading
+import time
 
 import pytest
+from sqlalchemy import event, func, select
 
 from dicom_node import scp
 from dicom_node.config import parse_config
 from dicom_node.node import Node
 from dicom_node.sample_data import PatientIdentity, ct_series_datasets, phantom_chest_hu
+from storage.tables import Instance
 
 
 @pytest.fixture
@@ -81,3 +88,70 @@ def test_vault_rows_are_written_again_once_the_receiver_stops_trusting_its_memor
     for ds in datasets:
         assert node.receiver.ingest(copy.deepcopy(ds), "PACS") == scp.SUCCESS
     assert passed[0] is not None and passed[1] == passed[0]
+
+
+def test_the_index_commits_only_after_the_file_and_its_folder_entry_are_fsynced(node,
+                                                                                monkeypatch):
+    """The fsyncs run in a sync thread while the index statements are made: the commit (and
+    so the Success) still comes after both, even when the disk is slow."""
+    events: list[str] = []
+    lock = threading.Lock()
+    real_fsync, real_fsync_dir = os.fsync, node.files._fsync_dir
+    index_instance = scp.index_instance
+    sync_threads = set()
+
+    def slow_fsync(fd):  # noqa: ANN001, ANN202
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            return real_fsync(fd)
+        time.sleep(0.2)  # a slow disk: the index statements are made meanwhile
+        real_fsync(fd)
+        sync_threads.add(threading.current_thread().name)
+        with lock:
+            events.append("file")
+        return None
+
+    def fsync_dir(path):  # noqa: ANN001, ANN202
+        real_fsync_dir(path)
+        with lock:
+            events.append("folder")
+
+    def indexed(session, item, now):  # noqa: ANN001, ANN202
+        outcome = index_instance(session, item, now)
+        with lock:
+            events.append("indexed")
+        return outcome
+
+    def committed(_connection):  # noqa: ANN001, ANN202
+        with lock:
+            events.append("commit")
+
+    monkeypatch.setattr("storage.files.os.fsync", slow_fsync)
+    monkeypatch.setattr(node.files, "_fsync_dir", fsync_dir)
+    monkeypatch.setattr(scp, "index_instance", indexed)
+    event.listen(node.db.engine, "commit", committed)
+    try:
+        datasets = ct_series_datasets(phantom_chest_hu((2, 32, 32)), identity=PatientIdentity())
+        for ds in datasets:
+            events.clear()
+            assert node.receiver.ingest(copy.deepcopy(ds), "PACS") == scp.SUCCESS
+            # (the first instance's new folders are fsync'd before the file is written)
+            assert events[-4:] == ["indexed", "file", "folder", "commit"]
+            assert events.count("commit") == 1
+    finally:
+        event.remove(node.db.engine, "commit", committed)
+    assert threading.current_thread().name not in sync_threads
+
+
+def test_a_file_that_cannot_be_made_durable_is_not_indexed(node, monkeypatch):
+    def disk_full(fd):  # noqa: ANN001, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("storage.files.os.fsync", disk_full)
+    ds = ct_series_datasets(phantom_chest_hu((1, 32, 32)), identity=PatientIdentity())[0]
+    with pytest.raises(OSError) as raised:
+        node.receiver.ingest(ds, "PACS")
+    assert raised.value.errno == errno.ENOSPC  # answered Out of Resources by handle_store
+    with node.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Instance)) == 0
+    stored = list((node.files.root / "studies").rglob("*"))
+    assert not [p for p in stored if p.is_file()]  # neither the file nor its temporary

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import shutil
+import threading
 
 import pytest
 
+import storage.files as files_module
 from storage.files import FileStore, UnsafePath
 
 
@@ -63,3 +67,34 @@ def test_a_path_leaving_the_data_folder_is_refused(store):
         store.write("../outside.dcm", b"x")
     with pytest.raises(UnsafePath):
         store.instance_path("1.2.3", "../..", "1.2.3.4")
+
+
+def test_a_file_is_in_place_only_once_durable_and_a_failed_sync_keeps_the_old_one(store,
+                                                                                  monkeypatch):
+    relative = store.instance_path("1.2.3", "1.2.3.4", "1.2.3.4.5")
+    store.write_stream(relative, lambda sink: sink.write(b"first"))
+    release = threading.Event()
+    real_fsync = files_module.os.fsync
+
+    def held_fsync(fd):  # noqa: ANN001, ANN202
+        release.wait(10)  # the disk is slow: the new content is not durable yet
+        real_fsync(fd)
+
+    monkeypatch.setattr(files_module.os, "fsync", held_fsync)
+    pending = store.start_write_stream(relative, lambda sink: sink.write(b"second"))
+    assert (pending.sha256, pending.size) == (hashlib.sha256(b"second").hexdigest(), 6)
+    assert store.read(relative) == b"first"  # not replaced before its fsync
+    release.set()
+    pending.wait()
+    assert store.read(relative) == b"second"
+
+    def failing_fsync(fd):  # noqa: ANN001, ANN202
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(files_module.os, "fsync", failing_fsync)
+    pending = store.start_write_stream(relative, lambda sink: sink.write(b"third"))
+    with pytest.raises(OSError):
+        pending.wait()
+    assert store.read(relative) == b"second"
+    folder = store.root / "studies/1.2.3/1.2.3.4"
+    assert sorted(p.name for p in folder.iterdir()) == ["1.2.3.4.5.dcm"]  # no temporary left

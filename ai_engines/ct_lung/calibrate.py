@@ -25,9 +25,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ai_engines.ct_lung import MODEL_NAME
 from ai_engines.ct_lung.confidence import (
     CARD_KEY,
     FEATURES,
+    PlattCalibration,
     fit_platt,
     lesion_features,
     lesion_probability,
@@ -37,6 +39,7 @@ from ai_engines.ct_lung.lesions import lesion_masks
 from ai_engines.ct_lung.lungs import isolate_lungs
 from ai_engines.ct_lung.preprocess import preprocess
 from ai_engines.ct_lung.unet import context_step
+from ai_engines.models import locate_model
 
 MIN_TUMOUR_ML = 0.05  # smaller truth components are clipping fragments of a tumour
 SIZE_BUCKETS_ML = (0.0, 0.5, 1.0, 4.0, float("inf"))
@@ -120,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     engine = get_engine("ct_lung", args.model_dir, "cpu")
-    calibration = engine._calibration
+    # The detector card's own calibration (what the engine applies), unless one is fitted here.
+    calibration = PlattCalibration.from_card(locate_model("ct_lung", MODEL_NAME, args.model_dir).card.measured_accuracy)
     fit_specs = args.seeds if args.seeds or args.check_seeds else ["300000-300029", "310000-310039"]
     if fit_specs:
         lesions, tumours = _collect(engine, fit_specs)

@@ -374,8 +374,9 @@ def _tube_chains(
 ) -> set[int]:
     """Candidates (0-based indices) that are pieces of one tube broken along its axis.
 
-    The detector may answer on a vessel (the descending aorta on ``lung1``) in pieces of
-    15-35 mm, each too short to fail the tube check alone.  ``pieces`` are the candidates
+    A detector may answer on a vessel in pieces, each too short to fail the tube check alone
+    (the synthetic paravertebral aorta came in three pieces over 170 mm; on ``lung1`` a
+    fine-tuned candidate stopped the aorta after 25 mm of tube, see docs/ct-lung-engine.md).  ``pieces`` are the candidates
     mostly outside the lungs.  Consecutive pieces along z are linked when the gap between them
     is at most ``CHAIN_MAX_GAP_DIAMETERS`` of their diameters and the centroid of the upper's
     first slice lies within the larger radius of the lower's last one; a linked group of two

@@ -249,10 +249,9 @@ def _keep(lungs, pieces, shape):
 
 
 def test_a_tube_broken_into_short_pieces_along_one_axis_is_rejected():
-    """The fine-tuned detector demo.8 answered on lung1's descending aorta in 15-35 mm pieces in
-    a dent of the left lung: each passes every check alone (too short for a tube), but together
-    they line up along one tube of near-constant section, and all are rejected; a nodule in the
-    lung beside them is kept."""
+    """A vessel the detector answers on in short pieces in a dent of the lung: each piece passes
+    every check alone (too short for a tube), but together they line up along one tube of
+    near-constant section, and all are rejected; a nodule in the lung beside them is kept."""
     shape = (30, 160, 160)
     spans = [(2, 6), (8, 12), (14, 18)]  # three 20 mm pieces, 10 mm gaps: 80 mm in all
     lungs, pieces = _pieces_in_a_dent(shape, spans, [(80, 124), (81, 125), (82, 124)], [12, 12, 12])

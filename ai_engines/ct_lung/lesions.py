@@ -17,6 +17,9 @@ from scipy import ndimage
 from ai_engines.ct_lung.lesion_checks import (
     ENVELOPE_MIN_RADIUS_MM,
     ENVELOPE_RADIUS_FACTOR,
+    TUBE_ELONGATION,
+    TUBE_MAX_AREA_CV,
+    TUBE_MIN_LENGTH_MM,
     LesionAnatomy,
     lung_envelope,
     measure_lesion,
@@ -34,6 +37,12 @@ MIN_END_SLICES_MM = 15.0  # extra-pulmonary blobs on the first/last lung slice t
 MIN_RELATIVE_WEIGHT = 0.1  # probability-weighted volume relative to the largest candidate
 VESSEL_PIECE_MM = 10.0  # a candidate outside the lungs this near a rejected tube is part of it
 TUBE_AXIS_REACH = 3.0  # ...or on its axis, as far beyond its ends as its length or this many diameters
+# A chain of candidates mostly outside the lungs, each too short to be a tube alone, is one
+# vessel broken into pieces when consecutive pieces are at most CHAIN_MAX_GAP_DIAMETERS
+# diameters apart along z, all slice centroids lie within the mean radius of one straight
+# line, and the pieces' cross-sections are near constant (TUBE_MAX_AREA_CV of their median
+# areas) over a run at least TUBE_MIN_LENGTH_MM and TUBE_ELONGATION diameters long.
+CHAIN_MAX_GAP_DIAMETERS = 2.0
 # Where the extent model may grow a detected lesion (refine_extent / extent_reach).
 EXTENT_MIN_REACH_MM = 10.0
 EXTENT_REACH_FACTOR = 0.5  # x the detected lesion's in-plane diameter
@@ -201,7 +210,13 @@ def keep_components(
         boxes = ndimage.find_objects(labels)
         failed = {i: failed_checks(i + 1, boxes[i]) for i in candidates}
         tubes = [i + 1 for i, checks in failed.items() if "tube" in checks]
+        outside = [i for i in candidates if in_lung[i] < 0.5 and "tube" not in failed[i]]
+        chained = _tube_chains(labels, outside, boxes, spacing)
         candidates = [i for i in candidates if not failed[i]]
+        for i in chained & set(candidates):
+            failed_checks(i + 1, None)  # reported as a piece of a tube
+        candidates = [i for i in candidates if i not in chained]
+        tubes += [i + 1 for i in chained]
         if tubes and candidates:
             # The detector breaks a vessel into pieces where it bends or changes calibre (the
             # aortic arch above the descending aorta): a candidate mostly outside the lungs
@@ -351,6 +366,78 @@ def _on_axis(
     beyond = max(z_lo - z, z - z_hi, 0.0)
     off = np.hypot(row - np.polyval(row_fit, z), col - np.polyval(col_fit, z))
     return bool(off <= radius and beyond <= max(z_hi - z_lo, TUBE_AXIS_REACH * 2 * radius))
+
+
+def _tube_chains(
+    labels: np.ndarray, pieces: list[int], boxes: list[tuple[slice, slice, slice] | None],
+    spacing: tuple[float, float, float],
+) -> set[int]:
+    """Candidates (0-based indices) that are pieces of one tube broken along its axis.
+
+    A detector may answer on a vessel in pieces, each too short to fail the tube check alone
+    (the synthetic paravertebral aorta came in three pieces over 170 mm; on ``lung1`` a
+    fine-tuned candidate stopped the aorta after 25 mm of tube, see docs/ct-lung-engine.md).  ``pieces`` are the candidates
+    mostly outside the lungs.  Consecutive pieces along z are linked when the gap between them
+    is at most ``CHAIN_MAX_GAP_DIAMETERS`` of their diameters and the centroid of the upper's
+    first slice lies within the larger radius of the lower's last one; a linked group of two
+    or more pieces is a tube when all its slice centroids lie within the mean radius of one
+    straight line (a fit of row and column on z), the median cross-sections of its pieces vary
+    by at most ``TUBE_MAX_AREA_CV``, and it runs at least ``TUBE_MIN_LENGTH_MM`` and
+    ``TUBE_ELONGATION`` x its mean diameter from its first to its last slice.
+    """
+    if len(pieces) < 2:
+        return set()
+    sz, sr, sc = spacing
+    profiles = {}
+    for i in pieces:
+        box = boxes[i]
+        if box is None:
+            continue
+        mask = labels[box] == i + 1
+        area = mask.sum(axis=(1, 2)).astype(float)
+        ks = np.nonzero(area)[0]
+        rows, cols = np.indices(mask.shape[1:])
+        centroid = np.stack([(mask[ks] * rows).sum(axis=(1, 2)) / area[ks], (mask[ks] * cols).sum(axis=(1, 2)) / area[ks]], axis=1)
+        centroid = (centroid + [box[1].start, box[2].start]) * [sr, sc]
+        z = (ks + box[0].start) * sz
+        median_area = float(np.median(area[ks])) * sr * sc
+        profiles[i] = (z, centroid, area[ks] * sr * sc, median_area, float(np.sqrt(median_area / np.pi)))
+    order = sorted(profiles, key=lambda i: profiles[i][0][0])
+    parent = {i: i for i in order}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for a_pos, a in enumerate(order):
+        za, ca, _, _, ra = profiles[a]
+        for b in order[a_pos + 1 :]:
+            zb, cb, _, _, rb = profiles[b]
+            gap = zb[0] - za[-1] - sz
+            if zb[0] <= za[-1] or gap > CHAIN_MAX_GAP_DIAMETERS * 2 * max(ra, rb):
+                continue
+            if float(np.hypot(*(cb[0] - ca[-1]))) <= max(ra, rb):
+                parent[root(b)] = root(a)
+    groups: dict[int, list[int]] = {}
+    for i in order:
+        groups.setdefault(root(i), []).append(i)
+    chained: set[int] = set()
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        z = np.concatenate([profiles[i][0] for i in group])
+        centroid = np.concatenate([profiles[i][1] for i in group])
+        areas = np.concatenate([profiles[i][2] for i in group])
+        medians = np.array([profiles[i][3] for i in group])
+        radius = float(np.sqrt(areas.mean() / np.pi))
+        fit = [np.polyval(np.polyfit(z, centroid[:, d], 1), z) for d in (0, 1)]
+        off = np.hypot(centroid[:, 0] - fit[0], centroid[:, 1] - fit[1])
+        length = float(z.max() - z.min()) + sz
+        if (off.max() <= radius and medians.std() <= TUBE_MAX_AREA_CV * medians.mean()
+                and length >= TUBE_MIN_LENGTH_MM and length >= TUBE_ELONGATION * 2 * radius):
+            chained.update(group)
+    return chained
 
 
 def _box_around(mask: np.ndarray, in_plane_margin: int) -> tuple[slice, slice, slice]:

@@ -46,3 +46,16 @@ def test_packaged_detector_card_carries_its_calibration():
 def test_no_calibration_without_card_entry_or_with_another_method():
     assert PlattCalibration.from_card({}) is None
     assert PlattCalibration.from_card({CARD_KEY: {"method": "isotonic", "features": list(FEATURES)}}) is None
+
+
+def test_reliability_figures_on_a_set_not_used_for_fitting():
+    from ai_engines.ct_lung.calibrate import reliability, seed_ranges
+
+    perfect = reliability([1.0, 1.0, 0.0], [True, True, False])
+    assert perfect["brier"] == 0.0 and perfect["ece"] == 0.0
+    # Two bins: 0.9 predicted where 1 of 2 is a tumour (gap 0.4), 0.1 where none is (gap 0.1).
+    figures = reliability([0.9, 0.9, 0.1, 0.1], [True, False, False, False])
+    assert figures["ece"] == pytest.approx((2 * 0.4 + 2 * 0.1) / 4)
+    assert figures["brier"] == pytest.approx((0.01 + 0.81 + 0.01 + 0.01) / 4)
+    assert figures["mean_predicted"] == pytest.approx(0.5) and figures["observed_rate"] == pytest.approx(0.25)
+    assert seed_ranges(["10-11", "20-20:clinical"]) == [(10, "demo"), (11, "demo"), (20, "clinical")]

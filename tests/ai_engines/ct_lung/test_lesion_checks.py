@@ -217,3 +217,64 @@ def test_piece_on_the_axis_of_a_rejected_tube_is_rejected():
 def test_lung_side_threshold_keeps_a_juxtapleural_tumour_and_rejects_chest_wall(lung_side, passes):
     anatomy = LesionAnatomy(in_lung=0.07, lung_side=lung_side, z_mm=15.0, diameter_mm=12.0, tube_mm=0.0, mean_hu=30.0)
     assert ("lung_side" not in anatomy.failed(2.5)) is passes
+
+
+def _pieces_in_a_dent(shape, spans, centres, radii):
+    """A lung dented by pieces of soft tissue: the pieces' slice ranges, in-plane centres and radii."""
+    lungs = chest(shape)
+    pieces = []
+    for (k0, k1), centre, radius in zip(spans, centres, radii, strict=True):
+        piece = np.zeros(shape, bool)
+        piece[k0:k1] = disk(shape[1:], centre, radius)
+        pieces.append(piece)
+        lungs &= ~piece
+    return lungs, pieces
+
+
+def _keep(lungs, pieces, shape):
+    probability = np.zeros(shape, np.float16)
+    for piece in pieces:
+        probability[piece] = 0.97
+    labels, count = ndimage.label(probability >= 0.5, structure=np.ones((3, 3, 3), bool))
+    reported = []
+
+    def failed(label, box):
+        if box is None:
+            reported.append(int(label))
+            return ("tube",)
+        return measure_lesion(labels[box] == label, lungs[box], None, SPACING).failed(SPACING[0])
+
+    kept = keep_components(labels, count, probability, lungs, np.ones(shape, bool), SPACING, failed_checks=failed)
+    return labels, kept, reported
+
+
+def test_a_tube_broken_into_short_pieces_along_one_axis_is_rejected():
+    """A vessel the detector answers on in short pieces in a dent of the lung: each piece passes
+    every check alone (too short for a tube), but together they line up along one tube of
+    near-constant section, and all are rejected; a nodule in the lung beside them is kept."""
+    shape = (30, 160, 160)
+    spans = [(2, 6), (8, 12), (14, 18)]  # three 20 mm pieces, 10 mm gaps: 80 mm in all
+    lungs, pieces = _pieces_in_a_dent(shape, spans, [(80, 124), (81, 125), (82, 124)], [12, 12, 12])
+    nodule = ball(shape, (10, 60, 60), 7.0)
+    lungs_with_nodule = lungs.copy()
+    for piece in pieces:
+        alone = measure_lesion(piece, lungs, None, SPACING)
+        assert alone.failed(SPACING[0]) == () and alone.tube_mm == 0.0  # each piece alone passes
+    labels, kept, reported = _keep(lungs_with_nodule, [*pieces, nodule], shape)
+    piece_labels = sorted(int(labels[k0, 80, 124]) for k0, _ in spans)
+    assert sorted(reported) == piece_labels
+    assert kept == [int(labels[10, 60, 60])]
+
+
+@pytest.mark.parametrize(("why", "centres", "radii", "spans"), [
+    ("off the line", [(80, 124), (50, 118)], [12, 12], [(2, 6), (8, 12)]),
+    ("calibre changes", [(80, 124), (80, 124)], [14, 7], [(2, 6), (8, 12)]),
+    ("gap too long", [(80, 124), (80, 124)], [10, 10], [(2, 6), (16, 20)]),
+    ("a round lesion cut in two", [(80, 122), (80, 122)], [14, 14], [(4, 7), (8, 11)]),
+])
+def test_pieces_that_do_not_make_one_tube_are_judged_alone(why, centres, radii, spans):
+    shape = (30, 160, 160)
+    lungs, pieces = _pieces_in_a_dent(shape, spans, centres, radii)
+    labels, kept, reported = _keep(lungs, pieces, shape)
+    assert reported == [], why
+    assert sorted(kept) == sorted(int(labels[k0, c[0], c[1]]) for (k0, _), c in zip(spans, centres, strict=True)), why

@@ -25,7 +25,7 @@ import numpy as np
 
 from ai_engines.engine import Engine
 from ai_engines.models import ModelCard
-from ai_engines.mr_glioma import GRADE_MODEL_NAME, MODEL_NAME
+from ai_engines.mr_glioma import GRADE_MODEL_NAME, MODEL_NAME, T1C_MODEL_NAME
 from ai_engines.mr_glioma.evaluate import FIRST_HELD_OUT_SEED, dice, evaluate_synthetic, masks_of
 from ai_engines.mr_glioma.sequences import identify
 from ai_engines.mr_glioma.train import (
@@ -61,9 +61,9 @@ def _role(case: LabelledVolume) -> str | None:
 
 
 class MrGliomaTraining(EngineTraining):
-    """The glioma U-Net (and the grade head on its encoder)."""
+    """The glioma U-Net (and the grade head on its encoder); the T1c-only U-Net."""
 
-    models = (MODEL_NAME, GRADE_MODEL_NAME)
+    models = (MODEL_NAME, GRADE_MODEL_NAME, T1C_MODEL_NAME)
     roi_pattern = r"(gtv|tumou?r|glioma|enhanc|necro|o?edema|core|lesion)"
 
     def add_train_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -91,7 +91,7 @@ class MrGliomaTraining(EngineTraining):
     def train(self, cases: Iterable[TrainingCase], out_dir: Path, args: argparse.Namespace,
               training_data: str) -> ModelCard:
         if args.synthetic is not None:
-            training_data = synthetic_recipe(args.synthetic, args.first_seed, args.threads, args.seed)
+            training_data = synthetic_recipe(args.synthetic, args.first_seed, args.threads, args.seed, args.model)
         command = "dicom-node " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train-model"] else \
             f"dicom-node train-model mr_glioma ({training_data})"
         return train(cases, out_dir, model_name=args.model, minutes=args.minutes, grade_minutes=args.grade_minutes,

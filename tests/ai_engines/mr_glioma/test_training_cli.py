@@ -101,3 +101,29 @@ def test_evaluate_model_on_held_out_synthetic_studies(tmp_path, capsys):
     result = json.loads(report.read_text())
     assert {c["mode"] for c in result["cases"]} == {"all", "T1c", "FLAIR"}
     assert result["summary"]["all"]["n"] == 1
+
+
+@pytest.mark.slow
+def test_t1c_only_network_is_trained_and_serves_t1c_only_studies(tmp_path):
+    from ai_engines.models import ModelError
+    from ai_engines.mr_glioma.engine import MrGliomaEngine
+
+    out = tmp_path / "site-model"
+    common = ["--synthetic", "1", "--first-seed", "7", "--out", str(out), "--max-steps", "2", "--threads", "1"]
+    assert main(["train-model", "mr_glioma", *common, "--grade-minutes", "0.05"]) == 0
+    assert main(["train-model", "mr_glioma", "--model", "mr_glioma_unet_t1c", *common]) == 0
+    card = json.loads((out / "mr_glioma_unet_t1c.json").read_text())
+    assert card["architecture"]["sequences"] == ["T1c"]
+    assert "T1c only in every crop" in card["training_data"] and "--model mr_glioma_unet_t1c" in card["notes"]
+    engine = MrGliomaEngine(model_dir=out, device="cpu")
+    general = json.loads((out / "mr_glioma_unet.json").read_text())
+    assert engine.network_for({"T1c"}).files.card.sha256 == card["sha256"]
+    for roles in ({"T1c", "FLAIR"}, {"FLAIR"}, {"T1", "T1c", "T2", "FLAIR"}):
+        assert engine.network_for(roles).files.card.sha256 == general["sha256"]
+    assert engine.identity(engine.network_for({"T1c"})).model_sha256 == card["sha256"]
+    assert "unet_t1c-" in engine.identity().version
+    # A T1c-only network whose card claims another input set is refused, not used for T1c.
+    card["architecture"]["sequences"] = ["FLAIR"]
+    (out / "mr_glioma_unet_t1c.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError):
+        MrGliomaEngine(model_dir=out, device="cpu")

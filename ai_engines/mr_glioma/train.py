@@ -114,6 +114,32 @@ def synthetic_case(seed: int) -> TrainingCase:
     return TrainingCase(channels, labels, bool((brain.labels == 3).any()), f"synthetic-{seed}")
 
 
+def real_negative_cases(path: Path, count: int, seed: int) -> list[TrainingCase]:
+    """``count`` tumour-free slabs of a real T1 head image (NIfTI/NRRD, any orientation):
+    hard negatives for the T1c-only network, which on synthetic anatomy alone took real cortex
+    and sulci for tumour (brain2).  Each slab is re-oriented to axial LPS, averaged to 1 mm,
+    "acquired" like the synthetic slabs (slice profile, bias, noise), masked and z-scored by
+    the engine's own functions; its only channel is used as T1c and every label is 0."""
+    image = sitk.DICOMOrient(sitk.ReadImage(str(path)), "LPS")
+    factors = [max(1, int(round(1.0 / s))) for s in image.GetSpacing()]
+    if any(f > 1 for f in factors):
+        image = sitk.BinShrink(image, factors)
+    volume = sitk.GetArrayFromImage(image).astype(np.float32)
+    volume /= max(float(np.percentile(volume, 99.5)), 1e-6)
+    head = np.nonzero(volume.mean(axis=(1, 2)) > 0.1 * volume.mean(axis=(1, 2)).max())[0]
+    rng = np.random.default_rng(seed + 6_000_000)
+    cases = []
+    for n in range(count):
+        start = int(rng.integers(int(head[0]) + 20, max(int(head[0]) + 21, int(head[-1]) - SLAB - 10)))
+        slab = volume[start : start + SLAB]
+        thickness = float(rng.choice(THICKNESSES))
+        acquired = _simulate_acquisition(slab * float(rng.uniform(0.85, 1.15)), rng, thickness)
+        mask = brain_mask(acquired, keep_pieces=True)
+        cases.append(TrainingCase({"T1c": zscore(acquired, mask)}, np.zeros(slab.shape, np.uint8), False,
+                                  f"negative-{path.name}-{n}"))
+    return cases
+
+
 def case_from_series(sequences: dict[str, SeriesVolume], labels: np.ndarray, reference_role: str, name: str = "") -> TrainingCase:
     """A site's case: its series (role -> volume) and a label array on the reference series'
     grid (0-3 as the engine's classes), through the engine's full pre-processing."""

@@ -114,7 +114,7 @@ def test_t1c_only_network_is_trained_and_serves_t1c_only_studies(tmp_path):
     assert main(["train-model", "mr_glioma", "--model", "mr_glioma_unet_t1c", *common]) == 0
     card = json.loads((out / "mr_glioma_unet_t1c.json").read_text())
     assert card["architecture"]["sequences"] == ["T1c"]
-    assert "T1c only in every crop" in card["training_data"] and "--model mr_glioma_unet_t1c" in card["notes"]
+    assert card["name"] == "mr_glioma_unet_t1c" and "T1c only in every crop" in card["training_data"]
     engine = MrGliomaEngine(model_dir=out, device="cpu")
     general = json.loads((out / "mr_glioma_unet.json").read_text())
     assert engine.network_for({"T1c"}).files.card.sha256 == card["sha256"]

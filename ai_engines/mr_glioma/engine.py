@@ -10,6 +10,7 @@ resampled back to the reference series, measurements and a grade probability.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ from ai_engines.models import (
     locate_model,
     resolve_device,
 )
-from ai_engines.mr_glioma import GRADE_MODEL_NAME, MODEL_NAME
+from ai_engines.mr_glioma import GRADE_MODEL_NAME, MODEL_NAME, T1C_MODEL_NAME
 from ai_engines.mr_glioma.preprocess import (
     PREPROCESSING_VERSION,
     Prepared,
@@ -88,6 +89,19 @@ COLOURS = {"Enhancing": (255, 40, 40), "Necrosis": (255, 220, 0), "NonEnhancing"
            "Edema": (60, 200, 80), "GTV": (230, 0, 230)}
 
 
+@dataclass(frozen=True)
+class _Network:
+    """A loaded segmentation network and its input layout (from its card)."""
+
+    files: ModelFiles
+    model: UNet2D
+    context: int
+    step: int
+    pool: int
+    depth: int
+    sequences: tuple[str, ...]  # empty: any subset (missing sequences zero-filled)
+
+
 class MrGliomaEngine(Engine):
     """Glioma sub-regions on brain MR (any subset of T1, T1c, T2, FLAIR with T1c or FLAIR).
 
@@ -108,23 +122,16 @@ class MrGliomaEngine(Engine):
     def __init__(self, model_dir: Path | None = None, device: str = "auto", threads: int | None = None) -> None:
         self.device = resolve_device(device)
         self.files = locate_model("mr_glioma", MODEL_NAME, model_dir)
-        card = self.files.card
-        if card.preprocessing_version != PREPROCESSING_VERSION:
-            raise ModelError(
-                f"{card.name} {card.version} was trained with pre-processing {card.preprocessing_version}; "
-                f"this engine implements {PREPROCESSING_VERSION}"
-            )
-        arch = dict(card.architecture)
-        self.context = int(arch.pop("context"))
-        self.step = max(1, int(round(float(arch.pop("context_mm")))))
-        self.pool = int(arch.pop("pool", 1))
-        self.model = load_weights(self.files, UNet2D(**arch), self.device)
-        self.depth = int(arch.get("depth", 4))
-        # The grade head must come from the segmentation network's own folder (it reads its encoder).
+        self.network = self._load_network(self.files)
+        self.model = self.network.model
+        self.context, self.step, self.pool, self.depth = (
+            self.network.context, self.network.step, self.network.pool, self.network.depth)
+        # Helpers of the segmentation network come from its own folder: the grade head reads its
+        # encoder, and a site's network is not paired with the packaged demo T1c-only network.
+        same_folder = model_dir if self.files.source == "site" else None
         try:
             self.grade_files: ModelFiles | None = locate_model(
-                "mr_glioma", GRADE_MODEL_NAME, model_dir if self.files.source == "site" else None,
-                packaged=self.files.source == "package",
+                "mr_glioma", GRADE_MODEL_NAME, same_folder, packaged=self.files.source == "package",
             )
         except ModelNotFound:
             self.grade_files = None
@@ -132,12 +139,46 @@ class MrGliomaEngine(Engine):
         if self.grade_files is not None:
             head = GradeHead(int(self.grade_files.card.architecture["in_features"]))
             self.grade_head = load_weights(self.grade_files, head, self.device)
+        # A network trained on T1c alone serves studies whose only usable sequence is T1c: one
+        # network with the other inputs zero-filled segmented the oedema poorly there.
+        try:
+            t1c_files = locate_model("mr_glioma", T1C_MODEL_NAME, same_folder, packaged=self.files.source == "package")
+        except ModelNotFound:
+            t1c_files = None
+        self.single_sequence: dict[frozenset[str], _Network] = {}
+        if t1c_files is not None:
+            network = self._load_network(t1c_files)
+            self.single_sequence[frozenset(network.sequences)] = network
         if threads is not None:
             torch.set_num_threads(threads)
 
-    def identity(self) -> EngineIdentity:
-        card = self.files.card
-        version = f"{self.version}+{card.name}-{card.version}"
+    def _load_network(self, files: ModelFiles) -> _Network:
+        card = files.card
+        if card.preprocessing_version != PREPROCESSING_VERSION:
+            raise ModelError(
+                f"{card.name} {card.version} was trained with pre-processing {card.preprocessing_version}; "
+                f"this engine implements {PREPROCESSING_VERSION}"
+            )
+        arch = dict(card.architecture)
+        context = int(arch.pop("context"))
+        step = max(1, int(round(float(arch.pop("context_mm")))))
+        pool = int(arch.pop("pool", 1))
+        sequences = tuple(str(r) for r in arch.pop("sequences", ()))
+        if card.name == T1C_MODEL_NAME and sequences != ("T1c",):
+            raise ModelError(f"{card.name} {card.version}: its card must say sequences ['T1c'], not {list(sequences)}")
+        model = load_weights(files, UNet2D(**arch), self.device)
+        return _Network(files, model, context, step, pool, int(arch.get("depth", 4)), sequences)
+
+    def network_for(self, roles: set[str] | frozenset[str]) -> _Network:
+        """The segmentation network for a study with sequences ``roles``."""
+        return self.single_sequence.get(frozenset(roles), self.network)
+
+    def identity(self, network: _Network | None = None) -> EngineIdentity:
+        """The engine's identity; with ``network``: naming the segmentation network that ran."""
+        card = (network or self.network).files.card
+        version = f"{self.version}+{self.files.card.name}-{self.files.card.version}"
+        for extra in self.single_sequence.values():
+            version += f"+{extra.files.card.name.removeprefix('mr_glioma_')}-{extra.files.card.version}"
         if self.grade_files:
             version += f"+grade-{self.grade_files.card.version}"
         return EngineIdentity(
@@ -197,7 +238,8 @@ class MrGliomaEngine(Engine):
         )
 
         t = time.perf_counter()
-        probabilities = self._probabilities(prepared)
+        network = self.network_for(set(prepared.channels))
+        probabilities = self._probabilities(prepared, network)
         timings["inference"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -223,20 +265,22 @@ class MrGliomaEngine(Engine):
                 ))
                 timings["grade"] = time.perf_counter() - t
         notes.insert(0, f"{lesion_count} lesion(s) found" if lesion_count else "no tumour found")
-        if self.files.card.label:
-            notes.append(f"model {self.files.card.name} {self.files.card.version} [{self.files.card.label}]")
+        used = network.files.card
+        notes.append(f"model {used.name} {used.version}" + (f" [{used.label}]" if used.label else ""))
         timings["total"] = time.perf_counter() - t0
         return Findings(
-            engine=self.identity(), source_series_uid=reference.series_uid, segments=tuple(segments),
+            engine=self.identity(network), source_series_uid=reference.series_uid, segments=tuple(segments),
             classifications=tuple(classifications), study_measurements=tuple(measurements), notes=tuple(notes),
             timings_s=timings,
         )
 
-    def _probabilities(self, prepared: Prepared) -> np.ndarray:
-        """Class probabilities (4, z, y, x) float16 on the working grid, zero outside the brain box."""
+    def _probabilities(self, prepared: Prepared, network: _Network | None = None) -> np.ndarray:
+        """Class probabilities (4, z, y, x) float16 on the working grid, zero outside the brain box,
+        from ``network`` (default: the one for the prepared sequences)."""
+        network = network or self.network_for(set(prepared.channels))
         brain = prepared.brain
         shape = brain.shape
-        unit = self.pool * 2**self.depth
+        unit = network.pool * 2**network.depth
         zs = np.nonzero(brain.any(axis=(1, 2)))[0]
         rows, cols = (int(np.ceil(n / unit) * unit) for n in shape[1:])
         padded = (rows, cols)
@@ -249,7 +293,8 @@ class MrGliomaEngine(Engine):
             lo = int(np.clip(lo, 0, n - size))
             box.append(slice(lo, lo + size))
         prob_box = predict_probabilities(
-            self.model, channels, zs, (box[0], box[1]), self.context, self.step, self.pool, device=self.device,
+            network.model, channels, zs, (box[0], box[1]), network.context, network.step, network.pool,
+            device=self.device,
         )
         out = np.zeros((4, shape[0], *padded), np.float16)
         out[0] = 1.0

@@ -137,6 +137,53 @@ def evaluate_brain2(engine: Engine, folder: Path) -> dict:
     }
 
 
+def probe_brain2(engine, folder: Path) -> dict:  # noqa: ANN001  (an MrGliomaEngine; no runtime import here)
+    """Where brain2's lesion is lost: network, threshold or lesion checks.
+
+    On the engine's own 1 mm working grid: the share of the label inside the brain mask, its
+    mean depth below the mask surface (the depth check's measure), the network's tumour
+    probability over it, and the whole-tumour components before the checks (size, core,
+    mean probability, mean depth, touching the label or not).
+    """
+    from ai_engines.mr_glioma.engine import keep_lesions
+    from ai_engines.mr_glioma.preprocess import prepare, resample
+
+    image = sitk.ReadImage(str(folder / "brain2_image.nrrd"))
+    label_image = sitk.Cast(sitk.ReadImage(str(folder / "brain2_label.nrrd")), sitk.sitkFloat32)
+    volume = series_from_image(image, "2.25.2002", "AX T1 POST GD", contrast_agent="GADOLINIUM")
+    prepared = prepare({"T1c": volume}, "T1c")
+    network = engine.network_for({"T1c"})
+    probabilities = engine._probabilities(prepared, network).astype(np.float32)
+    label = sitk.GetArrayFromImage(resample(label_image, prepared.grid)) > 0.5
+    tumour = 1.0 - probabilities[0]
+    depth = ndimage.distance_transform_edt(prepared.brain)
+    labels = np.argmax(probabilities, axis=0)
+    labels[~prepared.brain] = 0
+    components, n = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), bool))
+    near = ndimage.binary_dilation(label, iterations=10)
+    rows = []
+    for i in range(1, n + 1):
+        part = components == i
+        if part.sum() >= 50:  # 0.05 ml
+            rows.append({"ml": round(float(part.sum()) / 1000, 2), "touches_label": bool((part & near).any()),
+                         "core_ml": round(float((part & ((labels == 1) | (labels == 3))).sum()) / 1000, 2),
+                         "mean_probability": round(float(tumour[part].mean()), 2),
+                         "mean_depth_mm": round(float(depth[part].mean()), 1)})
+    kept, count = keep_lesions(probabilities, prepared.brain)
+    return {
+        "network": f"{network.files.card.name} {network.files.card.version}",
+        "label_ml": round(float(label.sum()) / 1000, 2),
+        "label_inside_brain_mask": round(float((label & prepared.brain).sum()) / max(1, int(label.sum())), 3),
+        "label_mean_depth_mm": round(float(depth[label].mean()), 1),
+        "label_mean_tumour_probability": round(float(tumour[label].mean()), 3),
+        "label_share_above_0.5": round(float((tumour[label] > 0.5).mean()), 3),
+        "components_before_checks": sorted(rows, key=lambda r: -r["ml"])[:10],
+        "kept_lesions": count,
+        "kept_ml_touching_label": round(float(((kept > 0) & near).sum()) / 1000, 2),
+        "kept_ml_elsewhere": round(float(((kept > 0) & ~near).sum()) / 1000, 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     from ai_engines.mr_glioma.engine import MrGliomaEngine
 
@@ -146,11 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path)
     parser.add_argument("--brain2", type=Path, help="folder holding brain2_image.nrrd and brain2_label.nrrd")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--probe", action="store_true",
+                        help="with --brain2: where its lesion is lost (probabilities, depth, components before the "
+                             "checks) instead of the end-to-end figures")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     engine = MrGliomaEngine(model_dir=args.model_dir, device="cpu", threads=args.threads)
     report: dict = {"engine": engine.identity().version}
-    if args.brain2:
+    if args.brain2 and args.probe:
+        report["brain2_probe"] = probe_brain2(engine, args.brain2)
+        print(json.dumps(report["brain2_probe"]), flush=True)
+    elif args.brain2:
         report["brain2"] = evaluate_brain2(engine, args.brain2)
         print(json.dumps(report["brain2"]), flush=True)
     if args.cases:

@@ -33,7 +33,7 @@ from scipy import ndimage
 
 from ai_engines.ct_lung.unet import UNet2D
 from ai_engines.models import ModelCard, sha256_of
-from ai_engines.mr_glioma import GRADE_MODEL_NAME, MODEL_NAME
+from ai_engines.mr_glioma import GRADE_MODEL_NAME, MODEL_NAME, T1C_MODEL_NAME
 from ai_engines.mr_glioma.preprocess import PREPROCESSING_VERSION, brain_mask, prepare, zscore
 from ai_engines.mr_glioma.synthetic import KIND_WEIGHTS, SHAPE, bias_field, rician, synthetic_brain
 from ai_engines.mr_glioma.unet import (
@@ -114,6 +114,32 @@ def synthetic_case(seed: int) -> TrainingCase:
     return TrainingCase(channels, labels, bool((brain.labels == 3).any()), f"synthetic-{seed}")
 
 
+def real_negative_cases(path: Path, count: int, seed: int) -> list[TrainingCase]:
+    """``count`` tumour-free slabs of a real T1 head image (NIfTI/NRRD, any orientation):
+    hard negatives for the T1c-only network, which on synthetic anatomy alone took real cortex
+    and sulci for tumour (brain2).  Each slab is re-oriented to axial LPS, averaged to 1 mm,
+    "acquired" like the synthetic slabs (slice profile, bias, noise), masked and z-scored by
+    the engine's own functions; its only channel is used as T1c and every label is 0."""
+    image = sitk.DICOMOrient(sitk.ReadImage(str(path)), "LPS")
+    factors = [max(1, int(round(1.0 / s))) for s in image.GetSpacing()]
+    if any(f > 1 for f in factors):
+        image = sitk.BinShrink(image, factors)
+    volume = sitk.GetArrayFromImage(image).astype(np.float32)
+    volume /= max(float(np.percentile(volume, 99.5)), 1e-6)
+    head = np.nonzero(volume.mean(axis=(1, 2)) > 0.1 * volume.mean(axis=(1, 2)).max())[0]
+    rng = np.random.default_rng(seed + 6_000_000)
+    cases = []
+    for n in range(count):
+        start = int(rng.integers(int(head[0]) + 20, max(int(head[0]) + 21, int(head[-1]) - SLAB - 10)))
+        slab = volume[start : start + SLAB]
+        thickness = float(rng.choice(THICKNESSES))
+        acquired = _simulate_acquisition(slab * float(rng.uniform(0.85, 1.15)), rng, thickness)
+        mask = brain_mask(acquired, keep_pieces=True)
+        cases.append(TrainingCase({"T1c": zscore(acquired, mask)}, np.zeros(slab.shape, np.uint8), False,
+                                  f"negative-{path.name}-{n}"))
+    return cases
+
+
 def case_from_series(sequences: dict[str, SeriesVolume], labels: np.ndarray, reference_role: str, name: str = "") -> TrainingCase:
     """A site's case: its series (role -> volume) and a label array on the reference series'
     grid (0-3 as the engine's classes), through the engine's full pre-processing."""
@@ -126,7 +152,9 @@ def case_from_series(sequences: dict[str, SeriesVolume], labels: np.ndarray, ref
     return TrainingCase(prepared.channels, np.rint(on_grid).astype(np.uint8), bool((labels == 3).any()), name)
 
 
-def _drop_sequences(rng: np.random.Generator) -> tuple[str, ...]:
+def _drop_sequences(rng: np.random.Generator, fixed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    if fixed is not None:  # a model for one input set (the T1c-only network) sees only that set
+        return fixed
     draw = rng.random()
     if draw < 0.35:
         return INPUT_ROLES
@@ -143,8 +171,9 @@ def _drop_sequences(rng: np.random.Generator) -> tuple[str, ...]:
 class CropSampler:
     """2.5-D crops of ``CROP`` mm, tumour-centred or anywhere in the brain, sequences dropped."""
 
-    def __init__(self, cases: list[TrainingCase], rng: np.random.Generator) -> None:
-        self.cases, self.rng = cases, rng
+    def __init__(self, cases: list[TrainingCase], rng: np.random.Generator,
+                 sequences: tuple[str, ...] | None = None) -> None:
+        self.cases, self.rng, self.sequences = cases, rng, sequences
         self.tumour = [np.argwhere(c.labels[:, ::2, ::2] > 0) * [1, 2, 2] for c in cases]
         self.brain = [np.argwhere(c.channels[next(iter(c.channels))][:, ::4, ::4] != 0) * [1, 4, 4] for c in cases]
 
@@ -162,7 +191,7 @@ class CropSampler:
             r0 = int(np.clip(r - half, 0, rows - CROP))
             c0 = int(np.clip(c - half, 0, cols - CROP))
             box = (slice(r0, r0 + CROP), slice(c0, c0 + CROP))
-            kept = {role: case.channels[role] for role in _drop_sequences(self.rng)}
+            kept = {role: case.channels[role] for role in _drop_sequences(self.rng, self.sequences)}
             x = stack_inputs(kept, np.array([k]), CONTEXT, STEP_MM, box, POOL)[0]
             y = case.labels[k, box[0], box[1]][POOL // 2 :: POOL, POOL // 2 :: POOL]
             if self.rng.random() < 0.5:
@@ -179,16 +208,18 @@ def new_unet() -> UNet2D:
 
 
 def train_segmentation(cases: list[TrainingCase], minutes: float, seed: int, lr: float = 2e-3, batch: int = 16,
-                       init_weights: Path | None = None, max_steps: int | None = None) -> tuple[UNet2D, dict]:
+                       init_weights: Path | None = None, max_steps: int | None = None,
+                       sequences: tuple[str, ...] | None = None) -> tuple[UNet2D, dict]:
     """Train until ``minutes`` pass (or ``max_steps``), from ``init_weights`` (a state_dict)
-    when given; returns the model and training figures."""
+    when given; returns the model and training figures.  ``sequences``: every crop gets
+    exactly these (a single-sequence model); None drops sequences at random."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = new_unet()
     if init_weights is not None:
         model.load_state_dict(torch.load(init_weights, map_location="cpu", weights_only=True))
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sampler = CropSampler(cases, rng)
+    sampler = CropSampler(cases, rng, sequences)
     deadline = time.monotonic() + minutes * 60
     start, step, losses = time.monotonic(), 0, []
     model.train()
@@ -233,15 +264,17 @@ def train_grade(model: UNet2D, cases: list[TrainingCase], minutes: float, seed: 
     return head, {"steps": steps, "cases": len(tumour_cases), "high_grade_fraction": round(float(np.mean([c.high_grade for c in tumour_cases])), 3)}
 
 
-def synthetic_recipe(count: int, first_seed: int, threads: int, seed: int) -> str:
+def synthetic_recipe(count: int, first_seed: int, threads: int, seed: int, model_name: str = MODEL_NAME) -> str:
     """The data recipe of ``count`` synthetic slabs, for the model card."""
+    crops = ("T1c only in every crop (the T1c-only network)" if model_name == T1C_MODEL_NAME else
+             "sequences dropped per crop (35 % all four, 25 % T1c only, 12 % FLAIR only, else random subsets "
+             "with T1c or FLAIR)")
     return (
         f"synthetic brain MR only (ai_engines.mr_glioma.synthetic): {count} slabs of {SLAB} mm, seeds "
         f"{first_seed}-{first_seed + count - 1}, tumour kinds hgg/solid/lgg/none "
         f"{'/'.join(f'{w:g}' for w in KIND_WEIGHTS)}, enhancing T1c excess over white matter x0.35-1, "
         f"slice thickness {'/'.join(f'{t:g}' for t in THICKNESSES)} mm simulated on the 1 mm grid, bias 0-25 %, "
-        f"Rician noise 1-5 %; crops {CROP} mm, {int(TUMOUR_CROP_FRACTION * 100)} % tumour-centred; sequences dropped "
-        f"per crop (35 % all four, 25 % T1c only, 12 % FLAIR only, else random subsets with T1c or FLAIR); "
+        f"Rician noise 1-5 %; crops {CROP} mm, {int(TUMOUR_CROP_FRACTION * 100)} % tumour-centred; {crops}; "
         f"{threads} CPU thread(s); training seed {seed}"
     )
 
@@ -254,6 +287,8 @@ def train(cases: Iterable[TrainingCase], out_dir: Path, *, model_name: str = MOD
 
     ``model_name`` :data:`MODEL_NAME`: the U-Net (from ``init_weights`` when given) and then
     the grade head on its encoder (the head is only valid with the encoder it was trained on);
+    :data:`T1C_MODEL_NAME`: the U-Net on T1c alone (every crop T1c only; no grade head: the
+    engine grades with the all-sequence network's encoder);
     :data:`GRADE_MODEL_NAME`: the grade head only, on the U-Net ``encoder_weights`` (default:
     the installed one).  Returns the card of ``model_name``.
     """
@@ -265,16 +300,18 @@ def train(cases: Iterable[TrainingCase], out_dir: Path, *, model_name: str = MOD
     today = _dt.date.today().isoformat()
     demo = label == "DEMO"
     card = None
-    if model_name == MODEL_NAME:
+    if model_name in (MODEL_NAME, T1C_MODEL_NAME):
+        sequences = ("T1c",) if model_name == T1C_MODEL_NAME else None
         model, figures = train_segmentation(cases, minutes, seed, lr=lr, batch=batch, init_weights=init_weights,
-                                            max_steps=max_steps)
-        weights = out_dir / f"{MODEL_NAME}.pt"
+                                            max_steps=max_steps, sequences=sequences)
+        weights = out_dir / f"{model_name}.pt"
         torch.save(model.state_dict(), weights)
         start = f"fine-tuned from {init_weights.name} (sha256 {sha256_of(init_weights)[:12]})" if init_weights else \
             "from random initialisation"
         card = ModelCard(
-            name=MODEL_NAME, version=version, sha256=sha256_of(weights), intended_use=INTENDED_USE,
-            training_data=training_data, preprocessing_version=PREPROCESSING_VERSION, architecture=dict(ARCHITECTURE),
+            name=model_name, version=version, sha256=sha256_of(weights), intended_use=INTENDED_USE,
+            training_data=training_data, preprocessing_version=PREPROCESSING_VERSION,
+            architecture=dict(ARCHITECTURE) | ({"sequences": list(sequences)} if sequences else {}),
             measured_accuracy={"training": figures,
                                "note": "held-out figures: dicom-node evaluate-model mr_glioma --synthetic N"},
             label=label,
@@ -282,7 +319,10 @@ def train(cases: Iterable[TrainingCase], out_dir: Path, *, model_name: str = MOD
                    + f"Trained {today} with `{command}`; {start}; {figures['steps']} steps x {figures['batch']} crops, "
                    f"{minutes:g} min, AdamW lr {lr:g} cosine, seed {seed}."),
         )
-        card.to_json(out_dir / f"{MODEL_NAME}.json")
+        card.to_json(out_dir / f"{model_name}.json")
+        if sequences:  # the grade head stays on the all-sequence network's encoder
+            print(f"wrote {out_dir} in {time.monotonic() - t0:.0f} s", flush=True)
+            return card
     else:
         model = new_unet()
         if encoder_weights is not None:

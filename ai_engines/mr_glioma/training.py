@@ -24,13 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from ai_engines.engine import Engine
-from ai_engines.models import ModelCard
-from ai_engines.mr_glioma import GRADE_MODEL_NAME, MODEL_NAME
+from ai_engines.models import ModelCard, sha256_of
+from ai_engines.mr_glioma import GRADE_MODEL_NAME, MODEL_NAME, T1C_MODEL_NAME
 from ai_engines.mr_glioma.evaluate import FIRST_HELD_OUT_SEED, dice, evaluate_synthetic, masks_of
 from ai_engines.mr_glioma.sequences import identify
 from ai_engines.mr_glioma.train import (
     TrainingCase,
     case_from_series,
+    real_negative_cases,
     synthetic_case,
     synthetic_recipe,
     train,
@@ -61,9 +62,9 @@ def _role(case: LabelledVolume) -> str | None:
 
 
 class MrGliomaTraining(EngineTraining):
-    """The glioma U-Net (and the grade head on its encoder)."""
+    """The glioma U-Net (and the grade head on its encoder); the T1c-only U-Net."""
 
-    models = (MODEL_NAME, GRADE_MODEL_NAME)
+    models = (MODEL_NAME, GRADE_MODEL_NAME, T1C_MODEL_NAME)
     roi_pattern = r"(gtv|tumou?r|glioma|enhanc|necro|o?edema|core|lesion)"
 
     def add_train_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -72,12 +73,28 @@ class MrGliomaTraining(EngineTraining):
         parser.add_argument("--max-steps", type=int, default=None)
         parser.add_argument("--batch-size", type=int, default=16)
         parser.add_argument("--lr", type=float, default=2e-3)
+        parser.add_argument("--negative-volume", type=Path, action="append", default=[],
+                            help=f"--model {T1C_MODEL_NAME}: a real tumour-free T1 head image (NIfTI/NRRD) whose "
+                                 "slabs are added as hard negatives (repeatable)")
+        parser.add_argument("--negative-slabs", type=int, default=6, help="slabs per --negative-volume")
         parser.add_argument("--encoder-weights", type=Path, default=None,
                             help=f"--model {GRADE_MODEL_NAME}: the U-Net state_dict whose encoder the head "
                                  "sits on (default: the installed one)")
 
     def synthetic_cases(self, count: int, first_seed: int, args: argparse.Namespace) -> Iterator[TrainingCase]:
-        return (synthetic_case(seed) for seed in range(first_seed, first_seed + count))
+        negatives = list(getattr(args, "negative_volume", []) or [])
+        if negatives and args.model != T1C_MODEL_NAME:
+            raise SystemExit(f"--negative-volume is for --model {T1C_MODEL_NAME} (its slabs hold T1 only)")
+        missing = [str(path) for path in negatives if not path.is_file()]
+        if missing:
+            raise SystemExit(f"--negative-volume: no such file: {', '.join(missing)}")
+        return self._cases(count, first_seed, negatives, args)
+
+    @staticmethod
+    def _cases(count: int, first_seed: int, negatives: list[Path], args: argparse.Namespace) -> Iterator[TrainingCase]:
+        yield from (synthetic_case(seed) for seed in range(first_seed, first_seed + count))
+        for path in negatives:
+            yield from real_negative_cases(path, args.negative_slabs, args.seed)
 
     def site_cases(self, labelled: Iterable[LabelledVolume]) -> Iterator[TrainingCase]:
         for case in labelled:
@@ -91,7 +108,11 @@ class MrGliomaTraining(EngineTraining):
     def train(self, cases: Iterable[TrainingCase], out_dir: Path, args: argparse.Namespace,
               training_data: str) -> ModelCard:
         if args.synthetic is not None:
-            training_data = synthetic_recipe(args.synthetic, args.first_seed, args.threads, args.seed)
+            training_data = synthetic_recipe(args.synthetic, args.first_seed, args.threads, args.seed, args.model)
+            for path in getattr(args, "negative_volume", []) or []:
+                training_data += (f"; hard negatives: {args.negative_slabs} tumour-free slabs of the real T1 head "
+                                  f"{path.name} (sha256 {sha256_of(path)}), acquired like the synthetic slabs, "
+                                  "used as T1c, every label 0")
         command = "dicom-node " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train-model"] else \
             f"dicom-node train-model mr_glioma ({training_data})"
         return train(cases, out_dir, model_name=args.model, minutes=args.minutes, grade_minutes=args.grade_minutes,

@@ -101,3 +101,61 @@ def test_evaluate_model_on_held_out_synthetic_studies(tmp_path, capsys):
     result = json.loads(report.read_text())
     assert {c["mode"] for c in result["cases"]} == {"all", "T1c", "FLAIR"}
     assert result["summary"]["all"]["n"] == 1
+
+
+@pytest.mark.slow
+def test_t1c_only_network_is_trained_and_serves_t1c_only_studies(tmp_path):
+    from ai_engines.models import ModelError
+    from ai_engines.mr_glioma.engine import MrGliomaEngine
+
+    out = tmp_path / "site-model"
+    common = ["--synthetic", "1", "--first-seed", "7", "--out", str(out), "--max-steps", "2", "--threads", "1"]
+    assert main(["train-model", "mr_glioma", *common, "--grade-minutes", "0.05"]) == 0
+    assert main(["train-model", "mr_glioma", "--model", "mr_glioma_unet_t1c", *common]) == 0
+    card = json.loads((out / "mr_glioma_unet_t1c.json").read_text())
+    assert card["architecture"]["sequences"] == ["T1c"]
+    assert card["name"] == "mr_glioma_unet_t1c" and "T1c only in every crop" in card["training_data"]
+    engine = MrGliomaEngine(model_dir=out, device="cpu")
+    general = json.loads((out / "mr_glioma_unet.json").read_text())
+    assert engine.network_for({"T1c"}).files.card.sha256 == card["sha256"]
+    for roles in ({"T1c", "FLAIR"}, {"FLAIR"}, {"T1", "T1c", "T2", "FLAIR"}):
+        assert engine.network_for(roles).files.card.sha256 == general["sha256"]
+    assert engine.identity(engine.network_for({"T1c"})).model_sha256 == card["sha256"]
+    assert "unet_t1c-" in engine.identity().version
+    # A T1c-only network whose card claims another input set is refused, not used for T1c.
+    card["architecture"]["sequences"] = ["FLAIR"]
+    (out / "mr_glioma_unet_t1c.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError):
+        MrGliomaEngine(model_dir=out, device="cpu")
+
+
+def test_real_negative_slabs_are_tumour_free_t1c_on_an_axial_lps_grid(tmp_path):
+    import SimpleITK as sitk  # noqa: N813
+
+    from ai_engines.mr_glioma.train import SLAB, real_negative_cases
+
+    # A "head" in RAS order at 0.5 mm, as a NIfTI template is stored: an ellipsoid of tissue
+    # brighter towards the top, so a wrong re-orientation or scaling shows.
+    z, y, x = np.mgrid[:200, :160, :140]
+    head = ((z - 100) / 90.0) ** 2 + ((y - 80) / 70.0) ** 2 + ((x - 70) / 60.0) ** 2 < 1
+    volume = np.where(head, 50 + z // 4, 0).astype(np.uint8)
+    image = sitk.GetImageFromArray(volume)
+    image.SetSpacing((0.5, 0.5, 0.5))
+    image.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))  # RAS
+    path = tmp_path / "head.nrrd"
+    sitk.WriteImage(image, str(path))
+    cases = real_negative_cases(path, 2, seed=1)
+    assert len(cases) == 2
+    for case in cases:
+        assert set(case.channels) == {"T1c"} and not case.labels.any() and not case.high_grade
+        assert case.labels.shape == case.channels["T1c"].shape == (SLAB, 80, 70)  # 1 mm from 0.5 mm
+
+
+def test_negative_volumes_are_refused_for_the_all_sequence_network(tmp_path):
+    (tmp_path / "head.nrrd").write_bytes(b"NRRD0004")
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["train-model", "mr_glioma", "--model", "mr_glioma_unet_t1c", "--synthetic", "1", "--out",
+              str(tmp_path / "m"), "--max-steps", "1", "--negative-volume", str(tmp_path / "absent.nrrd")])
+    with pytest.raises(SystemExit, match="--negative-volume is for --model mr_glioma_unet_t1c"):
+        main(["train-model", "mr_glioma", "--synthetic", "1", "--out", str(tmp_path / "m"), "--max-steps", "1",
+              "--negative-volume", str(tmp_path / "head.nrrd")])

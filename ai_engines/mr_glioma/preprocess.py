@@ -29,7 +29,7 @@ from scipy import ndimage
 from ai_engines.mr_glioma.atlas import PriorFit, intracranial_prior, is_skull_stripped
 from ai_engines.volume import SeriesVolume, VolumeGeometry
 
-PREPROCESSING_VERSION = "mr-glioma-pre-1.0"
+PREPROCESSING_VERSION = "mr-glioma-pre-1.0"  # the network inputs; the intracranial prior only bounds lesions
 GRID_MM = 1.0
 REGISTRATION_GRID_MM = 2.0
 N4_SHRINK = 4

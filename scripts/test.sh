@@ -8,13 +8,15 @@ cd "$(dirname "$0")/.."
 # Real peers: dcmtk (storescu/echoscu/storescp), dicom3tools (dciodvfy), Orthanc (the PACS),
 # plastimatch (independent RTSTRUCT reader), PostgreSQL (multi-worker test), Chromium (the
 # dashboard in a real headless browser, driven by Playwright without downloading a browser),
-# systemd's tools (the units checked with systemd-analyze verify).
-peers="dcmtk dicom3tools orthanc plastimatch postgresql chromium systemd"
+# systemd's tools (the units checked with systemd-analyze verify), and mricron-data (a real
+# tumour-free T1 head, Colin 27: the MR engine must find no lesion in it).
+peers="dcmtk dicom3tools orthanc plastimatch postgresql chromium systemd mricron-data"
 missing=""
 for bin in storescu dciodvfy Orthanc plastimatch chromium systemd-analyze; do
   command -v "$bin" >/dev/null 2>&1 || missing=yes
 done
 command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=yes
+[ -f /usr/share/mricron/templates/ch2.nii.gz ] || missing=yes
 if [ -n "$missing" ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

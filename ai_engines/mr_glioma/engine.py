@@ -227,6 +227,10 @@ class MrGliomaEngine(Engine):
         failed = [r for r in prepared.registrations if not r.ok]
         if failed:
             return self.declined(reference.series_uid, Decline(MR_REGISTRATION_FAILED, "; ".join(r.note() for r in failed)))
+        if prepared.prior is not None:
+            notes.append(prepared.prior.note())
+            if not prepared.prior.ok:
+                return self.declined(reference.series_uid, Decline(MR_NOT_BRAIN, prepared.prior.note()))
         brain_ml = float(prepared.brain.sum()) / 1000.0  # 1 mm voxels
         if not MIN_BRAIN_ML <= brain_ml <= MAX_BRAIN_ML:
             return self.declined(reference.series_uid, Decline(

@@ -26,9 +26,10 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813
 from scipy import ndimage
 
+from ai_engines.mr_glioma.atlas import PriorFit, intracranial_prior, is_skull_stripped
 from ai_engines.volume import SeriesVolume, VolumeGeometry
 
-PREPROCESSING_VERSION = "mr-glioma-pre-1.0"
+PREPROCESSING_VERSION = "mr-glioma-pre-1.0"  # the network inputs; the intracranial prior only bounds lesions
 GRID_MM = 1.0
 REGISTRATION_GRID_MM = 2.0
 N4_SHRINK = 4
@@ -76,6 +77,7 @@ class Prepared:
     brain: np.ndarray  # bool, working grid
     grid: sitk.Image  # the working grid (a float32 image of zeros; geometry only)
     registrations: tuple[RegistrationResult, ...]
+    prior: PriorFit | None = None  # the intracranial prior's fit (None: not applied)
 
 
 def series_to_image(volume: SeriesVolume) -> sitk.Image:
@@ -257,7 +259,8 @@ def register(fixed: sitk.Image, moving: sitk.Image, role: str, seed: int = 1) ->
     return transform, RegistrationResult(role, metric, dice, shift, rotation)
 
 
-def prepare(sequences: dict[str, SeriesVolume], reference_role: str, correct_bias: bool = True) -> Prepared:
+def prepare(sequences: dict[str, SeriesVolume], reference_role: str, correct_bias: bool = True,
+            use_prior: bool = True) -> Prepared:
     """Register, resample, bias-correct, skull-strip and z-score the sequences.
 
     Parameters
@@ -268,6 +271,9 @@ def prepare(sequences: dict[str, SeriesVolume], reference_role: str, correct_bia
         The role whose series defines the working grid.
     correct_bias
         N4 on (False only for training on synthetic data without bias, to save time).
+    use_prior
+        Keep the brain mask inside the atlas's intracranial prior
+        (:mod:`ai_engines.mr_glioma.atlas`); a skull-stripped series is its own brain mask.
     """
     reference = series_to_image(sequences[reference_role])
     grid = working_grid(reference)
@@ -291,8 +297,21 @@ def prepare(sequences: dict[str, SeriesVolume], reference_role: str, correct_bia
             on_grid[role] = sitk.GetArrayFromImage(n4_correct(image, head))
     # Pieces too: dark sulci and the fissure (FLAIR, T1) split the eroded brain into lobes.
     brain = brain_mask(on_grid[reference_role], keep_pieces=True)
-    channels = {role: zscore(values, brain) for role, values in on_grid.items()}
-    return Prepared(channels, brain, grid, tuple(results))
+    # Intensities are normalised on the intensity-based mask, as in training; the prior only
+    # bounds where lesions may be (and is what Prepared.brain holds).
+    normalised_on = brain
+    prior: PriorFit | None = None
+    if use_prior:
+        if is_skull_stripped(on_grid[reference_role], head, GRID_MM ** 3 / 1000.0):
+            # Stripped already: the outer cortex is not skin, keep all of it.
+            brain = normalised_on = np.stack([ndimage.binary_fill_holes(s) for s in head])
+            prior = PriorFit("skull-stripped", (1.0, 1.0, 1.0), 1.0, True)
+        else:
+            inside, prior = intracranial_prior(fixed, head_outline, grid)
+            if prior.ok:
+                brain = brain & inside
+    channels = {role: zscore(values, normalised_on) for role, values in on_grid.items()}
+    return Prepared(channels, brain, grid, tuple(results), prior)
 
 
 def geometry_of(image: sitk.Image) -> VolumeGeometry:

@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from storage.schema import Base
 from storage.tables import Instance, Job, Series, Study
 
 # Raised by :func:`index_instance` when another transaction indexed the same study or series
@@ -164,13 +165,13 @@ def index_instance(session: Session, item: ReceivedInstance, now: dt.datetime) -
 
 
 @functools.cache
-def _insert_statement(model: type) -> Insert:
+def _insert_statement(model: type[Base]) -> Insert:
     """INSERT into ``model``'s table; its columns come from the parameters it is run with."""
     return insert(cast(Table, model.__table__))
 
 
 @functools.cache
-def _row_update_statement(model: type, columns: tuple[str, ...], count_instance: bool) -> Update:
+def _row_update_statement(model: type[Base], columns: tuple[str, ...], count_instance: bool) -> Update:
     """UPDATE of one row by ``row_id`` setting ``columns`` from parameters ``new_<column>`` (and
     adding one to a series' instance count): built once per shape, as it runs per instance."""
     table = cast(Table, model.__table__)
@@ -181,7 +182,7 @@ def _row_update_statement(model: type, columns: tuple[str, ...], count_instance:
     return update(table).where(table.c.id == bindparam("row_id")).values(values)
 
 
-def _update_row(session: Session, model: type, row_id: int, values: dict[str, Any], *,
+def _update_row(session: Session, model: type[Base], row_id: int, values: dict[str, Any], *,
                 count_instance: bool = False) -> None:
     statement = _row_update_statement(model, tuple(sorted(values)), count_instance)
     session.execute(statement, {"row_id": row_id,

@@ -246,6 +246,16 @@ class SenderSettings(_Section):
     commitment_timeout_s: float = Field(120.0, gt=0)
 
 
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` (an IP address or ``localhost``) listens on loopback only."""
+    if address.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # a host name or "" (every interface): not provably loopback
+        return False
+
+
 class HttpSettings(_Section):
     """The health and metrics endpoint (``/healthz``, ``/metrics``) of `serve`."""
 
@@ -253,6 +263,9 @@ class HttpSettings(_Section):
     # Loopback by default: metrics name peers and engines; expose them deliberately.
     address: str = "127.0.0.1"
     port: int = Field(8081, ge=0, le=65535)  # 0: any free port (logged at start)
+    # HTTPS with the node's certificate (tls.certificate_file, tls.private_key_file).  The
+    # dashboard sends passwords and session cookies, so it refuses plain HTTP off loopback.
+    tls: bool = False
 
 
 class DashboardUser(_Section):
@@ -426,6 +439,15 @@ class NodeConfig(_Section):
             raise ValueError(f"keys.dir: {self.keys_dir} lies inside node.data_dir "
                              f"({self.node.data_dir}); a copy of the data folder would carry "
                              "its own keys")
+        if self.http.tls and None in (self.tls.certificate_file, self.tls.private_key_file):
+            raise ValueError("http.tls = true needs tls.certificate_file and "
+                             "tls.private_key_file (the node's certificate)")
+        if (self.http.enabled and self.dashboard.enabled and self.dashboard.users
+                and not self.http.tls and not is_loopback(self.http.address)):
+            raise ValueError(f"http.address {self.http.address!r} is not loopback: the "
+                             "dashboard's passwords and session cookies would cross the "
+                             "network in clear; set http.tls = true (or dashboard.enabled = "
+                             "false, or a loopback address behind a TLS proxy)")
         if self.results.destinations:
             raise ValueError("results.destinations is replaced by [[routes]] destinations "
                              "(each route names the peers its results go to, \"sender\" for "
@@ -546,6 +568,13 @@ def check_config(config: NodeConfig, installed_engines: list[str]) -> tuple[list
 
         try:
             server_context(config.tls, config.resolve)
+        except TlsConfigError as exc:
+            errors.extend(exc.errors)
+    elif config.http.tls:  # the certificate and key alone serve HTTPS
+        from dicom_node.tls import TlsConfigError, https_context
+
+        try:
+            https_context(config.tls, config.resolve)
         except TlsConfigError as exc:
             errors.extend(exc.errors)
     if config.tls.receive and config.tls.plain_dicom_enabled:

@@ -11,8 +11,10 @@ Security, because a security review will look here first:
 - login required for every page; users and scrypt password hashes come from the configuration
   (``dicom-node dashboard-password`` makes a hash), none are built in, and with no user
   configured nobody can log in (fail closed);
-- sessions are HMAC-signed cookies (HttpOnly, SameSite=Strict) that expire, with a per-process
-  secret, so a restart logs everyone out;
+- sessions are HMAC-signed cookies (HttpOnly, SameSite=Strict, and Secure over HTTPS) that
+  expire, with a per-process secret, so a restart logs everyone out;
+- off loopback the configuration refuses the dashboard without HTTPS (``http.tls``), so
+  passwords and cookies never cross a network in clear;
 - every state change is a POST with a CSRF token bound to the session; a viewer's POST is 403;
 - five failed logins for a user within five minutes lock that user for five minutes;
 - every value is HTML-escaped; a Content-Security-Policy forbids scripts altogether;
@@ -102,6 +104,9 @@ class Dashboard:
         self.clock = clock
         self.users: dict[str, DashboardUser] = {u.name: u for u in config.dashboard.users}
         self._secret = secrets.token_bytes(32)
+        # Over HTTPS the browser must never send the session cookie in clear.
+        self._cookie_flags = "HttpOnly; SameSite=Strict; Path=/" + (
+            "; Secure" if config.http.tls else "")
         self._failures: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
@@ -182,8 +187,7 @@ class Dashboard:
                                                         "user is locked for a while."), None,
                                   status=401)
             return Response(303, headers={"Location": "/", "Set-Cookie":
-                                          f"{COOKIE}={token}; HttpOnly; SameSite=Strict; "
-                                          "Path=/"})
+                                          f"{COOKIE}={token}; {self._cookie_flags}"})
         session = self.session(cookie)
         if session is None:
             return Response(303, headers={"Location": "/login"})
@@ -191,7 +195,7 @@ class Dashboard:
             return Response(403, b"missing or wrong CSRF token\n", "text/plain")
         if path == "/logout":
             return Response(303, headers={"Location": "/login", "Set-Cookie":
-                                          f"{COOKIE}=; Max-Age=0; Path=/"})
+                                          f"{COOKIE}=; Max-Age=0; {self._cookie_flags}"})
         if session.role != "operator":
             return Response(403, b"this action needs the operator role\n", "text/plain")
         if path == "/outbox/resend":

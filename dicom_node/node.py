@@ -25,6 +25,7 @@ from dicom_node.logredaction import install_redaction
 from dicom_node.metrics import NodeMetrics
 from dicom_node.scp import Receiver
 from dicom_node.sender import Sender
+from dicom_node.tls import https_context
 from dicom_node.web import StatusServer
 from dicom_node.worker import Worker, device_observer_uid
 from storage import migrate
@@ -193,7 +194,9 @@ class Node:
                 config.node.min_free_disk_mb * 1024 * 1024,
                 receiver_listening=(lambda: receiver.listening) if receiver else None,
                 dashboard=Dashboard(config, self.db, self.files, self.audit)
-                if config.dashboard.enabled else None)
+                if config.dashboard.enabled else None,
+                tls_context=https_context(config.tls, config.resolve) if config.http.tls
+                else None)
         self._stopped = threading.Event()
 
     def _count_associations(self) -> None:

@@ -33,18 +33,19 @@ def _harden(ctx: ssl.SSLContext) -> ssl.SSLContext:
     return ctx
 
 
-def _load(ctx: ssl.SSLContext, settings: TlsSettings, resolve: Callable[[Path], Path]) -> None:
-    if None in (settings.certificate_file, settings.private_key_file, settings.ca_file):
-        raise TlsConfigError("tls.certificate_file, tls.private_key_file and tls.ca_file "
-                             "must all be set")
-    cert = resolve(settings.certificate_file)  # type: ignore[arg-type]
-    key = resolve(settings.private_key_file)  # type: ignore[arg-type]
-    ca = resolve(settings.ca_file)  # type: ignore[arg-type]
+def _load(ctx: ssl.SSLContext, settings: TlsSettings, resolve: Callable[[Path], Path],
+          *, peers_ca: bool = True) -> None:
+    """The node's certificate and key, and (``peers_ca``) the CA that peers chain to."""
+    names = ["certificate_file", "private_key_file"] + (["ca_file"] if peers_ca else [])
+    files = [getattr(settings, name) for name in names]
+    if None in files:
+        raise TlsConfigError(", ".join(f"tls.{name}" for name in names) + " must all be set")
     try:
-        ctx.load_cert_chain(cert, key)
-        ctx.load_verify_locations(cafile=str(ca))
+        ctx.load_cert_chain(resolve(files[0]), resolve(files[1]))
+        if peers_ca:
+            ctx.load_verify_locations(cafile=str(resolve(files[2])))
     except (OSError, ssl.SSLError) as exc:
-        raise TlsConfigError("tls.certificate_file/private_key_file/ca_file: cannot load "
+        raise TlsConfigError("tls." + "/".join(names) + ": cannot load "
                              f"({type(exc).__name__}: {getattr(exc, 'strerror', None) or exc})"
                              ) from None
 
@@ -60,6 +61,15 @@ def server_context(settings: TlsSettings, resolve: Callable[[Path], Path]) -> ss
     _load(ctx, settings, resolve)
     ctx.verify_mode = (ssl.CERT_REQUIRED if settings.require_client_certificate
                        else ssl.CERT_OPTIONAL)
+    return ctx
+
+
+def https_context(settings: TlsSettings, resolve: Callable[[Path], Path]) -> ssl.SSLContext:
+    """Context for the HTTPS endpoint (health, metrics, dashboard): the node's certificate with
+    the same protocol and cipher rules; browsers are not asked for a certificate (the
+    dashboard has its own login)."""
+    ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    _load(ctx, settings, resolve, peers_ca=False)
     return ctx
 
 

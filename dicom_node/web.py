@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +29,34 @@ from storage.monitoring import database_reachable
 
 log = logging.getLogger("dicom_node.web")
 MAX_FORM_BYTES = 16 * 1024
+# A connection that sends nothing (or never finishes its TLS handshake) is closed after this.
+REQUEST_TIMEOUT_S = 30.0
+
+
+class _HttpServer(ThreadingHTTPServer):
+    """One thread per connection; with a TLS context the handshake runs in that thread, so a
+    slow or silent client cannot hold up the listener."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 tls_context: ssl.SSLContext | None) -> None:
+        self.tls_context = tls_context
+        super().__init__(address, handler)
+
+    def get_request(self) -> tuple[socket.socket, tuple]:
+        connection, address = super().get_request()
+        if self.tls_context is not None:
+            connection = self.tls_context.wrap_socket(connection, server_side=True,
+                                                      do_handshake_on_connect=False)
+        return connection, address
+
+    def handle_error(self, request: object, client_address: tuple) -> None:
+        # One line, no traceback: a port scan or a plain-HTTP client on the HTTPS port is
+        # routine, and nothing it sent is written to the log.
+        log.info("HTTP connection from %s closed: %s", client_address[0],
+                 type(sys.exc_info()[1]).__name__)
+
 
 class StatusServer:
     """``/healthz`` and ``/metrics`` on a small threaded HTTP server.
@@ -44,13 +75,17 @@ class StatusServer:
         Returns whether the DICOM receiver accepts associations (None: not in this process).
     dashboard
         The dashboard's pages, or None for health and metrics only.
+    tls_context
+        Serve HTTPS with this context (:func:`dicom_node.tls.https_context`), or plain HTTP.
     """
 
     def __init__(self, address: str, port: int, db: Database, files: FileStore,
                  metrics: NodeMetrics, min_free_bytes: int,
                  receiver_listening: Callable[[], bool] | None = None,
-                 dashboard: Dashboard | None = None) -> None:
+                 dashboard: Dashboard | None = None,
+                 tls_context: ssl.SSLContext | None = None) -> None:
         self.dashboard = dashboard
+        self.tls_context = tls_context
         self.db = db
         self.files = files
         self.min_free_bytes = min_free_bytes
@@ -82,6 +117,14 @@ class StatusServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = REQUEST_TIMEOUT_S
+
+            def setup(self) -> None:
+                if isinstance(self.request, ssl.SSLSocket):
+                    self.request.settimeout(self.timeout)
+                    self.request.do_handshake()
+                super().setup()
+
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 path = self.path.split("?", 1)[0]
                 if path == "/healthz/live":
@@ -109,8 +152,10 @@ class StatusServer:
                                                   self.client_address[0]))
 
             def _reply(self, response) -> None:  # noqa: ANN001
-                self._send(response.status, response.content_type, response.body,
-                           {**SECURITY_HEADERS, **response.headers})
+                headers = {**SECURITY_HEADERS, **response.headers}
+                if server.tls_context is not None:  # browsers keep to HTTPS from now on
+                    headers["Strict-Transport-Security"] = "max-age=31536000"
+                self._send(response.status, response.content_type, response.body, headers)
 
             def _send(self, code: int, content_type: str, body: bytes,
                       headers: dict[str, str] | None = None) -> None:
@@ -130,16 +175,15 @@ class StatusServer:
     def start(self) -> None:
         """Listen; a port already taken is logged, and the DICOM service runs on without it."""
         try:
-            self._server = ThreadingHTTPServer(self.address, self._handler_class())
+            self._server = _HttpServer(self.address, self._handler_class(), self.tls_context)
         except OSError as exc:
             log.error("health and metrics endpoint not started on %s:%d: %s", *self.address,
                       exc.strerror)
             return
-        self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="http-status",
                          daemon=True).start()
-        log.info("health and metrics on http://%s:%d/ (healthz, metrics)", self.address[0],
-                 self.port)
+        log.info("health and metrics on %s://%s:%d/ (healthz, metrics)",
+                 "https" if self.tls_context else "http", self.address[0], self.port)
 
     def stop(self) -> None:
         if self._server is not None:

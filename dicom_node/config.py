@@ -13,6 +13,7 @@ import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -89,9 +90,28 @@ class TlsSettings(_Section):
         return self
 
 
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` (an IP address or ``localhost``) listens on loopback only."""
+    if address.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # a host name or "" (every interface): not provably loopback
+        return False
+
+
+# libpq modes that encrypt AND check the server's certificate; "require" encrypts but would
+# talk to anyone who answers on the server's address.
+VERIFIED_SSLMODES = ("verify-ca", "verify-full")
+
+
 class DatabaseSettings(_Section):
     # Relative sqlite paths are resolved against the working directory, as SQLAlchemy does.
     url: str = "sqlite:///var/node.db"
+    # PostgreSQL on another machine without sslmode=verify-ca/verify-full is refused unless
+    # this is set: the index (pseudonymous) and the vault's ciphertexts would cross the
+    # network in clear.  For a network that never leaves the host (a compose bridge).
+    allow_unencrypted_network: bool = False
 
     @field_validator("url")
     @classmethod
@@ -99,6 +119,29 @@ class DatabaseSettings(_Section):
         if not (v.startswith("sqlite:") or v.startswith("postgresql")):
             raise ValueError("only sqlite:/// and postgresql+psycopg:// URLs are supported")
         return v
+
+    def remote_server_in_clear(self) -> str | None:
+        """The PostgreSQL host reached over the network without a verified TLS connection,
+        else None (SQLite, loopback, a Unix socket, or ``sslmode=verify-ca/verify-full``)."""
+        if not self.url.startswith("postgresql"):
+            return None
+        parts = urlsplit(self.url)
+        query = parse_qs(parts.query)
+        hosts = [parts.hostname or ""] + query.get("host", [])
+        remote = [h for h in hosts if h and not h.startswith("/") and not is_loopback(h)]
+        if not remote or query.get("sslmode", [""])[-1] in VERIFIED_SSLMODES:
+            return None
+        return remote[0]
+
+    @model_validator(mode="after")
+    def _encrypted_off_host(self) -> DatabaseSettings:
+        host = self.remote_server_in_clear()
+        if host is not None and not self.allow_unencrypted_network:
+            raise ValueError(f"url: PostgreSQL on {host!r} without sslmode=verify-full (or "
+                             "verify-ca): the index and the vault's ciphertexts would cross "
+                             "the network in clear; add ?sslmode=verify-full&sslrootcert=CA "
+                             "(or allow_unencrypted_network = true for a host-internal network)")
+        return self
 
 
 class CompletionSettings(_Section):
@@ -244,16 +287,6 @@ class SenderSettings(_Section):
     backoff_max_seconds: float = Field(900.0, ge=0)
     poll_seconds: float = Field(1.0, gt=0)
     commitment_timeout_s: float = Field(120.0, gt=0)
-
-
-def is_loopback(address: str) -> bool:
-    """Whether ``address`` (an IP address or ``localhost``) listens on loopback only."""
-    if address.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:  # a host name or "" (every interface): not provably loopback
-        return False
 
 
 class HttpSettings(_Section):
@@ -577,6 +610,10 @@ def check_config(config: NodeConfig, installed_engines: list[str]) -> tuple[list
             https_context(config.tls, config.resolve)
         except TlsConfigError as exc:
             errors.extend(exc.errors)
+    in_clear = config.database.remote_server_in_clear()
+    if in_clear is not None:  # only reachable with allow_unencrypted_network = true
+        warnings.append(f"database.allow_unencrypted_network: PostgreSQL on {in_clear!r} is "
+                        "reached without verified TLS; keep that network inside the host")
     if config.tls.receive and config.tls.plain_dicom_enabled:
         warnings.append("tls.plain_dicom_enabled: plain DICOM is still open on node.port "
                         "besides TLS on tls.port")

@@ -49,3 +49,29 @@ def test_check_config_cli(tmp_path, capsys):
     bad.write_text("[node]\nport = 'x'\n")
     assert main(["check-config", str(bad)]) == 2
     assert "node.port" in capsys.readouterr().err
+
+
+def test_postgresql_off_host_needs_verified_tls():
+    from dicom_node.config import check_config
+
+    def url(u: str, **extra: object) -> dict:
+        return {"database": {"url": u, **extra}}
+
+    for local in ("postgresql+psycopg://node@127.0.0.1:5432/node",
+                  "postgresql+psycopg://node@localhost/node",
+                  "postgresql+psycopg://node@/node?host=/var/run/postgresql",
+                  "postgresql+psycopg://node@[::1]/node",
+                  "postgresql+psycopg://node@db.internal/node?sslmode=verify-full&sslrootcert=ca",
+                  "postgresql+psycopg://node@10.0.0.5/node?sslmode=verify-ca"):
+        assert parse_config(url(local)).database.remote_server_in_clear() is None, local
+    for remote in ("postgresql+psycopg://node:pw@db.internal/node",
+                   "postgresql+psycopg://node@10.0.0.5:5432/node?sslmode=require",
+                   "postgresql+psycopg://node@10.0.0.5/node?sslmode=disable",
+                   "postgresql+psycopg://node@/node?host=db.internal"):
+        with pytest.raises(ConfigError, match="sslmode=verify-full"):
+            parse_config(url(remote))
+        config = parse_config(url(remote, allow_unencrypted_network=True))
+        assert config.database.remote_server_in_clear() is not None
+        warnings = check_config(config, [])[1]
+        assert any("allow_unencrypted_network" in w for w in warnings), warnings
+        assert not any("pw" in w for w in warnings)  # the URL's password is never echoed

@@ -68,6 +68,18 @@ class ModelCard:
         except TypeError as exc:
             raise ModelError(f"{path}: incomplete model card: {exc}") from exc
 
+    def require_preprocessing(self, version: str) -> None:
+        """Refuse weights trained on inputs prepared otherwise than the engine prepares them.
+
+        Raises
+        ------
+        ModelError
+            When the card's ``preprocessing_version`` is not ``version``.
+        """
+        if self.preprocessing_version != version:
+            raise ModelError(f"{self.name} {self.version} was trained with pre-processing "
+                             f"{self.preprocessing_version}; this engine implements {version}")
+
     def to_json(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n", encoding="utf-8")
 

@@ -72,11 +72,7 @@ class BoneScanEngine(Engine):
         self.device = resolve_device(device)
         self.files = locate_model(ENGINE_NAME, MODEL_NAME, model_dir)
         card = self.files.card
-        if card.preprocessing_version != PREPROCESSING_VERSION:
-            raise ModelError(
-                f"{card.name} {card.version} was trained with pre-processing {card.preprocessing_version}; "
-                f"this engine implements {PREPROCESSING_VERSION}"
-            )
+        card.require_preprocessing(PREPROCESSING_VERSION)
         arch = dict(card.architecture)
         canvas_shape = tuple(arch.pop("canvas_shape", CANVAS_SHAPE))
         if canvas_shape != CANVAS_SHAPE:

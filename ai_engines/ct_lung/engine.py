@@ -45,7 +45,6 @@ from ai_engines.engine import (
 )
 from ai_engines.findings import Decline, EngineIdentity, Findings, Measurement, Segment
 from ai_engines.models import (
-    ModelError,
     ModelFiles,
     ModelNotFound,
     load_weights,
@@ -122,11 +121,7 @@ class CtLungEngine(Engine):
 
     def _load(self, files: ModelFiles) -> _Network:
         card = files.card
-        if card.preprocessing_version != PREPROCESSING_VERSION:
-            raise ModelError(
-                f"{card.name} {card.version} was trained with pre-processing "
-                f"{card.preprocessing_version}; this engine implements {PREPROCESSING_VERSION}"
-            )
+        card.require_preprocessing(PREPROCESSING_VERSION)
         arch = dict(card.architecture or ARCHITECTURE)
         context = int(arch.pop("context", 1))
         context_mm = float(arch.pop("context_mm", 0.0))

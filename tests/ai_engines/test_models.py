@@ -106,3 +106,10 @@ def test_device_resolution():
     assert models.resolve_device("auto") in ("cpu", "cuda")
     with pytest.raises(models.ModelError):
         models.resolve_device("tpu")
+
+
+def test_weights_for_other_preprocessing_are_refused(tmp_path):
+    _, card = write_model(tmp_path)
+    card.require_preprocessing("x")
+    with pytest.raises(models.ModelError, match="pre-processing x; this engine implements y"):
+        card.require_preprocessing("y")

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 from pydicom.uid import UID
 
-from dicom_node import __version__, scp
+from dicom_node import __version__, scp, tls
 from dicom_node.config import NodeConfig
 from dicom_node.results.source import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
@@ -216,6 +216,20 @@ def statement(config: NodeConfig | None = None) -> str:
         "application start/stop, associations accepted and rejected, configuration changes and "
         "dashboard logins, to a local append-only file and optionally to syslog over TLS "
         "(RFC 5425).",
+        "",
+        "### 4.3 Secure transport",
+        "",
+        "The BCP 195 Secure Transport Connection Profile (PS3.15 B.9, RFC 9325), receiving on "
+        f"`tls.port` ({config.tls.port}"
+        f"{', enabled' if config.tls.receive else ', when `tls.receive = true`'}) and sending "
+        "to peers with `tls = true`: "
+        f"TLS {tls.MINIMUM_VERSION.name[4:].replace('_', '.')} or later; TLS 1.2 cipher suites `{tls.TLS12_CIPHERS}`; "
+        "compression and renegotiation off. Peers' certificates must chain to `tls.ca_file`; "
+        "a peer's certificate must name it when the node sends; client certificates are "
+        f"{'required' if config.tls.require_client_certificate else 'optional'}. The same "
+        "rules serve the HTTP endpoint (health, metrics, dashboard) as HTTPS (`http.tls`), "
+        "which the dashboard requires off loopback; a PostgreSQL server off the host is reached "
+        "only with `sslmode=verify-full` or `verify-ca`. Details: `docs/tls.md`.",
         "",
         "## 5 Annexes",
         "",

@@ -16,6 +16,7 @@ from dicom_node.config import ConfigError, TlsSettings
 
 # OpenSSL cipher string for TLS 1.2 (TLS 1.3 suites are configured separately and all AEAD).
 TLS12_CIPHERS = "ECDHE+AESGCM:!aNULL:!eNULL"
+MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 
 
 class TlsConfigError(ConfigError):
@@ -27,7 +28,7 @@ class TlsConfigError(ConfigError):
 
 
 def _harden(ctx: ssl.SSLContext) -> ssl.SSLContext:
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.minimum_version = MINIMUM_VERSION
     ctx.set_ciphers(TLS12_CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     return ctx

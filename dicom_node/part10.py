@@ -1,0 +1,184 @@
+"""Writing a received, de-identified instance as a DICOM Part 10 file, fast.
+
+``pydicom.filewriter.dcmwrite(fp, ds, enforce_file_format=True)`` spends about 30 µs of
+Python per data element (a buffer object, encoding look-ups and checks for each); a CT slice
+has some 60, so encoding cost more than its disk write.  :func:`write_instance` writes the same
+bytes: preamble and File Meta Information through pydicom's own functions, then each top-level
+element of the data set either straight through (an element still as read, whose bytes pydicom
+copies unchanged too) or encoded here for the plain cases (string values in a single-byte or
+UTF-8 character set, numbers kept as their original strings, OB/OW bytes), and everything else
+(sequences, person names, binary numbers, multi-byte character sets, anything odd) by
+pydicom's ``write_data_element``.  A data set pydicom would re-encode as a whole (a different
+transfer syntax or character set than read, big endian, deflate, encapsulated pixel data) is
+written by ``dcmwrite`` itself.  ``tests/dicom_node/test_part10.py`` checks the bytes against
+``dcmwrite`` for de-identified instances of every kind the de-identification tests use.
+"""
+
+from __future__ import annotations
+
+import copy
+import struct
+from typing import BinaryIO
+
+from pydicom.charset import (
+    convert_encodings,
+    custom_encoders,
+    default_encoding,
+    need_tail_escape_sequence_encodings,
+)
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
+from pydicom.filebase import DicomIO
+from pydicom.filewriter import dcmwrite, write_data_element, write_file_meta_info
+from pydicom.multival import MultiValue
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+
+__all__ = ["write_instance"]
+
+# Transfer syntaxes written here: (implicit VR, little endian).  Others go to dcmwrite.
+_PLAIN = {ExplicitVRLittleEndian: (False, True), ImplicitVRLittleEndian: (True, True)}
+PIXEL_DATA = 0x7FE00010
+UNDEFINED_LENGTH = 0xFFFFFFFF
+# VRs whose values pydicom writes with write_string (padding " ", "\0" for UI) when str.
+_ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI", "UR"})
+# VRs written with write_text: encoded in the data set's (first) character set.
+_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT"})
+_NUMBER_STRING_VRS = frozenset({"DS", "IS"})
+_BYTES_VRS = frozenset({"OB", "OW"})
+_LONG_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
+_MULTI = (MultiValue, list, tuple)
+_IMPLICIT_HEADER = struct.Struct("<HHL")
+_SHORT_HEADER = struct.Struct("<HH2sH")
+_LONG_HEADER = struct.Struct("<HH2s2xL")
+
+
+def write_instance(sink: BinaryIO, ds: Dataset) -> None:
+    """Write ``ds`` to ``sink`` as ``dcmwrite(sink, ds, enforce_file_format=True)`` would.
+
+    Like ``dcmwrite``, it reads deferred values and leaves Pixel Data loaded in ``ds``.
+    """
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    encoding = _PLAIN.get(syntax) if syntax is not None else None
+    preamble = getattr(ds, "preamble", None)
+    tags = sorted(ds.keys())  # noqa: SIM118 - iterating a Dataset yields elements
+    if (encoding is None or encoding != ds.original_encoding
+            or ds.original_character_set != ds._character_set
+            or (preamble is not None and len(preamble) != 128)
+            or (tags and tags[0] < 0x00030000)):  # dcmwrite refuses command/meta elements
+        dcmwrite(sink, ds, enforce_file_format=True)
+        return
+    charset = ds.get("SpecificCharacterSet", default_encoding)
+    try:
+        codecs = convert_encodings(charset or [default_encoding])
+    except (LookupError, ValueError):
+        dcmwrite(sink, ds, enforce_file_format=True)  # pydicom says what is wrong
+        return
+    codec = codecs[0]
+    if codec in custom_encoders or codec in need_tail_escape_sequence_encodings:
+        codec = None  # text values go to pydicom (escape sequences, JIS X 0201)
+
+    # The file meta as dcmwrite makes it: a copy (of each element: its values are strings and
+    # bytes, never changed in place), Media Storage UIDs from the data set.
+    file_meta = FileMetaDataset({tag: copy.copy(meta.get_item(tag, keep_deferred=True))
+                                 for tag in meta.keys()})  # noqa: SIM118
+    # As read: pydicom then writes its unchanged elements as read, as it does for a deep copy.
+    file_meta.set_original_encoding(*meta.original_encoding, meta.original_character_set)
+    ds_class, ds_instance = ds.get("SOPClassUID", None), ds.get("SOPInstanceUID", None)
+    meta_class = file_meta.get("MediaStorageSOPClassUID", None)
+    if meta_class is None or (ds_class and ds_class != meta_class):
+        file_meta.MediaStorageSOPClassUID = ds_class
+    meta_instance = file_meta.get("MediaStorageSOPInstanceUID", None)
+    if meta_instance is None or (ds_instance and ds_instance != meta_instance):
+        file_meta.MediaStorageSOPInstanceUID = ds_instance
+    validate_file_meta(file_meta, enforce_standard=True)
+    if PIXEL_DATA in ds:  # uncompressed: Pixel Data has a defined length (PS3.5 A.4)
+        ds[PIXEL_DATA].is_undefined_length = False
+
+    fp = DicomIO(sink)
+    implicit = encoding[0]
+    fp.is_implicit_VR, fp.is_little_endian = encoding
+    fp.write((preamble or b"\x00" * 128) + b"DICM")
+    write_file_meta_info(fp, file_meta, enforce_standard=True)
+    write = fp.write
+    get_item = ds.get_item
+    for tag in tags:
+        if tag & 0xFFFF == 0 and tag >> 16 > 6:
+            continue  # retired group length: dcmwrite leaves it out
+        elem = get_item(tag)  # a deferred value is read (and converted) as dcmwrite does
+        if isinstance(elem, RawDataElement):
+            body = elem.value if elem.length != UNDEFINED_LENGTH else None
+            if not isinstance(body, bytes):
+                body = None
+        else:
+            body = _encoded(elem, codec)
+        vr = elem.VR
+        if body is not None:
+            size = len(body)
+            if implicit:
+                write(_IMPLICIT_HEADER.pack(tag >> 16, tag & 0xFFFF, size))
+                write(body)
+                continue
+            if vr in _LONG_VRS:
+                write(_LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode(), size))
+                write(body)
+                continue
+            if vr is not None and len(vr) == 2 and size <= 0xFFFF:
+                write(_SHORT_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode(), size))
+                write(body)
+                continue
+        write_data_element(fp, elem, charset)  # everything not plain, as dcmwrite does
+
+
+def _encoded(elem: DataElement, codec: str | None) -> bytes | None:
+    """The value bytes pydicom would write for ``elem``; ``None`` where pydicom must."""
+    if elem.is_undefined_length:
+        return None
+    vr = elem.VR
+    value = elem.value
+    if value is None:
+        return b"" if vr != "SQ" else None
+    if vr in _ASCII_VRS:
+        if isinstance(value, str):
+            text = value
+        elif isinstance(value, _MULTI) and all(isinstance(v, str) for v in value):
+            text = "\\".join(value)
+        else:
+            return None
+        if len(text) % 2:
+            text += "\0" if vr == "UI" else " "
+        try:
+            return text.encode(default_encoding)
+        except UnicodeError:
+            return None
+    if vr in _TEXT_VRS:
+        if codec is None:
+            return None
+        try:
+            if isinstance(value, str):
+                data = value.encode(codec)
+            elif isinstance(value, _MULTI) and all(isinstance(v, str) for v in value):
+                data = b"\\".join(v.encode(codec) for v in value)
+            else:
+                return None
+        except UnicodeError:
+            return None  # pydicom tries the other character sets, or replaces
+        return data + b" " if len(data) % 2 else data
+    if vr in _NUMBER_STRING_VRS:
+        values = value if isinstance(value, _MULTI) else None
+        if values is None and not isinstance(value, str | int | float):
+            return None  # e.g. a numpy array
+        # As pydicom: a number read from the file keeps the string it was read from.
+        parts = [v.original_string if hasattr(v, "original_string") else str(v)
+                 for v in (values if values is not None else (value,))]
+        text = "\\".join(parts)
+        if len(text) % 2:
+            text += " "
+        try:
+            return text.encode(default_encoding)
+        except UnicodeError:
+            return None
+    if vr in _BYTES_VRS and isinstance(value, bytes):
+        return value + b"\x00" if len(value) % 2 else value
+    return None

@@ -28,11 +28,12 @@ from pydicom.charset import (
 )
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
-from pydicom.filebase import DicomIO
-from pydicom.filewriter import dcmwrite, write_data_element, write_file_meta_info
+from pydicom.filebase import DicomBytesIO, DicomIO
+from pydicom.filewriter import dcmwrite, write_data_element, write_dataset
 from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
 __all__ = ["write_instance"]
 
@@ -48,9 +49,16 @@ _NUMBER_STRING_VRS = frozenset({"DS", "IS"})
 _BYTES_VRS = frozenset({"OB", "OW"})
 _LONG_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
 _MULTI = (MultiValue, list, tuple)
+# Unambiguous VRs of elements that are not sequences.
+_FLAT_VRS = frozenset(str(vr) for vr in VR if len(str(vr)) == 2) - {"SQ"}
 _IMPLICIT_HEADER = struct.Struct("<HHL")
 _SHORT_HEADER = struct.Struct("<HH2sH")
 _LONG_HEADER = struct.Struct("<HH2s2xL")
+# Item, Item Delimitation and Sequence Delimitation (PS3.5 7.5), little endian.
+_ITEM_TAG = b"\xfe\xff\x00\xe0"
+_ITEM_UNDEFINED = _ITEM_TAG + b"\xff\xff\xff\xff"
+_ITEM_DELIMITER = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 
 
 def write_instance(sink: BinaryIO, ds: Dataset) -> None:
@@ -71,13 +79,10 @@ def write_instance(sink: BinaryIO, ds: Dataset) -> None:
         return
     charset = ds.get("SpecificCharacterSet", default_encoding)
     try:
-        codecs = convert_encodings(charset or [default_encoding])
+        convert_encodings(charset or [default_encoding])
     except (LookupError, ValueError):
         dcmwrite(sink, ds, enforce_file_format=True)  # pydicom says what is wrong
         return
-    codec = codecs[0]
-    if codec in custom_encoders or codec in need_tail_escape_sequence_encodings:
-        codec = None  # text values go to pydicom (escape sequences, JIS X 0201)
 
     # The file meta as dcmwrite makes it: a copy (of each element: its values are strings and
     # bytes, never changed in place), Media Storage UIDs from the data set.
@@ -97,38 +102,98 @@ def write_instance(sink: BinaryIO, ds: Dataset) -> None:
         ds[PIXEL_DATA].is_undefined_length = False
 
     fp = DicomIO(sink)
-    implicit = encoding[0]
     fp.is_implicit_VR, fp.is_little_endian = encoding
     fp.write((preamble or b"\x00" * 128) + b"DICM")
-    write_file_meta_info(fp, file_meta, enforce_standard=True)
+    fp.write(_file_meta_bytes(file_meta))
+    _write_data_set(fp, ds, tags, charset)
+
+
+def _file_meta_bytes(file_meta: FileMetaDataset) -> bytes:
+    """What ``write_file_meta_info(fp, file_meta, enforce_standard=True)`` writes, for a
+    ``file_meta`` that ``validate_file_meta`` has completed."""
+    if "FileMetaInformationGroupLength" not in file_meta:
+        file_meta.FileMetaInformationGroupLength = 0  # the length is set below
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    _write_items_data_set(buffer, file_meta, default_encoding)
+    file_meta.FileMetaInformationGroupLength = buffer.tell() - 12
+    buffer.seek(0)
+    write_data_element(buffer, file_meta[0x00020000])
+    return buffer.getvalue()
+
+
+def _write_items_data_set(fp: DicomIO, ds: Dataset, parent_encoding: str | list[str]) -> None:
+    """``write_dataset(fp, ds, parent_encoding)``: here when ``ds`` keeps the encoding and
+    character set it was read with, else by pydicom (which then decodes every element)."""
+    tags = sorted(ds.keys())  # noqa: SIM118 - iterating a Dataset yields elements
+    if (ds.original_encoding != (fp.is_implicit_VR, fp.is_little_endian)
+            or ds.original_character_set != ds._character_set):
+        # pydicom first resolves ambiguous VRs and decodes raw elements; neither changes an
+        # item made here of decoded, unambiguous, non-sequence elements (a code item).
+        items = ds._dict
+        if not all(type(items[tag]) is DataElement and items[tag].VR in _FLAT_VRS
+                   for tag in tags):
+            write_dataset(fp, ds, parent_encoding)
+            return
+    _write_data_set(fp, ds, tags, ds.get("SpecificCharacterSet", parent_encoding))
+
+
+def _write_data_set(fp: DicomIO, ds: Dataset, tags: list, charset: str | list[str]) -> None:
+    """The elements ``tags`` of ``ds`` as ``write_dataset`` writes them when the encoding is
+    the one read; ``charset`` is what it passes to ``write_data_element``."""
+    codecs = convert_encodings(charset or [default_encoding])
+    codec: str | None = codecs[0]
+    if codec in custom_encoders or codec in need_tail_escape_sequence_encodings:
+        codec = None  # text values go to pydicom (escape sequences, JIS X 0201)
+    implicit = fp.is_implicit_VR
     write = fp.write
     get_item = ds.get_item
     for tag in tags:
         if tag & 0xFFFF == 0 and tag >> 16 > 6:
             continue  # retired group length: dcmwrite leaves it out
         elem = get_item(tag)  # a deferred value is read (and converted) as dcmwrite does
+        undefined = False
         if isinstance(elem, RawDataElement):
             body = elem.value if elem.length != UNDEFINED_LENGTH else None
             if not isinstance(body, bytes):
                 body = None
+        elif elem.VR == "SQ" and isinstance(elem.value, Sequence):
+            body, undefined = _sequence(elem, codecs, implicit), elem.is_undefined_length
         else:
             body = _encoded(elem, codec)
         vr = elem.VR
         if body is not None:
-            size = len(body)
+            size = UNDEFINED_LENGTH if undefined else len(body)
             if implicit:
                 write(_IMPLICIT_HEADER.pack(tag >> 16, tag & 0xFFFF, size))
-                write(body)
-                continue
-            if vr in _LONG_VRS:
+            elif vr in _LONG_VRS:
                 write(_LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode(), size))
-                write(body)
-                continue
-            if vr is not None and len(vr) == 2 and size <= 0xFFFF:
+            elif vr is not None and len(vr) == 2 and size <= 0xFFFF:
                 write(_SHORT_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode(), size))
-                write(body)
+            else:
+                write_data_element(fp, elem, charset)  # pydicom's VR/length handling
                 continue
+            write(body)
+            if undefined:
+                write(_SEQUENCE_DELIMITER)
+            continue
         write_data_element(fp, elem, charset)  # everything not plain, as dcmwrite does
+
+
+def _sequence(elem: DataElement, codecs: list[str], implicit: bool) -> bytes:
+    """The items of a sequence as ``write_sequence`` writes them (without the element's own
+    header and delimiter)."""
+    out = []
+    for item in elem.value:
+        buffer = DicomBytesIO()
+        buffer.is_little_endian, buffer.is_implicit_VR = True, implicit
+        _write_items_data_set(buffer, item, codecs)
+        data = buffer.getvalue()
+        if getattr(item, "is_undefined_length_sequence_item", False):
+            out += [_ITEM_UNDEFINED, data, _ITEM_DELIMITER]
+        else:
+            out += [_ITEM_TAG, struct.pack("<L", len(data)), data]
+    return b"".join(out)
 
 
 def _encoded(elem: DataElement, codec: str | None) -> bytes | None:

@@ -39,14 +39,17 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 PSEUDONYMIZER = Pseudonymizer(DeidSettings(), b"part10-test-site-secret-01234567")
 
 
-def both(path: Path, *, deidentify: bool) -> tuple[bytes, bytes]:
-    """(dcmwrite's bytes, write_instance's bytes) for the file at ``path``."""
+def both(path: Path, *, deidentify: bool, decode: bool = False) -> tuple[bytes, bytes]:
+    """(dcmwrite's bytes, write_instance's bytes) for the file at ``path``, de-identified or
+    not, with every element decoded (sequences parsed) or as read."""
     out = []
     for writer in (lambda sink, ds: dcmwrite(sink, ds, enforce_file_format=True),
                    write_instance):
         ds = dcmread(path, defer_size="256 KB")
         if deidentify:
             ds = PSEUDONYMIZER.pseudonymize(ds).dataset
+        if decode:
+            ds.walk(lambda _ds, _elem: None)
         sink = io.BytesIO()
         writer(sink, ds)
         out.append(sink.getvalue())
@@ -54,9 +57,9 @@ def both(path: Path, *, deidentify: bool) -> tuple[bytes, bytes]:
 
 
 def assert_same(path: Path) -> None:
-    for deidentify in (False, True):
-        expected, written = both(path, deidentify=deidentify)
-        assert written == expected, f"differs (de-identified: {deidentify})"
+    for deidentify, decode in ((False, False), (False, True), (True, False)):
+        expected, written = both(path, deidentify=deidentify, decode=decode)
+        assert written == expected, f"differs (de-identified: {deidentify}, decoded: {decode})"
 
 
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
@@ -112,6 +115,14 @@ def _edge_case(charset: str | None, syntax: str) -> Dataset:
     item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "T-D3000", "SRT", "Chest"
     ds.AnatomicRegionSequence = Sequence([item])
     ds.ReferencedImageSequence = Sequence([])
+    inner, outer = Dataset(), Dataset()
+    inner.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.10.999.21.9"
+    inner.ReferencedSOPClassUID = CTImageStorage
+    inner.is_undefined_length_sequence_item = True
+    outer.ReferencedSeriesSequence = Sequence([inner])
+    outer.StudyInstanceUID = "1.2.826.0.1.3680043.10.999.21.2"
+    ds.ReferencedStudySequence = Sequence([outer, Dataset()])
+    ds["ReferencedStudySequence"].is_undefined_length = True
     ds.PixelData = np.arange(12, dtype=np.int16).tobytes()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = CTImageStorage

@@ -280,11 +280,16 @@ class Profile:
         if isinstance(value, bytes | bytearray):
             del ds[tag]  # text that could not be decoded cannot be checked
             return
+        # A value the scrubber leaves as it is is not assigned again (pydicom would validate
+        # it again); the element is written the same either way.
         if isinstance(value, MultiValue | list):
             cleaned = [ctx.scrubber.scrub(str(v), ctx.scrub, kind=kind) for v in value]
-            elem.value = [c for c in cleaned if c] or None
+            if not all(c and c == v for c, v in zip(cleaned, value, strict=True)):
+                elem.value = [c for c in cleaned if c] or None
         else:
-            elem.value = ctx.scrubber.scrub(str(value), ctx.scrub, kind=kind) or None
+            cleaned_one = ctx.scrubber.scrub(str(value), ctx.scrub, kind=kind)
+            if cleaned_one != value:
+                elem.value = cleaned_one or None
 
     def _act(self, ds: Dataset, tag, vr: str, action: str, rule: Rule,  # noqa: ANN001
              ctx: ActionContext) -> None:

@@ -35,7 +35,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
-__all__ = ["write_instance"]
+__all__ = ["write_data_set", "write_instance"]
 
 # Transfer syntaxes written here: (implicit VR, little endian).  Others go to dcmwrite.
 _PLAIN = {ExplicitVRLittleEndian: (False, True), ImplicitVRLittleEndian: (True, True)}
@@ -115,16 +115,18 @@ def _file_meta_bytes(file_meta: FileMetaDataset) -> bytes:
         file_meta.FileMetaInformationGroupLength = 0  # the length is set below
     buffer = DicomBytesIO()
     buffer.is_little_endian, buffer.is_implicit_VR = True, False
-    _write_items_data_set(buffer, file_meta, default_encoding)
+    write_data_set(buffer, file_meta, default_encoding)
     file_meta.FileMetaInformationGroupLength = buffer.tell() - 12
     buffer.seek(0)
     write_data_element(buffer, file_meta[0x00020000])
     return buffer.getvalue()
 
 
-def _write_items_data_set(fp: DicomIO, ds: Dataset, parent_encoding: str | list[str]) -> None:
-    """``write_dataset(fp, ds, parent_encoding)``: here when ``ds`` keeps the encoding and
-    character set it was read with, else by pydicom (which then decodes every element)."""
+def write_data_set(fp: DicomIO, ds: Dataset,
+                   parent_encoding: str | list[str] = default_encoding) -> None:
+    """What ``pydicom.filewriter.write_dataset(fp, ds, parent_encoding)`` writes: here when
+    ``ds`` keeps the encoding and character set it was read with (or is a flat item made in
+    memory), else by pydicom (which then decodes every element)."""
     tags = sorted(ds.keys())  # noqa: SIM118 - iterating a Dataset yields elements
     if (ds.original_encoding != (fp.is_implicit_VR, fp.is_little_endian)
             or ds.original_character_set != ds._character_set):
@@ -187,7 +189,7 @@ def _sequence(elem: DataElement, codecs: list[str], implicit: bool) -> bytes:
     for item in elem.value:
         buffer = DicomBytesIO()
         buffer.is_little_endian, buffer.is_implicit_VR = True, implicit
-        _write_items_data_set(buffer, item, codecs)
+        write_data_set(buffer, item, codecs)
         data = buffer.getvalue()
         if getattr(item, "is_undefined_length_sequence_item", False):
             out += [_ITEM_UNDEFINED, data, _ITEM_DELIMITER]

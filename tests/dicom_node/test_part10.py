@@ -12,13 +12,14 @@ import io
 import os
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filewriter import dcmwrite
+from pydicom.filewriter import dcmwrite, write_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     CTImageStorage,
@@ -31,6 +32,7 @@ from pydicom.uid import (
 
 from dicom_node.config import DeidSettings
 from dicom_node.deid import Pseudonymizer
+from dicom_node.deid.pseudonymize import identity_payload
 from dicom_node.part10 import write_instance
 from dicom_node.sample_data import ct_series_datasets, phantom_chest_hu, write_series
 from tests.security.test_deid_fuzz import cases
@@ -60,6 +62,10 @@ def assert_same(path: Path) -> None:
     for deidentify, decode in ((False, False), (False, True), (True, False)):
         expected, written = both(path, deidentify=deidentify, decode=decode)
         assert written == expected, f"differs (de-identified: {deidentify}, decoded: {decode})"
+    # The vault's identity payload is written with write_data_set: as write_dataset would.
+    with mock.patch("dicom_node.deid.pseudonymize.write_data_set", write_dataset):
+        expected = identity_payload(dcmread(path, defer_size="256 KB"))
+    assert identity_payload(dcmread(path, defer_size="256 KB")) == expected
 
 
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])

@@ -197,7 +197,7 @@ class Vault:
             return
         statement = _insert_ignore_statement(session.get_bind().dialect.name, table, key,
                                              tuple(rows[0]))
-        session.execute(statement, rows)
+        session.connection().execute(statement, rows)  # Core: no ORM work per statement
 
     def record(self, session: Session, uid_mappings: Mapping[str, str],
                identity: OriginalIdentity | None = None) -> int | None:

@@ -11,7 +11,7 @@ import copy
 import re
 from dataclasses import dataclass, field
 
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.multival import MultiValue
@@ -139,6 +139,10 @@ class Pseudonymizer:
         codes = [("113100", "Basic Application Confidentiality Profile"),
                  *self.profile.option_codes()]
         self.method_codes = codes
+        self._method_code_elements = [
+            (code, (DataElement(0x00080100, "SH", code), DataElement(0x00080102, "SH", "DCM"),
+                    DataElement(0x00080104, "LO", meaning)))
+            for code, meaning in codes]
         self.method_text = _method_values(METHOD_PREFIX, [c for c, _ in codes])
 
     def check_pixels(self, ds: Dataset) -> None:
@@ -206,14 +210,10 @@ class Pseudonymizer:
         items = list(ds.get("DeidentificationMethodCodeSequence", None) or [])
         have = {(str(i.get("CodeValue", "")), str(i.get("CodingSchemeDesignator", "")))
                 for i in items}
-        for code, meaning in self.method_codes:
-            if (code, "DCM") in have:
-                continue
-            item = Dataset()
-            item.CodeValue = code
-            item.CodingSchemeDesignator = "DCM"
-            item.CodeMeaning = meaning
-            items.append(item)
+        for code, elements in self._method_code_elements:
+            if (code, "DCM") not in have:
+                # A new item of elements made once: they are only ever written, never changed.
+                items.append(Dataset({elem.tag: elem for elem in elements}))
         ds.DeidentificationMethodCodeSequence = Sequence(items)
         ds.LongitudinalTemporalInformationModified = "MODIFIED" if offset is not None \
             else "REMOVED"

@@ -149,11 +149,13 @@ def _write_data_set(fp: DicomIO, ds: Dataset, tags: list, charset: str | list[st
         codec = None  # text values go to pydicom (escape sequences, JIS X 0201)
     implicit = fp.is_implicit_VR
     write = fp.write
-    get_item = ds.get_item
+    elements = ds._dict  # what get_item reads, without its key conversion per element
     for tag in tags:
         if tag & 0xFFFF == 0 and tag >> 16 > 6:
             continue  # retired group length: dcmwrite leaves it out
-        elem = get_item(tag)  # a deferred value is read (and converted) as dcmwrite does
+        elem = elements[tag]
+        if type(elem) is RawDataElement and elem.value is None:
+            elem = ds.get_item(tag)  # deferred: read (and converted) as dcmwrite does
         undefined = False
         if isinstance(elem, RawDataElement):
             body = elem.value if elem.length != UNDEFINED_LENGTH else None
@@ -167,15 +169,19 @@ def _write_data_set(fp: DicomIO, ds: Dataset, tags: list, charset: str | list[st
         if body is not None:
             size = UNDEFINED_LENGTH if undefined else len(body)
             if implicit:
-                write(_IMPLICIT_HEADER.pack(tag >> 16, tag & 0xFFFF, size))
+                header = _IMPLICIT_HEADER.pack(tag >> 16, tag & 0xFFFF, size)
             elif vr in _LONG_VRS:
-                write(_LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode(), size))
+                header = _LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode(), size)
             elif vr is not None and len(vr) == 2 and size <= 0xFFFF:
-                write(_SHORT_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode(), size))
+                header = _SHORT_HEADER.pack(tag >> 16, tag & 0xFFFF, vr.encode(), size)
             else:
                 write_data_element(fp, elem, charset)  # pydicom's VR/length handling
                 continue
-            write(body)
+            if len(body) < 4096:
+                write(header + body)  # one write; large values are not copied to join them
+            else:
+                write(header)
+                write(body)
             if undefined:
                 write(_SEQUENCE_DELIMITER)
             continue

@@ -444,10 +444,11 @@ class Profile:
 
 
 # VRs whose values pydicom decodes (pydicom.values) as: one string split at backslashes after
-# trailing padding is removed, in the default character set (convert_string); values split at
+# trailing padding is removed, in the default character set (convert_string; not AE, whose
+# values also lose leading spaces, nor AS, which is not scrubbed); values split at
 # backslashes, each without trailing padding, in the data set's character set (convert_text);
 # one value without trailing padding, in the data set's character set (convert_single_string).
-_STRING_SPLIT = frozenset({"AE", "CS"})
+_STRING_SPLIT = frozenset({"CS"})
 _TEXT_SPLIT = frozenset({"SH", "LO", "UC"})
 _TEXT_SINGLE = frozenset({"LT", "ST", "UT"})
 _ESC = 0x1B

@@ -231,6 +231,7 @@ class Profile:
     def apply(self, ds: Dataset, ctx: ActionContext) -> None:
         """De-identify ``ds`` in place (not its file meta), at every depth."""
         self._private(ds, ctx)
+        elements = ds._dict  # as get_item(keep_deferred=True): no deferred value is read
         for tag in list(ds.keys()):
             t = int(tag)
             if (t >> 16) % 2:
@@ -238,7 +239,9 @@ class Profile:
             if t & 0xFFFF == 0:
                 del ds[tag]  # group length: stale once elements are removed
                 continue
-            vr = decode_un(ds, tag)
+            vr = elements[tag].VR
+            if not vr or vr == "UN":
+                vr = decode_un(ds, tag)  # else decode_un would return the same VR
             if vr == "UN" and dictionary_vr(t) is None:
                 del ds[tag]  # a tag the dictionary does not know: nothing can vouch for it
                 continue

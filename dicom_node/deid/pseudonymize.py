@@ -245,9 +245,13 @@ _NAME_SPLIT = re.compile(r"[^\W_]+")
 
 def decode_un_tree(ds: Dataset) -> None:
     """Read every UN element of a known public tag under its dictionary VR, at every depth."""
+    elements = ds._dict  # as get_item(keep_deferred=True): no deferred value is read
     for tag in list(ds.keys()):  # keys, not elements(): that would read deferred values
         if (tag >> 16) % 2 or tag & 0xFFFF == 0:
             continue
+        vr = elements[tag].VR
+        if vr and vr not in ("UN", "SQ"):
+            continue  # decode_un would return this VR and change nothing
         if decode_un(ds, tag) == "SQ":
             try:
                 items = list(ds[tag].value or ())
@@ -271,9 +275,10 @@ def scrub_context(ds: Dataset) -> ScrubContext:
 
 
 def _collect(ds: Dataset, names: set[str], identifiers: set[str]) -> None:
+    elements = ds._dict
     for key in list(ds.keys()):
         tag = int(key)
-        raw = ds.get_item(key, keep_deferred=True)  # a deferred value is not read to learn its VR
+        raw = elements[key]  # as get_item(keep_deferred=True): a deferred value is not read
         vr = vr_of(tag, raw.VR)
         if vr not in ("PN", "SQ", "UI") and tag not in _IDENTIFIER_TAGS:
             continue

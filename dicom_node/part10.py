@@ -84,12 +84,14 @@ def write_instance(sink: BinaryIO, ds: Dataset) -> None:
         dcmwrite(sink, ds, enforce_file_format=True)  # pydicom says what is wrong
         return
 
+    assert meta is not None  # a transfer syntax was found in it
     # The file meta as dcmwrite makes it: a copy (of each element: its values are strings and
     # bytes, never changed in place), Media Storage UIDs from the data set.
     file_meta = FileMetaDataset({tag: copy.copy(meta.get_item(tag, keep_deferred=True))
                                  for tag in meta.keys()})  # noqa: SIM118
     # As read: pydicom then writes its unchanged elements as read, as it does for a deep copy.
-    file_meta.set_original_encoding(*meta.original_encoding, meta.original_character_set)
+    implicit_vr, little_endian = meta.original_encoding
+    file_meta.set_original_encoding(implicit_vr, little_endian, meta.original_character_set)
     ds_class, ds_instance = ds.get("SOPClassUID", None), ds.get("SOPInstanceUID", None)
     meta_class = file_meta.get("MediaStorageSOPClassUID", None)
     if meta_class is None or (ds_class and ds_class != meta_class):

@@ -487,12 +487,14 @@ def _kept_as_read(ds: Dataset, tag, ctx: ActionContext, kind: str) -> bool:  # n
         return False
     data, vr = raw.value, raw.VR
     if vr in _STRING_SPLIT:
-        codec: str | None = default_encoding
+        codec = default_encoding
     elif vr in _TEXT_SPLIT or vr in _TEXT_SINGLE:
         charset = ds.original_character_set or ds._character_set
-        codec = _text_codec(tuple(charset) if isinstance(charset, list | MultiValue) else charset)
-        if codec is None or _ESC in data:
+        text_codec = _text_codec(tuple(charset) if isinstance(charset, list | MultiValue)
+                                 else charset)
+        if text_codec is None or _ESC in data:
             return False
+        codec = text_codec
     else:
         return False
     try:

@@ -5,6 +5,7 @@
                                       [--nice 10 [0]] [--associations 4]
                                       [--baseline-tree DIR]
     python benchmarks/bench_ingest.py --index-only 200
+    python benchmarks/bench_ingest.py --stages-only 300
 
 Prints seconds per run, images/s and the node/storescp time ratio, and the node's ratio to the
 floor of any pynetdicom-based receiver: a pynetdicom C-STORE SCP whose handler answers Success
@@ -273,6 +274,8 @@ def main() -> None:
                              "under the same load")
     parser.add_argument("--index-only", type=int, metavar="N",
                         help="only time N index transactions (no network, no files) and stop")
+    parser.add_argument("--stages-only", type=int, metavar="N",
+                        help="only time the in-process stages on N slices (no network) and stop")
     parser.add_argument("--nagle", action="store_true",
                         help="leave dcmtk's Nagle algorithm on (its default build setting); by "
                              "default both dcmtk peers run with TCP_NODELAY=1, the fast baseline")
@@ -286,6 +289,16 @@ def main() -> None:
     if args.index_only:
         index_transactions(args.index_only, work)
         shutil.rmtree(work, ignore_errors=True)
+        return
+    if args.stages_only:
+        try:
+            hu = phantom_chest_hu((args.stages_only, args.size, args.size))
+            in_process_stages(
+                write_series(ct_series_datasets(hu, pixel_spacing=(0.7, 0.7)), work / "ct"),
+                work / "stages")
+            print(f"end: {load_average()}")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         return
     try:
         hu = phantom_chest_hu((args.slices, args.size, args.size))

@@ -51,6 +51,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 from dicom_node.audit import AuditTrail
 from dicom_node.config import NodeConfig, Peer
 from dicom_node.deid import Pseudonymizer, QuarantineRequired
+from dicom_node.part10 import write_instance
 from dicom_node.tls import server_context
 from storage import quarantine
 from storage.clock import utcnow
@@ -571,7 +572,7 @@ class Receiver:
         # The file's fsync runs while the index statements below are made; the transaction
         # commits only once the file and its directory entry are on disk.
         written = self.files.start_write_stream(
-            relative, lambda sink: dcmwrite(sink, clean, enforce_file_format=True))
+            relative, lambda sink: write_instance(sink, clean))
         item = ReceivedInstance(
             study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_uid,
             sop_class_uid=str(clean.SOPClassUID),

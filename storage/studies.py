@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import (
-    CursorResult,
     Insert,
     Select,
     Table,
@@ -20,6 +19,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -68,9 +68,9 @@ class CompletedStudy:
     modalities: frozenset[str]
 
 
-def _inserted_id(session: Session, statement: Insert) -> int:
+def _inserted_id(connection: Connection, statement: Insert) -> int:
     """The primary key of the one row ``statement`` inserted."""
-    result = cast(CursorResult[Any], session.execute(statement))
+    result = connection.execute(statement)
     return int(result.inserted_primary_key[0])  # type: ignore[index]  # one-row insert
 
 
@@ -104,12 +104,15 @@ def index_instance(session: Session, item: ReceivedInstance, now: dt.datetime) -
     # Table statements, not ORM objects: this runs once per received instance.
     studies, series_table, instances = (cast(Table, model.__table__)
                                         for model in (Study, Series, Instance))
+    # Core statements on the session's connection (same transaction): the ORM's execute adds
+    # its own per-statement work that table statements do not need.
+    connection = session.connection()
     # The three lookups by unique UID in one statement (one round trip, one compiled query).
-    known = session.execute(_lookup_statement(), {
+    known = connection.execute(_lookup_statement(), {
         "study_uid": item.study_uid, "series_uid": item.series_uid,
         "sop_instance_uid": item.sop_instance_uid}).one()
     if known.study_id is None:
-        study_id = _inserted_id(session, insert(studies).values(
+        study_id = _inserted_id(connection, insert(studies).values(
             study_uid=item.study_uid, patient_pseudonym=item.patient_pseudonym,
             calling_ae=item.calling_ae, state="receiving", revision=1, dispatched_revision=0,
             first_received_at=now, last_received_at=now))
@@ -118,7 +121,7 @@ def index_instance(session: Session, item: ReceivedInstance, now: dt.datetime) -
         study_id, study_state, revision, dispatched = (
             known.study_id, known.study_state, known.revision, known.dispatched_revision)
     if known.series_id is None:
-        series_id = _inserted_id(session, insert(series_table).values(
+        series_id = _inserted_id(connection, insert(series_table).values(
             study_id=study_id, series_uid=item.series_uid, modality=item.modality,
             frame_of_reference_uid=item.frame_of_reference_uid, state="receiving",
             instance_count=0, last_received_at=now))
@@ -131,18 +134,18 @@ def index_instance(session: Session, item: ReceivedInstance, now: dt.datetime) -
     stored = {"path": item.path, "size_bytes": item.size_bytes, "sha256": item.sha256,
               "received_at": now, "transfer_syntax_uid": item.transfer_syntax_uid}
     if existing is None:
-        session.execute(_insert_statement(Instance), dict(
+        connection.execute(_insert_statement(Instance), dict(
             series_id=series_id, sop_instance_uid=item.sop_instance_uid,
             sop_class_uid=item.sop_class_uid, identity_revision=item.identity_revision,
             **stored))
     elif existing.sha256 != item.sha256:
         changed = True
-        session.execute(update(instances).where(instances.c.id == existing.instance_id).values(
+        connection.execute(update(instances).where(instances.c.id == existing.instance_id).values(
             identity_revision=item.identity_revision, **stored))
     elif existing.identity_revision != item.identity_revision:
         # A re-sent instance carries the identity it was re-sent with (a demographic
         # correction changes no de-identified byte, yet later jobs must use the new identity).
-        session.execute(update(instances).where(instances.c.id == existing.instance_id).values(
+        connection.execute(update(instances).where(instances.c.id == existing.instance_id).values(
             identity_revision=item.identity_revision))
     if not (new_instance or changed):
         return IndexOutcome(study_id, False, False, False)
@@ -159,8 +162,8 @@ def index_instance(session: Session, item: ReceivedInstance, now: dt.datetime) -
     series_values: dict = {"last_received_at": now}
     if series_state == "complete":
         series_values.update(state="receiving", completed_at=None)
-    _update_row(session, Series, series_id, series_values, count_instance=new_instance)
-    _update_row(session, Study, study_id, study_values)
+    _update_row(connection, Series, series_id, series_values, count_instance=new_instance)
+    _update_row(connection, Study, study_id, study_values)
     return IndexOutcome(study_id, new_instance, changed, late)
 
 
@@ -182,10 +185,10 @@ def _row_update_statement(model: type[Base], columns: tuple[str, ...], count_ins
     return update(table).where(table.c.id == bindparam("row_id")).values(values)
 
 
-def _update_row(session: Session, model: type[Base], row_id: int, values: dict[str, Any], *,
-                count_instance: bool = False) -> None:
+def _update_row(connection: Connection, model: type[Base], row_id: int,
+                values: dict[str, Any], *, count_instance: bool = False) -> None:
     statement = _row_update_statement(model, tuple(sorted(values)), count_instance)
-    session.execute(statement, {"row_id": row_id,
+    connection.execute(statement, {"row_id": row_id,
                                 **{f"new_{name}": value for name, value in values.items()}})
 
 

@@ -41,13 +41,15 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Table,
+    TextClause,
+    bindparam,
     false,
     func,
     select,
+    text,
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from storage.database import Database
@@ -125,15 +127,26 @@ VAULT_TABLES = (_UID_TABLE, _STUDY_TABLE)
 
 
 @functools.cache
-def _insert_ignore_statement(dialect: str, table: Table,
-                             key: str) -> postgresql.Insert | sqlite.Insert:
-    """INSERT that leaves a row already there (by its unique ``key``) as it is; built once
-    per table (it runs for every received instance)."""
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
-    if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
-    raise VaultError(f"unsupported database dialect {dialect}")  # config allows only these
+def _insert_ignore_statement(dialect: str, table: Table, key: str,
+                             columns: tuple[str, ...]) -> TextClause:
+    """INSERT of ``columns`` that leaves a row already there (by its unique ``key``) as it is;
+    built once per table and columns (it runs for every received instance).
+
+    ``ON CONFLICT (key) DO NOTHING`` is the same in SQLite and PostgreSQL.  It is a text
+    statement with typed parameters rather than the dialects' ``insert().on_conflict_do_nothing``
+    because SQLAlchemy does not cache the compiled form of those (their cache key is None):
+    compiling it again for every instance cost more than running it.  Table and column names
+    come from the schema, never from a received value.
+    """
+    if dialect not in ("postgresql", "sqlite"):
+        raise VaultError(f"unsupported database dialect {dialect}")  # config allows only these
+    if key not in columns or not set(columns) <= set(table.c.keys()):
+        raise ValueError(f"not columns of {table.name}: {columns}")
+    names = ", ".join(columns)
+    values = ", ".join(f":{name}" for name in columns)
+    return text(f"INSERT INTO {table.name} ({names}) VALUES ({values}) "
+                f"ON CONFLICT ({key}) DO NOTHING").bindparams(
+        *(bindparam(name, type_=table.c[name].type) for name in columns))
 
 
 class Vault:
@@ -182,8 +195,9 @@ class Vault:
                        key: str) -> None:
         if not rows:
             return
-        session.execute(_insert_ignore_statement(session.get_bind().dialect.name, table, key),
-                        rows)
+        statement = _insert_ignore_statement(session.get_bind().dialect.name, table, key,
+                                             tuple(rows[0]))
+        session.connection().execute(statement, rows)  # Core: no ORM work per statement
 
     def record(self, session: Session, uid_mappings: Mapping[str, str],
                identity: OriginalIdentity | None = None) -> int | None:

@@ -33,7 +33,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from pydicom.charset import python_encoding
+from pydicom.charset import (
+    convert_encodings,
+    custom_encoders,
+    default_encoding,
+    need_tail_escape_sequence_encodings,
+    python_encoding,
+)
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -224,6 +231,7 @@ class Profile:
     def apply(self, ds: Dataset, ctx: ActionContext) -> None:
         """De-identify ``ds`` in place (not its file meta), at every depth."""
         self._private(ds, ctx)
+        elements = ds._dict  # as get_item(keep_deferred=True): no deferred value is read
         for tag in list(ds.keys()):
             t = int(tag)
             if (t >> 16) % 2:
@@ -231,7 +239,9 @@ class Profile:
             if t & 0xFFFF == 0:
                 del ds[tag]  # group length: stale once elements are removed
                 continue
-            vr = decode_un(ds, tag)
+            vr = elements[tag].VR
+            if not vr or vr == "UN":
+                vr = decode_un(ds, tag)  # else decode_un would return the same VR
             if vr == "UN" and dictionary_vr(t) is None:
                 del ds[tag]  # a tag the dictionary does not know: nothing can vouch for it
                 continue
@@ -273,6 +283,8 @@ class Profile:
             del ds[tag]
 
     def _scrub(self, ds: Dataset, tag, ctx: ActionContext, *, kind: str) -> None:  # noqa: ANN001
+        if _kept_as_read(ds, tag, ctx, kind):
+            return
         elem = ds[tag]
         value = elem.value
         if value is None or value == "":
@@ -280,11 +292,16 @@ class Profile:
         if isinstance(value, bytes | bytearray):
             del ds[tag]  # text that could not be decoded cannot be checked
             return
+        # A value the scrubber leaves as it is is not assigned again (pydicom would validate
+        # it again); the element is written the same either way.
         if isinstance(value, MultiValue | list):
             cleaned = [ctx.scrubber.scrub(str(v), ctx.scrub, kind=kind) for v in value]
-            elem.value = [c for c in cleaned if c] or None
+            if not all(c and c == v for c, v in zip(cleaned, value, strict=True)):
+                elem.value = [c for c in cleaned if c] or None
         else:
-            elem.value = ctx.scrubber.scrub(str(value), ctx.scrub, kind=kind) or None
+            cleaned_one = ctx.scrubber.scrub(str(value), ctx.scrub, kind=kind)
+            if cleaned_one != value:
+                elem.value = cleaned_one or None
 
     def _act(self, ds: Dataset, tag, vr: str, action: str, rule: Rule,  # noqa: ANN001
              ctx: ActionContext) -> None:
@@ -427,6 +444,79 @@ class Profile:
                 drop.append(tag)
         for tag in drop:
             del ds[tag]
+
+
+# VRs whose values pydicom decodes (pydicom.values) as: one string split at backslashes after
+# trailing padding is removed, in the default character set (convert_string; not AE, whose
+# values also lose leading spaces, nor AS, which is not scrubbed); values split at
+# backslashes, each without trailing padding, in the data set's character set (convert_text);
+# one value without trailing padding, in the data set's character set (convert_single_string).
+_STRING_SPLIT = frozenset({"CS"})
+_TEXT_SPLIT = frozenset({"SH", "LO", "UC"})
+_TEXT_SINGLE = frozenset({"LT", "ST", "UT"})
+_ESC = 0x1B
+
+
+@lru_cache(maxsize=64)
+def _text_codec(charset: str | tuple[str, ...]) -> str | None:
+    """The Python codec pydicom decodes text in ``charset`` with, when it is one plain codec
+    (no ISO 2022 code extensions, no pydicom-specific decoder), else ``None``."""
+    try:
+        codecs = convert_encodings(list(charset) if isinstance(charset, tuple) else charset)
+    except (LookupError, ValueError):
+        return None
+    codec = codecs[0]
+    if len(codecs) > 1 or codec in custom_encoders or codec in need_tail_escape_sequence_encodings:
+        return None
+    return codec
+
+
+def _kept_as_read(ds: Dataset, tag, ctx: ActionContext, kind: str) -> bool:  # noqa: ANN001
+    """True when an element not yet decoded would come out of :meth:`Profile._scrub` unchanged
+    and be written back byte for byte as received: it is then left undecoded (pydicom's
+    decoding and validation cost more than the scrubbing).
+
+    The element's values are decoded here exactly as pydicom decodes them; each is scrubbed as
+    ``_scrub`` scrubs it, and only when none changes and the values encode back to the very
+    bytes received (canonical padding, no empty values) is the element left as it is.  Anything
+    else (multi-byte character sets, escape sequences, undecodable bytes, other VRs) goes the
+    ordinary way.
+    """
+    raw = ds.get_item(tag, keep_deferred=True)
+    if type(raw) is not RawDataElement or not isinstance(raw.value, bytes):
+        return False
+    data, vr = raw.value, raw.VR
+    if vr in _STRING_SPLIT:
+        codec = default_encoding
+    elif vr in _TEXT_SPLIT or vr in _TEXT_SINGLE:
+        charset = ds.original_character_set or ds._character_set
+        text_codec = _text_codec(tuple(charset) if isinstance(charset, list | MultiValue)
+                                 else charset)
+        if text_codec is None or _ESC in data:
+            return False
+        codec = text_codec
+    else:
+        return False
+    try:
+        text = data.decode(codec)
+    except (UnicodeError, LookupError):
+        return False
+    if vr in _STRING_SPLIT:
+        values = text.rstrip(" \x00").split("\\")
+    elif vr in _TEXT_SPLIT:
+        values = [v.rstrip("\x00 ") for v in text.split("\\")]
+    else:
+        values = [text.rstrip("\x00 ")]
+    if not all(values):
+        return False  # empty values: _scrub keeps or drops them, the ordinary way
+    scrub = ctx.scrubber.scrub
+    if any(scrub(v, ctx.scrub, kind=kind) != v for v in values):
+        return False
+    joined = "\\".join(values)
+    encoded = joined.encode(codec)
+    if len(encoded) % 2:
+        encoded += b" "
+    return encoded == data
 
 
 def shift_da(value: str, days: int) -> str | None:

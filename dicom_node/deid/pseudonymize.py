@@ -11,10 +11,9 @@ import copy
 import re
 from dataclasses import dataclass, field
 
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
@@ -29,6 +28,7 @@ from dicom_node.deid.profile import (
 from dicom_node.deid.scrub import Scrubber, ScrubContext
 from dicom_node.deid.uids import CLASS_UID_TAGS, UidMapper, is_well_known
 from dicom_node.elements import decode_un, vr_of
+from dicom_node.part10 import write_data_set
 from storage.vault import OriginalIdentity
 
 __all__ = ["OriginalIdentity", "PseudonymizedInstance", "Pseudonymizer", "QuarantineRequired",
@@ -139,6 +139,10 @@ class Pseudonymizer:
         codes = [("113100", "Basic Application Confidentiality Profile"),
                  *self.profile.option_codes()]
         self.method_codes = codes
+        self._method_code_elements = [
+            (code, (DataElement(0x00080100, "SH", code), DataElement(0x00080102, "SH", "DCM"),
+                    DataElement(0x00080104, "LO", meaning)))
+            for code, meaning in codes]
         self.method_text = _method_values(METHOD_PREFIX, [c for c, _ in codes])
 
     def check_pixels(self, ds: Dataset) -> None:
@@ -206,14 +210,10 @@ class Pseudonymizer:
         items = list(ds.get("DeidentificationMethodCodeSequence", None) or [])
         have = {(str(i.get("CodeValue", "")), str(i.get("CodingSchemeDesignator", "")))
                 for i in items}
-        for code, meaning in self.method_codes:
-            if (code, "DCM") in have:
-                continue
-            item = Dataset()
-            item.CodeValue = code
-            item.CodingSchemeDesignator = "DCM"
-            item.CodeMeaning = meaning
-            items.append(item)
+        for code, elements in self._method_code_elements:
+            if (code, "DCM") not in have:
+                # A new item of elements made once: they are only ever written, never changed.
+                items.append(Dataset({elem.tag: elem for elem in elements}))
         ds.DeidentificationMethodCodeSequence = Sequence(items)
         ds.LongitudinalTemporalInformationModified = "MODIFIED" if offset is not None \
             else "REMOVED"
@@ -245,9 +245,13 @@ _NAME_SPLIT = re.compile(r"[^\W_]+")
 
 def decode_un_tree(ds: Dataset) -> None:
     """Read every UN element of a known public tag under its dictionary VR, at every depth."""
+    elements = ds._dict  # as get_item(keep_deferred=True): no deferred value is read
     for tag in list(ds.keys()):  # keys, not elements(): that would read deferred values
         if (tag >> 16) % 2 or tag & 0xFFFF == 0:
             continue
+        vr = elements[tag].VR
+        if vr and vr not in ("UN", "SQ"):
+            continue  # decode_un would return this VR and change nothing
         if decode_un(ds, tag) == "SQ":
             try:
                 items = list(ds[tag].value or ())
@@ -271,9 +275,10 @@ def scrub_context(ds: Dataset) -> ScrubContext:
 
 
 def _collect(ds: Dataset, names: set[str], identifiers: set[str]) -> None:
+    elements = ds._dict
     for key in list(ds.keys()):
         tag = int(key)
-        raw = ds.get_item(key, keep_deferred=True)  # a deferred value is not read to learn its VR
+        raw = elements[key]  # as get_item(keep_deferred=True): a deferred value is not read
         vr = vr_of(tag, raw.VR)
         if vr not in ("PN", "SQ", "UI") and tag not in _IDENTIFIER_TAGS:
             continue
@@ -329,6 +334,6 @@ def identity_payload(ds: Dataset) -> bytes:
     buffer = DicomBytesIO()
     buffer.is_little_endian = True
     buffer.is_implicit_VR = False
-    write_dataset(buffer, out)
+    write_data_set(buffer, out)  # the bytes pydicom's write_dataset writes, faster
     return buffer.getvalue()
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 _MONTHS = (
     "january|february|march|april|may|june|july|august|september|october|november|december|"
@@ -77,6 +78,8 @@ TITLES = frozenset({
 _GRADES = frozenset({"med", "rer", "nat", "dent", "phil", "habil", "dipl", "ing", "univ",
                      "vet", "jur", "mult", "hc", "h", "c"})
 _SEPARATORS = " _-/\\,;:.+()[]{}|"
+_NUMERIC = re.compile(r"[0-9.]+")
+_MEMO_SIZE = 20_000
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,12 @@ class ScrubContext:
     name_parts: frozenset[str] = frozenset()
     identifiers: frozenset[str] = frozenset()
 
+    @cached_property
+    def _split(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(identifiers of digits and dots only, i.e. UIDs and numbers; the others)."""
+        numeric = frozenset(i for i in self.identifiers if _NUMERIC.fullmatch(i))
+        return numeric, self.identifiers - numeric
+
 
 class Scrubber:
     """Removes identifying tokens from free text.
@@ -110,6 +119,9 @@ class Scrubber:
         self.words = frozenset(w.lower() for w in phrases if _TOKEN.fullmatch(w))
         self._phrases = [re.compile(re.escape(p), re.IGNORECASE)
                          for p in phrases if not _TOKEN.fullmatch(p)]
+        # Results by what decides them (see scrub): the slices of a series carry the same
+        # descriptors and names and differ in UIDs, which a descriptor rarely contains.
+        self._results: dict[tuple, str] = {}
 
     def scrub(self, text: str, ctx: ScrubContext, *, kind: str = "text") -> str:
         """``text`` without anything that may identify someone.
@@ -125,6 +137,23 @@ class Scrubber:
         """
         if not text:
             return text
+        # An identifier of digits and dots decides nothing for a text it is not part of: it is
+        # cut where it occurs in the lower-cased text or equals a lower-cased token, and
+        # lowering neither makes nor changes a digit or a dot, so either needs it in ``text``.
+        # The result is therefore memoised by the text, the kind, the name parts, the other
+        # identifiers and those numeric ones found in the text.
+        numeric, others = ctx._split
+        key = (text, kind, ctx.name_parts, others,
+               frozenset(i for i in numeric if i in text) if numeric else numeric)
+        result = self._results.get(key)
+        if result is None:
+            result = self._scrub(text, ctx, kind)
+            if len(self._results) >= _MEMO_SIZE:
+                self._results.clear()  # a bound, not a correctness need
+            self._results[key] = result
+        return result
+
+    def _scrub(self, text: str, ctx: ScrubContext, kind: str) -> str:
         coded = kind != "text"
         cut = [False] * len(text)
 

@@ -67,8 +67,8 @@ def score_study(engine: MrGliomaEngine, study: StudyInput, truth_of) -> dict:  #
     true_lesions, n_true = ndimage.label(truth, structure=np.ones((3, 3, 3), bool))
     scores = {}
     for min_ml, min_depth in itertools.product(MIN_LESION_ML, MIN_MEAN_DEPTH_MM):
-        labels, count = find_lesions(inference, prepared.brain, min_lesion_ml=min_ml,
-                                     min_mean_depth_mm=min_depth)
+        labels, count = find_lesions(inference.probabilities, prepared.brain, inference.extent_probabilities,
+                                     min_lesion_ml=min_ml, min_mean_depth_mm=min_depth)
         classes = labels_to_series(labels, prepared.grid, reference) if count else np.zeros(truth.shape, np.uint8)
         found = classes > 0
         _, false_lesions = ndimage.label(found & ~near, structure=np.ones((3, 3, 3), bool))

@@ -285,7 +285,7 @@ class MrGliomaEngine(Engine):
         timings["inference"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        labels, lesion_count = find_lesions(inference, prepared.brain)
+        labels, lesion_count = find_lesions(inference.probabilities, prepared.brain, inference.extent_probabilities)
         timings["postprocess"] = time.perf_counter() - t
 
         segments: list[Segment] = []
@@ -405,17 +405,20 @@ def keep_lesions(probabilities: np.ndarray, brain: np.ndarray, *, min_lesion_ml:
     return labels, len(candidates)
 
 
-def find_lesions(inference: Inference, brain: np.ndarray, *, min_lesion_ml: float | None = None,
-                 min_mean_depth_mm: float | None = None) -> tuple[np.ndarray, int]:
-    """Labels (0-3, uint8) of the lesions found, and how many: :func:`keep_lesions` on the
-    detector's probabilities; in a cascade, then on the extent network's, bounded by
-    :func:`bound_extent` to what the detector found (no detection: no lesion).
-    ``min_lesion_ml`` / ``min_mean_depth_mm``: as :func:`keep_lesions`, at both stages."""
-    labels, count = keep_lesions(inference.probabilities, brain, min_lesion_ml=min_lesion_ml,
+def find_lesions(probabilities: np.ndarray, brain: np.ndarray, extent_probabilities: np.ndarray | None = None, *,
+                 min_lesion_ml: float | None = None, min_mean_depth_mm: float | None = None) -> tuple[np.ndarray, int]:
+    """Labels (0-3, uint8) of the lesions found, and how many.
+
+    :func:`keep_lesions` on the detector's ``probabilities``; in a cascade (``extent_probabilities``
+    given), then on the extent network's, bounded by :func:`bound_extent` to what the detector
+    found: no detection, no lesion. ``min_lesion_ml`` / ``min_mean_depth_mm``: as
+    :func:`keep_lesions`, at both stages.
+    """
+    labels, count = keep_lesions(probabilities, brain, min_lesion_ml=min_lesion_ml,
                                  min_mean_depth_mm=min_mean_depth_mm)
-    if inference.extent_probabilities is None or count == 0:
+    if extent_probabilities is None or count == 0:
         return labels, count
-    bounded = bound_extent(inference.extent_probabilities, labels > 0, brain)
+    bounded = bound_extent(extent_probabilities, labels > 0, brain)
     return keep_lesions(bounded, brain, min_lesion_ml=min_lesion_ml, min_mean_depth_mm=min_mean_depth_mm)
 
 

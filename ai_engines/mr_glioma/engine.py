@@ -75,10 +75,11 @@ MIDLINE_MARGIN_MM = 5.0  # crossing: tumour this far on both sides of the mid-sa
 LOBE_MIN_FRACTION = 0.1  # a lobe is "involved" with at least this share of the whole tumour
 GRADE_THRESHOLD = 0.5
 # T1c-only cascade: the extent network's lesion is kept within this distance of the detector's.
-# The detector finds the enhancing core and part of the oedema on T1c (it under-segments, WT Dice
-# 0.40 / 0.33 on the held-out seeds); the oedema reaches on the order of a centimetre beyond it.
-# Wider lets the extent network's cortex-wide false tumour (real brain2) grow back from a true
-# detection; narrower cuts true oedema (fifth session, docs/mr-glioma-engine.md).
+# The detector finds the enhancing core and little of the oedema on T1c (WT Dice 0.40 / 0.33 on
+# the held-out seeds 100000 / 100003); the oedema reaches about a centimetre beyond it: 5 / 10 /
+# 15 / 30 mm gave WT 0.63 / 0.76 / 0.81 / 0.82 (seed 100000).  A bound at all because the extent
+# network's false tumour on real brain2 was one cortex-wide component (86 ml): kept whole,
+# unbounded, as soon as any of it touched a detection (fifth session, docs/mr-glioma-engine.md).
 EXTENT_MARGIN_MM = 15.0
 
 # Private codes (coding scheme designator "99" + project) for what has no standard code.

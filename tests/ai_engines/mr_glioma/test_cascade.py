@@ -24,9 +24,9 @@ def _probabilities(shape, boxes):
     return p
 
 
-def _brain(shape=(100, 100, 100)):
+def _brain(shape=(100, 100, 140)):
     brain = np.zeros(shape, bool)
-    brain[5:95, 5:95, 5:95] = True
+    brain[5:95, 5:95, 5:135] = True
     return brain
 
 
@@ -44,16 +44,19 @@ def test_extent_kept_only_at_a_detected_lesion_and_within_the_margin():
     brain = _brain()
     # the detector under-segments the lesion at the centre and sees nothing at the corner
     detector = _probabilities(brain.shape, [np.s_[46:54, 46:54, 46:54]])
-    extent = _probabilities(brain.shape, [np.s_[40:60, 40:60, 40:60], np.s_[20:30, 20:30, 70:80]])
+    # the extent network's lesion reaches 38 mm from the detection along the diagonals: cut there
+    extent = _probabilities(brain.shape, [np.s_[24:76, 24:76, 24:76], np.s_[30:60, 30:60, 96:126]])
+    assert keep_lesions(extent, brain)[1] == 2  # both pass the lesion checks on their own
     labels, count = find_lesions(detector, brain, extent)
     assert count == 1
     detected_ml = float((keep_lesions(detector, brain)[0] > 0).sum()) / 1000
     found_ml = float((labels > 0).sum()) / 1000
     assert found_ml > 3 * detected_ml  # the extent network's reach, not the detector's
-    assert not labels[20:30, 20:30, 70:80].any()  # the undetected second "lesion" is dropped
+    assert not labels[:, :, 90:].any()  # the undetected second "lesion" is dropped
     # bounded: nothing further than the margin from what the detector found
     near = within(keep_lesions(detector, brain)[0] > 0, EXTENT_MARGIN_MM)
     assert not (labels.astype(bool) & ~near).any()
+    assert (np.argmax(extent, axis=0) > 0)[~near].any()  # there was something to cut
     narrow = bound_extent(extent, keep_lesions(detector, brain)[0] > 0, brain, margin_mm=2.0)
     assert (np.argmax(narrow, axis=0) > 0).sum() < (labels > 0).sum()
 

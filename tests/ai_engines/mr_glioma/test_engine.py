@@ -105,7 +105,7 @@ def test_registration_failure_declines(engine: MrGliomaEngine) -> None:
     # (0.889 / 0.902 measured; 0.892 / 0.48 before, docs/mr-glioma-engine.md, fourth session).
     pytest.param(("T1", "T1c", "T2", "FLAIR"), 0.85),
     # T1c alone: the all-sequence network detects (alone it under-segments: 0.40 / 0.33), the
-    # packaged T1c-only network delineates within 15 mm of what it found (fifth session, docs).
+    # packaged T1c-only network delineates within 30 mm of what it found (fifth session, docs).
     pytest.param(("T1c",), 0.75),
 ])
 def test_held_out_synthetic_whole_tumour_dice(engine: MrGliomaEngine, roles: tuple[str, ...], target: float) -> None:
@@ -153,7 +153,10 @@ def test_brain2_real_t1c_runs_without_false_lesions(brain2_report: dict) -> None
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="DEMO weights miss brain2's 1.8 ml cortical enhancing lesion (Dice 0.0, also end "
-                   "to end); it lies 4.2 mm below the brain-mask surface on average, under the 6 mm depth check, and "
-                   "the T1c-only networks tried put it inside cortex-wide false tumour (docs/mr-glioma-engine.md)")
+                   "to end): the T1c-only cascade's detector (the all-sequence network) does not see it (mean tumour "
+                   "probability 0.023 over the label), so nothing is reported; it lies 4.2 mm below the brain-mask "
+                   "surface on average, under the 6 mm depth check; and the packaged T1c-only extent network puts it "
+                   "inside cortex-wide false tumour (fifth session: 8.2 ml beyond it at a 15 mm margin, dropped by the "
+                   "depth check from 20 mm; docs/mr-glioma-engine.md)")
 def test_brain2_real_t1c_tumour_found(brain2_report: dict) -> None:
     assert (brain2_report["enhancing_dice"] or 0.0) > 0.3, brain2_report

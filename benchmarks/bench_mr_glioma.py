@@ -2,11 +2,13 @@
 
 The study (synthetic, seed 100001, all four sequences, 0.86 mm pixels, 1.1 mm slices) is made
 first and pickled; the engine then runs in a fresh process so its peak resident memory is
-its own.  Prints wall and CPU seconds per stage and the peak RSS.
+its own.  Prints wall and CPU seconds per stage and the peak RSS.  ``--sequences T1c``: the
+same study with T1c alone (the cascade: detector and T1c-only extent network).
 
 Usage::
 
     .venv/bin/python benchmarks/bench_mr_glioma.py --threads 2
+    .venv/bin/python benchmarks/bench_mr_glioma.py --threads 2 --sequences T1c
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ import time
 from pathlib import Path
 
 
-def make_study(path: Path) -> None:
+def make_study(path: Path, roles: tuple[str, ...] = ("T1", "T1c", "T2", "FLAIR")) -> None:
     from ai_engines.mr_glioma.synthetic import acquire, synthetic_brain
     from ai_engines.volume import StudyInput
 
     brain = synthetic_brain(100_001, kind="hgg")
     series = tuple(
         acquire(brain, role, slice_thickness=1.1, pixel_spacing=220 / 256, seed=n, series_uid=f"2.25.1.{n}")
-        for n, role in enumerate(("T1", "T1c", "T2", "FLAIR"))
+        for n, role in enumerate(("T1", "T1c", "T2", "FLAIR")) if role in roles
     )
     study = StudyInput("2.25.1", series)
     path.write_bytes(pickle.dumps(study))
@@ -54,6 +56,7 @@ def run_engine(path: Path, threads: int, repeats: int) -> None:
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
             "declined": findings.decline.code if findings.decline else None,
             "segments": [s.label for s in findings.segments],
+            "models": [n for n in findings.notes if n.startswith("model ")],
         }), flush=True)
 
 
@@ -61,6 +64,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--sequences", nargs="+", default=["T1", "T1c", "T2", "FLAIR"],
+                        choices=["T1", "T1c", "T2", "FLAIR"])
     parser.add_argument("--run", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
@@ -68,7 +73,7 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "study.pkl"
-        make_study(path)
+        make_study(path, tuple(args.sequences))
         return subprocess.call([sys.executable, __file__, "--run", str(path), "--threads", str(args.threads),
                                 "--repeats", str(args.repeats)])
 

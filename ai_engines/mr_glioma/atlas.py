@@ -36,6 +36,8 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813
 from scipy import ndimage
 
+from ai_engines.mr_glioma.registration import mattes_mi_method
+
 ATLAS_DIR = Path(__file__).resolve().parent / "atlas"
 ATLAS_HEAD = "colin27_head_2mm.nii.gz"
 ATLAS_BRAIN = "colin27_brain_2mm.nii.gz"
@@ -51,6 +53,7 @@ MIN_SCALE, MAX_SCALE = 0.7, 1.5  # Colin 27 is an adult male head; the synthetic
 MIN_HEAD_DICE = 0.75
 SKULL_STRIPPED_MAX_HEAD_ML = 2000.0  # a stripped brain: its "head" is brain, CSF and ventricles
 SKULL_STRIPPED_ZERO_FRACTION = 0.98  # of the voxels just outside the head, exactly 0
+_OUTSIDE = -1.0  # resampled value outside the atlas's field of view (its intensities are >= 0)
 
 
 class AtlasError(RuntimeError):
@@ -115,18 +118,9 @@ def intracranial_prior(reference: sitk.Image, head_of: Callable[[np.ndarray], np
     initial = sitk.CenteredTransformInitializer(
         fixed, atlas_head, sitk.AffineTransform(3),
         sitk.CenteredTransformInitializerFilter.MOMENTS)
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(0.1, seed)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=1.0, minStep=1e-4, numberOfIterations=200, relaxationFactor=0.5,
-        gradientMagnitudeTolerance=1e-6)
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([4, 2, 1])
-    method.SetSmoothingSigmasPerLevel([4.0, 2.0, 0.0])
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    # Affine between two heads: finer steps and a coarser first level than the rigid registration.
+    method = mattes_mi_method(sampling=0.1, learning_rate=1.0, min_step=1e-4, iterations=200,
+                              shrink_factors=(4, 2, 1), smoothing_mm=(4.0, 2.0, 0.0), seed=seed)
     method.SetInitialTransform(initial, inPlace=False)
     transform = method.Execute(fixed, atlas_head)
     affine = sitk.AffineTransform(sitk.CompositeTransform(transform).GetNthTransform(0)) \
@@ -134,13 +128,13 @@ def intracranial_prior(reference: sitk.Image, head_of: Callable[[np.ndarray], np
     matrix = np.asarray(affine.GetMatrix()).reshape(3, 3)
     s0, s1, s2 = (float(s) for s in np.linalg.svd(matrix, compute_uv=False))
     scales = (s0, s1, s2)
-    # The head outlines must agree where the atlas covers the study.
+    # The head outlines must agree where the atlas covers the study.  The atlas is >= 0, so
+    # a negative default value marks the voxels outside its field of view (one resample).
     moved = sitk.GetArrayFromImage(sitk.Resample(atlas_head, fixed, transform, sitk.sitkLinear,
-                                                 0.0, sitk.sitkFloat32))
+                                                 _OUTSIDE, sitk.sitkFloat32))
+    covered = moved != _OUTSIDE
+    moved[~covered] = 0.0
     study_head = head_of(sitk.GetArrayFromImage(fixed))
-    covered = sitk.GetArrayFromImage(sitk.Resample(
-        atlas_head * 0 + 1, fixed, transform, sitk.sitkNearestNeighbor, 0.0,
-        sitk.sitkFloat32)) > 0
     atlas_head_mask = head_of(moved) & covered
     study_head = study_head & covered
     both = int(study_head.sum() + atlas_head_mask.sum())

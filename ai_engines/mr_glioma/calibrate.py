@@ -29,7 +29,7 @@ import SimpleITK as sitk  # noqa: N813
 from scipy import ndimage
 
 from ai_engines.findings import Decline
-from ai_engines.mr_glioma.engine import MrGliomaEngine, keep_lesions, labels_to_series
+from ai_engines.mr_glioma.engine import MrGliomaEngine, find_lesions, labels_to_series
 from ai_engines.mr_glioma.evaluate import (
     FIRST_HELD_OUT_SEED,
     MODES,
@@ -60,15 +60,15 @@ def score_study(engine: MrGliomaEngine, study: StudyInput, truth_of) -> dict:  #
     role = next(r for r in ROLES if r in chosen)
     reference = chosen[role]
     prepared = prepare(chosen, role)
-    probabilities = engine._probabilities(prepared)
+    inference = engine.infer(prepared)  # with T1c alone: the detector and the extent network
     labels_truth = truth_of(reference)
     truth = labels_truth > 0
     near = ndimage.binary_dilation(truth, structure=np.ones((3, 5, 5), bool), iterations=3)
     true_lesions, n_true = ndimage.label(truth, structure=np.ones((3, 3, 3), bool))
     scores = {}
     for min_ml, min_depth in itertools.product(MIN_LESION_ML, MIN_MEAN_DEPTH_MM):
-        labels, count = keep_lesions(probabilities, prepared.brain, min_lesion_ml=min_ml,
-                                     min_mean_depth_mm=min_depth)
+        labels, count = find_lesions(inference.probabilities, prepared.brain, inference.extent_probabilities,
+                                     min_lesion_ml=min_ml, min_mean_depth_mm=min_depth)
         classes = labels_to_series(labels, prepared.grid, reference) if count else np.zeros(truth.shape, np.uint8)
         found = classes > 0
         _, false_lesions = ndimage.label(found & ~near, structure=np.ones((3, 3, 3), bool))

@@ -5,6 +5,10 @@ Selection by role from the headers (:mod:`ai_engines.mr_glioma.sequences`), pre-
 brain mask, z-score), a 2.5-D U-Net over the axial slices of the working grid, lesion checks
 (components inside the brain, with a tumour core, large and confident enough), labels
 resampled back to the reference series, measurements and a grade probability.
+
+With T1c alone and a T1c-only network present the engine runs a cascade (:func:`find_lesions`):
+the all-sequence network detects (specific: no false lesion on the real tumour-free heads),
+the T1c-only network delineates, bounded to the neighbourhood of each detected lesion.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from ai_engines.models import (
 )
 from ai_engines.mr_glioma import GRADE_MODEL_NAME, MODEL_NAME, T1C_MODEL_NAME
 from ai_engines.mr_glioma.preprocess import (
+    GRID_MM,
     PREPROCESSING_VERSION,
     Prepared,
     prepare,
@@ -69,6 +74,15 @@ MIN_MEAN_DEPTH_MM = 6.0  # mean depth of a lesion below the brain-mask surface (
 MIDLINE_MARGIN_MM = 5.0  # crossing: tumour this far on both sides of the mid-sagittal plane
 LOBE_MIN_FRACTION = 0.1  # a lobe is "involved" with at least this share of the whole tumour
 GRADE_THRESHOLD = 0.5
+# T1c-only cascade: the extent network's lesion is kept within this distance of the detector's.
+# On T1c the detector often finds only a fragment of the tumour (held-out seed 100004: WT 0.03
+# alone); a large glioma with its oedema (~100 ml) reaches about 30 mm from its centre.  Chosen on
+# validation seeds 200010-200013 (disjoint from training and test): 15 / 20 / 30 mm / unbounded
+# gave WT 0.47 / 0.60 / 0.71 / 0.75 and 0.65 / 0.68 / 0.69 / 0.69 where the detector found the
+# tumour.  A bound at all: the extent network's false tumour on real brain2 was one cortex-wide
+# component (86 ml), kept whole, unbounded, as soon as any of it touched a detection
+# (fifth session, docs/mr-glioma-engine.md).
+EXTENT_MARGIN_MM = 30.0
 
 # Private codes (coding scheme designator "99" + project) for what has no standard code.
 _SCHEME = "99DCMNODE"
@@ -100,6 +114,24 @@ class _Network:
     pool: int
     depth: int
     sequences: tuple[str, ...]  # empty: any subset (missing sequences zero-filled)
+
+
+@dataclass(frozen=True)
+class Inference:
+    """Class probabilities (4, z, y, x) of one study on the working grid.
+
+    ``probabilities`` are the detector's (the all-sequence network); ``extent_probabilities``
+    the T1c-only network's where the study has T1c alone and that network is present.
+    """
+
+    detector: _Network
+    probabilities: np.ndarray
+    extent: _Network | None = None
+    extent_probabilities: np.ndarray | None = None
+
+    def networks(self) -> tuple[_Network, ...]:
+        """The networks that ran: the detector, then the extent network if any."""
+        return (self.detector,) if self.extent is None else (self.detector, self.extent)
 
 
 class MrGliomaEngine(Engine):
@@ -170,15 +202,25 @@ class MrGliomaEngine(Engine):
         return _Network(files, model, context, step, pool, int(arch.get("depth", 4)), sequences)
 
     def network_for(self, roles: set[str] | frozenset[str]) -> _Network:
-        """The segmentation network for a study with sequences ``roles``."""
+        """The network whose labels are reported for a study with sequences ``roles`` (with T1c
+        alone and a T1c-only network: that one, bounded by the all-sequence detector)."""
         return self.single_sequence.get(frozenset(roles), self.network)
+
+    def infer(self, prepared: Prepared) -> Inference:
+        """The detector's probabilities, and the extent network's where a cascade applies."""
+        extent = self.single_sequence.get(frozenset(prepared.channels))
+        probabilities = self._probabilities(prepared, self.network)
+        if extent is None:
+            return Inference(self.network, probabilities)
+        return Inference(self.network, probabilities, extent, self._probabilities(prepared, extent))
 
     def identity(self, network: _Network | None = None) -> EngineIdentity:
         """The engine's identity; with ``network``: naming the segmentation network that ran."""
         card = (network or self.network).files.card
-        version = f"{self.version}+{self.files.card.name}-{self.files.card.version}"
+        # Short names: the version fits the SR's algorithm version (LO, 64 characters).
+        version = f"{self.version}+{self.files.card.name.removeprefix('mr_glioma_')}-{self.files.card.version}"
         for extra in self.single_sequence.values():
-            version += f"+{extra.files.card.name.removeprefix('mr_glioma_')}-{extra.files.card.version}"
+            version += f"+{extra.files.card.name.removeprefix('mr_glioma_unet_')}-{extra.files.card.version}"
         if self.grade_files:
             version += f"+grade-{self.grade_files.card.version}"
         return EngineIdentity(
@@ -242,12 +284,11 @@ class MrGliomaEngine(Engine):
         )
 
         t = time.perf_counter()
-        network = self.network_for(set(prepared.channels))
-        probabilities = self._probabilities(prepared, network)
+        inference = self.infer(prepared)
         timings["inference"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        labels, lesion_count = keep_lesions(probabilities, prepared.brain)
+        labels, lesion_count = find_lesions(inference.probabilities, prepared.brain, inference.extent_probabilities)
         timings["postprocess"] = time.perf_counter() - t
 
         segments: list[Segment] = []
@@ -269,11 +310,18 @@ class MrGliomaEngine(Engine):
                 ))
                 timings["grade"] = time.perf_counter() - t
         notes.insert(0, f"{lesion_count} lesion(s) found" if lesion_count else "no tumour found")
-        used = network.files.card
-        notes.append(f"model {used.name} {used.version}" + (f" [{used.label}]" if used.label else ""))
+        networks = inference.networks()
+        roles = ("detector", "extent") if len(networks) > 1 else ("segmentation",)
+        for role, network in zip(roles, networks, strict=True):
+            used = network.files.card
+            notes.append(f"model {used.name} {used.version}" + (f" [{used.label}]" if used.label else "")
+                         + f" ({role}), sha256 {used.sha256}")
+        if inference.extent is not None:
+            notes.append(f"T1c alone: lesions detected by {inference.detector.files.card.name}, extent from "
+                         f"{inference.extent.files.card.name} within {EXTENT_MARGIN_MM:g} mm of each detected lesion")
         timings["total"] = time.perf_counter() - t0
         return Findings(
-            engine=self.identity(network), source_series_uid=reference.series_uid, segments=tuple(segments),
+            engine=self.identity(networks[-1]), source_series_uid=reference.series_uid, segments=tuple(segments),
             classifications=tuple(classifications), study_measurements=tuple(measurements), notes=tuple(notes),
             timings_s=timings,
         )
@@ -358,6 +406,51 @@ def keep_lesions(probabilities: np.ndarray, brain: np.ndarray, *, min_lesion_ml:
     keep = np.isin(components, np.asarray(candidates, int) + 1)
     labels[~keep] = 0
     return labels, len(candidates)
+
+
+def find_lesions(probabilities: np.ndarray, brain: np.ndarray, extent_probabilities: np.ndarray | None = None, *,
+                 min_lesion_ml: float | None = None, min_mean_depth_mm: float | None = None) -> tuple[np.ndarray, int]:
+    """Labels (0-3, uint8) of the lesions found, and how many.
+
+    :func:`keep_lesions` on the detector's ``probabilities``; in a cascade (``extent_probabilities``
+    given), then on the extent network's, bounded by :func:`bound_extent` to what the detector
+    found: no detection, no lesion. ``min_lesion_ml`` / ``min_mean_depth_mm``: as
+    :func:`keep_lesions`, at both stages.
+    """
+    labels, count = keep_lesions(probabilities, brain, min_lesion_ml=min_lesion_ml,
+                                 min_mean_depth_mm=min_mean_depth_mm)
+    if extent_probabilities is None or count == 0:
+        return labels, count
+    bounded = bound_extent(extent_probabilities, labels > 0, brain)
+    return keep_lesions(bounded, brain, min_lesion_ml=min_lesion_ml, min_mean_depth_mm=min_mean_depth_mm)
+
+
+def bound_extent(probabilities: np.ndarray, detected: np.ndarray, brain: np.ndarray,
+                 margin_mm: float = EXTENT_MARGIN_MM) -> np.ndarray:
+    """The extent network's probabilities with all but its lesions at a detected one set to background.
+
+    A whole-tumour component (26-connected, inside ``brain``) of the extent network is kept when
+    it overlaps ``detected``, and only within ``margin_mm`` of it (1 mm working grid).
+    """
+    extent = (np.argmax(probabilities, axis=0) > 0) & brain
+    components, _ = ndimage.label(extent, structure=np.ones((3, 3, 3), bool))
+    touching = np.unique(components[detected & extent])
+    allowed = np.isin(components, touching[touching > 0]) & within(detected, margin_mm)
+    bounded = probabilities.copy()
+    bounded[:, ~allowed] = 0.0
+    bounded[0, ~allowed] = 1.0
+    return bounded
+
+
+def within(mask: np.ndarray, margin_mm: float, spacing_mm: float = GRID_MM) -> np.ndarray:
+    """Voxels at most ``margin_mm`` from ``mask`` (Euclidean; computed in its bounding box only)."""
+    near = np.zeros(mask.shape, bool)
+    if not mask.any():
+        return near
+    reach = int(np.ceil(margin_mm / spacing_mm)) + 1
+    box = tuple(slice(max(0, int(idx.min()) - reach), int(idx.max()) + reach + 1) for idx in np.nonzero(mask))
+    near[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing_mm) <= margin_mm
+    return near
 
 
 def labels_to_series(labels: np.ndarray, grid: sitk.Image, volume: SeriesVolume) -> np.ndarray:

@@ -27,6 +27,7 @@ import SimpleITK as sitk  # noqa: N813
 from scipy import ndimage
 
 from ai_engines.mr_glioma.atlas import PriorFit, intracranial_prior, is_skull_stripped
+from ai_engines.mr_glioma.registration import mattes_mi_method
 from ai_engines.volume import SeriesVolume, VolumeGeometry
 
 PREPROCESSING_VERSION = "mr-glioma-pre-1.0"  # the network inputs; the intracranial prior only bounds lesions
@@ -227,19 +228,8 @@ def zscore(values: np.ndarray, brain: np.ndarray) -> np.ndarray:
 
 def register(fixed: sitk.Image, moving: sitk.Image, role: str, seed: int = 1) -> tuple[sitk.Transform, RegistrationResult]:
     """Rigid registration of ``moving`` onto ``fixed`` (Mattes MI, 2 levels); quality measured."""
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(0.05, seed)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=1e-3, numberOfIterations=100, relaxationFactor=0.5,
-        gradientMagnitudeTolerance=1e-6,
-    )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([2, 1])
-    method.SetSmoothingSigmasPerLevel([2.0, 0.0])
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method = mattes_mi_method(sampling=0.05, learning_rate=2.0, min_step=1e-3, iterations=100,
+                              shrink_factors=(2, 1), smoothing_mm=(2.0, 0.0), seed=seed)
     # One session, one scanner frame: identity is the right start; rotate about the head centre.
     initial = sitk.Euler3DTransform()
     size = np.asarray(fixed.GetSize()) - 1

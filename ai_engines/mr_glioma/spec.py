@@ -9,10 +9,10 @@ from ai_engines.engine import (
     GeometryNeeds,
     SeriesRequirement,
 )
-from ai_engines.mr_glioma import GRADE_MODEL_NAME, MODEL_NAME
+from ai_engines.mr_glioma import GRADE_MODEL_NAME, MODEL_NAME, T1C_MODEL_NAME
 from ai_engines.spec import EngineSpec
 
-ENGINE_VERSION = "0.1.0"
+ENGINE_VERSION = "0.2.0"  # 0.2.0: the T1c-only cascade (detector + packaged T1c-only extent network)
 ROLES = ("T1c", "FLAIR", "T2", "T1")  # in order of preference as the registration reference
 
 # What one sequence must look like: brain MR, any orientation (each series is registered and
@@ -55,7 +55,7 @@ SPEC = EngineSpec(
     version=ENGINE_VERSION,
     title="Brain MR glioma: enhancing, necrotic/non-enhancing and oedema sub-regions; VASARI-like features; grade",
     acceptance=ACCEPTANCE,
-    models=(MODEL_NAME, GRADE_MODEL_NAME),
+    models=(MODEL_NAME, GRADE_MODEL_NAME, T1C_MODEL_NAME),
     factory="ai_engines.mr_glioma.engine:MrGliomaEngine",
     training="ai_engines.mr_glioma.training:TRAINING",
 )

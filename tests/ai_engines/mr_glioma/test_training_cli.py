@@ -121,7 +121,7 @@ def test_t1c_only_network_is_trained_and_serves_t1c_only_studies(tmp_path):
     for roles in ({"T1c", "FLAIR"}, {"FLAIR"}, {"T1", "T1c", "T2", "FLAIR"}):
         assert engine.network_for(roles).files.card.sha256 == general["sha256"]
     assert engine.identity(engine.network_for({"T1c"})).model_sha256 == card["sha256"]
-    assert "unet_t1c-" in engine.identity().version
+    assert "+t1c-" in engine.identity().version
     # A T1c-only network whose card claims another input set is refused, not used for T1c.
     card["architecture"]["sequences"] = ["FLAIR"]
     (out / "mr_glioma_unet_t1c.json").write_text(json.dumps(card))

@@ -186,11 +186,7 @@ class MrGliomaEngine(Engine):
 
     def _load_network(self, files: ModelFiles) -> _Network:
         card = files.card
-        if card.preprocessing_version != PREPROCESSING_VERSION:
-            raise ModelError(
-                f"{card.name} {card.version} was trained with pre-processing {card.preprocessing_version}; "
-                f"this engine implements {PREPROCESSING_VERSION}"
-            )
+        card.require_preprocessing(PREPROCESSING_VERSION)
         arch = dict(card.architecture)
         context = int(arch.pop("context"))
         step = max(1, int(round(float(arch.pop("context_mm")))))

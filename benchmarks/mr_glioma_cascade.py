@@ -37,7 +37,7 @@ from ai_engines.mr_glioma.engine import (
     keep_lesions,
     labels_to_series,
 )
-from ai_engines.mr_glioma.evaluate import dice, masks_of, series_from_image, synthetic_study
+from ai_engines.mr_glioma.evaluate import brain2_case, dice, masks_of, synthetic_study
 from ai_engines.mr_glioma.preprocess import prepare, resample
 from ai_engines.mr_glioma.spec import ROLES
 from ai_engines.mr_glioma.synthetic import labels_on, synthetic_brain
@@ -102,14 +102,12 @@ def held_out(engine: MrGliomaEngine, roles: tuple[str, ...], seeds: list[int]) -
 
 
 def brain2(engine: MrGliomaEngine, folder: Path) -> None:
-    image = sitk.ReadImage(str(folder / "brain2_image.nrrd"))
-    label_image = sitk.Cast(sitk.ReadImage(str(folder / "brain2_label.nrrd")), sitk.sitkFloat32)
-    volume = series_from_image(image, "2.25.2002", "AX T1 POST GD", contrast_agent="GADOLINIUM")
+    _, volume, label_image = brain2_case(folder)
     prepared = prepare({"T1c": volume}, "T1c")
     inference = engine.infer(prepared)
     if inference.extent_probabilities is None:
         raise SystemExit("no T1c-only network is installed: nothing to measure")
-    label = sitk.GetArrayFromImage(resample(label_image, prepared.grid)) > 0.5
+    label = sitk.GetArrayFromImage(resample(sitk.Cast(label_image, sitk.sitkFloat32), prepared.grid)) > 0.5
     near = ndimage.binary_dilation(label, iterations=5)  # 5 mm on the 1 mm grid
     print(json.dumps({"detector_lesions": keep_lesions(inference.probabilities, prepared.brain)[1],
                       "label_ml": float(label.sum()) / 1000}), flush=True)

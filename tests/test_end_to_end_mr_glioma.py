@@ -73,7 +73,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 def test_mr_glioma_orthanc_to_node_and_back(tmp_path):
     import SimpleITK as sitk  # noqa: N813
 
-    from ai_engines.mr_glioma.evaluate import series_from_image
+    from ai_engines.mr_glioma.evaluate import brain2_case
 
     need("Orthanc")
     need("dciodvfy")
@@ -99,9 +99,8 @@ def test_mr_glioma_orthanc_to_node_and_back(tmp_path):
                                                        study_description="MR HEAD"),
                            "series": [(unusable.series[0], "T2"), (unusable.series[0], "DWI")]}
     if (REAL_DEV / "brain2_image.nrrd").is_file():
-        image = sitk.ReadImage(str(REAL_DEV / "brain2_image.nrrd"))
-        volume = series_from_image(image, "2.25.2002", "AX T1 POST GD", contrast_agent="GADOLINIUM")
-        label = sitk.GetArrayFromImage(sitk.ReadImage(str(REAL_DEV / "brain2_label.nrrd"))) > 0
+        _, volume, label_image = brain2_case(REAL_DEV)
+        label = sitk.GetArrayFromImage(label_image) > 0
         studies["brain2"] = {"identity": PatientIdentity(name="Real^Brain", patient_id="E2E-MR-4",
                                                          study_description="MR HEAD"),
                              "series": [(volume, "T1c")], "truth": label, "reference": volume}

@@ -33,8 +33,8 @@ from ai_engines.mr_glioma.engine import MrGliomaEngine, find_lesions, labels_to_
 from ai_engines.mr_glioma.evaluate import (
     FIRST_HELD_OUT_SEED,
     MODES,
+    brain2_case,
     dice,
-    series_from_image,
     synthetic_study,
 )
 from ai_engines.mr_glioma.preprocess import prepare
@@ -113,9 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"engine": engine.identity().version, "model": engine.identity().model_sha256[:12], "studies": []}
     brain2 = None
     if args.brain2:
-        image = sitk.ReadImage(str(args.brain2 / "brain2_image.nrrd"))
-        label = sitk.GetArrayFromImage(sitk.ReadImage(str(args.brain2 / "brain2_label.nrrd")))
-        volume = series_from_image(image, "2.25.2002", "AX T1 POST GD", contrast_agent="GADOLINIUM")
+        _, volume, label_image = brain2_case(args.brain2)
+        label = sitk.GetArrayFromImage(label_image)
         brain2 = score_study(engine, StudyInput("2.25.2000", (volume,)), lambda _reference: label)
         report["brain2"] = brain2
         print(json.dumps({"brain2": brain2}), flush=True)

@@ -155,9 +155,6 @@ class MrGliomaEngine(Engine):
         self.device = resolve_device(device)
         self.files = locate_model("mr_glioma", MODEL_NAME, model_dir)
         self.network = self._load_network(self.files)
-        self.model = self.network.model
-        self.context, self.step, self.pool, self.depth = (
-            self.network.context, self.network.step, self.network.pool, self.network.depth)
         # Helpers of the segmentation network come from its own folder: the grade head reads its
         # encoder, and a site's network is not paired with the packaged demo T1c-only network.
         same_folder = model_dir if self.files.source == "site" else None
@@ -322,10 +319,9 @@ class MrGliomaEngine(Engine):
             timings_s=timings,
         )
 
-    def _probabilities(self, prepared: Prepared, network: _Network | None = None) -> np.ndarray:
-        """Class probabilities (4, z, y, x) float16 on the working grid, zero outside the brain box,
-        from ``network`` (default: the one for the prepared sequences)."""
-        network = network or self.network_for(set(prepared.channels))
+    def _probabilities(self, prepared: Prepared, network: _Network) -> np.ndarray:
+        """Class probabilities (4, z, y, x) float16 on the working grid from ``network``, zero
+        outside the brain box."""
         brain = prepared.brain
         shape = brain.shape
         unit = network.pool * 2**network.depth
@@ -350,7 +346,9 @@ class MrGliomaEngine(Engine):
         return out[:, :, : shape[1], : shape[2]]
 
     def _grade(self, prepared: Prepared, tumour: np.ndarray) -> float:
-        features, weight = tumour_features(self.model, prepared.channels, tumour, self.context, self.step, self.pool)
+        network = self.network  # the grade head reads the all-sequence network's encoder
+        features, weight = tumour_features(network.model, prepared.channels, tumour, network.context, network.step,
+                                           network.pool)
         if self.grade_head is None:
             raise RuntimeError("no grade model loaded")
         with torch.inference_mode():

@@ -108,11 +108,18 @@ def evaluate_synthetic(engine: Engine, cases: int, first_seed: int = FIRST_HELD_
     return {"summary": summary, "cases": per_case}
 
 
+def brain2_case(folder: Path) -> tuple[sitk.Image, SeriesVolume, sitk.Image]:
+    """The real T1c case (``brain2_image.nrrd``, ``brain2_label.nrrd`` in ``folder``): its image,
+    the series as a scanner sends it (named and flagged as post-contrast), and its label image."""
+    image = sitk.ReadImage(str(folder / "brain2_image.nrrd"))
+    volume = series_from_image(image, "2.25.2002", "AX T1 POST GD", contrast_agent="GADOLINIUM")
+    return image, volume, sitk.ReadImage(str(folder / "brain2_label.nrrd"))
+
+
 def evaluate_brain2(engine: Engine, folder: Path) -> dict:
     """The real T1c case: Dice of the enhancing tumour and anything found away from the lesion."""
-    image = sitk.ReadImage(str(folder / "brain2_image.nrrd"))
-    label = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "brain2_label.nrrd"))) > 0
-    volume = series_from_image(image, "2.25.2002", "AX T1 POST GD", contrast_agent="GADOLINIUM")
+    image, volume, label_image = brain2_case(folder)
+    label = sitk.GetArrayFromImage(label_image) > 0
     t = time.perf_counter()
     findings = engine.run(StudyInput("2.25.2000", (volume,)))
     seconds = time.perf_counter() - t
@@ -148,13 +155,11 @@ def probe_brain2(engine, folder: Path) -> dict:  # noqa: ANN001  (an MrGliomaEng
     from ai_engines.mr_glioma.engine import keep_lesions
     from ai_engines.mr_glioma.preprocess import prepare, resample
 
-    image = sitk.ReadImage(str(folder / "brain2_image.nrrd"))
-    label_image = sitk.Cast(sitk.ReadImage(str(folder / "brain2_label.nrrd")), sitk.sitkFloat32)
-    volume = series_from_image(image, "2.25.2002", "AX T1 POST GD", contrast_agent="GADOLINIUM")
+    _, volume, label_image = brain2_case(folder)
     prepared = prepare({"T1c": volume}, "T1c")
     network = engine.network_for({"T1c"})
     probabilities = engine._probabilities(prepared, network).astype(np.float32)
-    label = sitk.GetArrayFromImage(resample(label_image, prepared.grid)) > 0.5
+    label = sitk.GetArrayFromImage(resample(sitk.Cast(label_image, sitk.sitkFloat32), prepared.grid)) > 0.5
     tumour = 1.0 - probabilities[0]
     depth = ndimage.distance_transform_edt(prepared.brain)
     labels = np.argmax(probabilities, axis=0)

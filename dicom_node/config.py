@@ -44,6 +44,10 @@ class NodeSettings(_Section):
     # Largest data set one C-STORE may carry; a larger one is aborted while it streams in.
     max_dataset_bytes: int = Field(2 * 1024**3, ge=1024 * 1024)
     max_associations: int = Field(10, ge=1, le=200)
+    # Processes accepting associations on the DICOM port(s) (SO_REUSEPORT, Linux): the main
+    # one plus receiver_processes - 1 children, so concurrent associations scale past the GIL.
+    # max_associations applies to each process.
+    receiver_processes: int = Field(1, ge=1, le=64)
     dimse_timeout_s: float = Field(60.0, gt=0)
     network_timeout_s: float = Field(60.0, gt=0)
     # Reject new stores while less than this much disk is free under data_dir (status A700).

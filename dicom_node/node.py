@@ -201,11 +201,12 @@ class Node:
                 stage.audit = self.audit
         self.status_server: StatusServer | None = None
         if receive and parent is None and config.http.enabled:
-            receiver = self.receiver
+            receiver, processes = self.receiver, self.receiver_processes
             self.status_server = StatusServer(
                 config.http.address, config.http.port, self.db, self.files, self.metrics,
                 config.node.min_free_disk_mb * 1024 * 1024,
-                receiver_listening=(lambda: receiver.listening) if receiver else None,
+                receiver_listening=(lambda: receiver.listening and (
+                    processes is None or processes.running)) if receiver else None,
                 dashboard=Dashboard(config, self.db, self.files, self.audit)
                 if config.dashboard.enabled else None,
                 tls_context=https_context(config.tls, config.resolve) if config.http.tls

@@ -1,0 +1,281 @@
+"""Several receiver processes on one DICOM port (``node.receiver_processes``): they share the
+work, completion waits for all of them, their counts and log lines reach the main process,
+a dead one is started again, and none outlives the node."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+from sqlalchemy import func, select
+
+from dicom_node.cli import main
+from dicom_node.config import ConfigError, parse_config
+from dicom_node.metrics import NodeMetrics
+from dicom_node.sample_data import ct_series_datasets, phantom_chest_hu, write_series
+from storage.database import Database
+from storage.tables import Instance, Study
+from tests.net import free_port, need
+from tests.nodeproc import NodeProcess
+
+
+# -- configuration -------------------------------------------------------------------------
+def test_receiver_processes_default_and_bounds():
+    assert parse_config({}).node.receiver_processes == 1
+    assert parse_config({"node": {"receiver_processes": 4}}).node.receiver_processes == 4
+    with pytest.raises(ConfigError, match="node.receiver_processes"):
+        parse_config({"node": {"receiver_processes": 0}})
+
+
+def test_check_config_accepts_receiver_processes(tmp_path, capsys):
+    path = tmp_path / "node.toml"
+    path.write_text('[node]\nreceiver_processes = 3\n[[peers]]\nname = "pacs"\n'
+                    'ae_title = "PACS"\nport = 4242\nkind = "clinical"\n')
+    assert main(["check-config", str(path)]) == 0
+    path.write_text("[node]\nreceiver_processes = 0\n")
+    assert main(["check-config", str(path)]) == 2
+    assert "node.receiver_processes" in capsys.readouterr().err
+
+
+def test_metrics_count_refuses_unknown_counters():
+    metrics = NodeMetrics()
+    metrics.count("associations", "accepted")
+    metrics.count("store_failures", "0xA700")
+    assert metrics.associations.labels("accepted")._value.get() == 1
+    for bad in (("associations", "maybe"), ("nonsense", None), ("store_failures", "A700'")):
+        with pytest.raises(ValueError):
+            metrics.count(*bad)
+
+
+# -- a running node ------------------------------------------------------------------------
+def _children(pid: int) -> set[int]:
+    """Every descendant process of ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _receiver_pids(node: NodeProcess) -> set[int]:
+    """The receiver processes (not multiprocessing's resource tracker) of the node."""
+    assert node.proc is not None
+    pids = set()
+    for pid in _children(node.proc.pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            pids.add(pid)
+    return pids
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+def _server_process(node_port: int, client_port: int, candidates: set[int]) -> int | None:
+    """Which of ``candidates`` holds the node's end of the TCP connection from
+    ``client_port`` (read from /proc/net/tcp and each process's open sockets)."""
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if int(local.split(":")[1], 16) == node_port and \
+                int(remote.split(":")[1], 16) == client_port:
+            inode = fields[9]
+    if inode is None:
+        return None
+    for pid in candidates:
+        try:
+            links = [os.readlink(f) for f in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        if f"socket:[{inode}]" in links:
+            return pid
+    return None
+
+
+def _associate(node: NodeProcess) -> Association:
+    ae = AE(ae_title="PACS")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title=node.ae_title)
+    assert assoc.is_established
+    return assoc
+
+
+def _association_on(node: NodeProcess, pids: set[int]) -> tuple[Association, int]:
+    """An association the kernel gave to one of ``pids``; the others opened on the way are
+    released at once (they count as accepted and released associations)."""
+    assert node.proc is not None
+    everyone = pids | {node.proc.pid}
+    for opened in range(1, 41):
+        assoc = _associate(node)
+        port = assoc.dul.socket.socket.getsockname()[1]  # type: ignore[union-attr]
+        owner = _server_process(node.port, port, everyone)
+        if owner in pids:
+            return assoc, opened
+        assoc.release()
+    raise AssertionError("40 associations in a row went to the main process")
+
+
+def _metrics(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    values = {}
+    for line in text.decode().splitlines():
+        m = re.match(r"(dicom_node_(?:associations|instances_received|store_failures)_total"
+                     r"(?:\{[^}]*\})?) (\S+)", line)
+        if m:
+            values[m.group(1)] = float(m.group(2))
+    return values
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status \
+            == 200
+    except urllib.error.HTTPError:
+        return False
+
+
+def _storescu(node: NodeProcess, files: list[Path], associations: int) -> None:
+    senders = [subprocess.Popen([need("storescu"), "-aet", "PACS", "-aec", node.ae_title,
+                                 "127.0.0.1", str(node.port), *map(str, files[i::associations])],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for i in range(associations)]
+    for sender in senders:
+        out, _ = sender.communicate(timeout=120)
+        assert sender.returncode == 0, out
+
+
+def _wait(predicate, timeout: float = 60, what: str = "") -> None:  # noqa: ANN001
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_two_receiver_processes_share_one_port(tmp_path):
+    http = free_port()
+    node = NodeProcess(tmp_path / "node", quiet_seconds=2,
+                       extra={"node": {"receiver_processes": 2}, "http": {"port": http}})
+    node.start()
+    try:
+        _wait(lambda: "node started" in node.log_path.read_text(), what="node started")
+        children = _receiver_pids(node)
+        assert len(children) == 1
+        assert _healthy(http)
+        before = _metrics(http)
+
+        # A study delivered through the receiver process, on an association held open: it
+        # stays "receiving" for several quiet periods, and completes once it is released.
+        held_series = ct_series_datasets(phantom_chest_hu((4, 32, 32)))
+        assoc, probes = _association_on(node, children)
+        for ds in held_series:
+            assert assoc.send_c_store(ds).Status == 0
+        time.sleep(3 * 2 + 1)
+        db = Database(f"sqlite:///{node.data_dir / 'node.db'}")
+        with db.session() as s:
+            assert s.scalars(select(Study.state)).all() == ["receiving"]
+        assoc.release()
+        _wait(lambda: _study_states(db) == ["complete"], what="held study completes")
+
+        # One series over four concurrent associations: every instance indexed once.
+        datasets = ct_series_datasets(phantom_chest_hu((40, 32, 32)))
+        files = write_series(datasets, tmp_path / "ct")
+        _storescu(node, files, 4)
+        sent = {str(ds.SOPInstanceUID) for ds in datasets}
+        with db.session() as s:
+            indexed = s.execute(select(func.count(Instance.id))).scalar_one()
+        assert indexed == len(sent) + len(held_series)
+        _wait(lambda: _study_states(db) == ["complete", "complete"], what="series completes")
+
+        # The counts of both processes are in the main process's /metrics.
+        after = _metrics(http)
+        opened = probes + 4
+
+        def delta(key: str) -> float:
+            return after.get(key, 0) - before.get(key, 0)
+
+        assert delta('dicom_node_associations_total{result="accepted"}') == opened
+        assert delta('dicom_node_associations_total{result="released"}') == opened
+        assert delta("dicom_node_instances_received_total") == len(sent) + len(held_series)
+        assert not any(k.startswith("dicom_node_store_failures") and v for k, v in after.items())
+
+        # Log lines of the receiver process reach the main process's log.
+        text = node.log_path.read_text()
+        assert text.count(f"listening as AINODE on 127.0.0.1:{node.port}") == 2
+
+        # A killed receiver process is noticed (unhealthy), started again, and receives.
+        (old,) = children
+        os.kill(old, signal.SIGKILL)
+        _wait(lambda: not _healthy(http), timeout=10, what="health to fail")
+        _wait(lambda: f"receiver process 1 (pid {old}) exited" in node.log_path.read_text(),
+              timeout=10, what="the exit logged")
+        _wait(lambda: len(_receiver_pids(node) - {old}) == 1 and _healthy(http),
+              what="a new receiver process")
+        children = _receiver_pids(node)
+        assoc, _ = _association_on(node, children)
+        late = ct_series_datasets(phantom_chest_hu((3, 32, 32)))
+        for ds in late:
+            assert assoc.send_c_store(ds).Status == 0
+        assoc.release()
+        with db.session() as s:
+            indexed = s.execute(select(func.count(Instance.id))).scalar_one()
+        assert indexed == len(sent) + len(held_series) + len(late)
+        db.dispose()
+
+        # Stopping the node leaves no process behind.
+        everything = _children(node.proc.pid)  # type: ignore[union-attr]
+        assert children <= everything
+    finally:
+        assert node.stop() == 0
+    _wait(lambda: not _alive(everything), timeout=30, what="no process left")
+    assert "node stopped" in node.log_path.read_text()
+
+
+def _study_states(db: Database) -> list[str]:
+    with db.session() as s:
+        return sorted(s.scalars(select(Study.state)).all())
+
+
+@pytest.mark.slow
+def test_receiver_processes_exit_with_a_killed_main_process(tmp_path):
+    node = NodeProcess(tmp_path / "node", extra={"node": {"receiver_processes": 3}})
+    node.start()
+    _wait(lambda: "node started" in node.log_path.read_text(), what="node started")
+    assert node.proc is not None
+    everything = _children(node.proc.pid)
+    assert len(_receiver_pids(node)) == 2
+    node.kill()
+    _wait(lambda: not _alive(everything), timeout=30, what="receiver processes to exit")

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from dicom_node.cli import main
 from dicom_node.config import ConfigError, parse_config
 from dicom_node.metrics import NodeMetrics
+from dicom_node.receivers import ReceiverProcesses
 from dicom_node.sample_data import ct_series_datasets, phantom_chest_hu, write_series
 from storage.database import Database
 from storage.tables import Instance, Study
@@ -55,6 +56,27 @@ def test_metrics_count_refuses_unknown_counters():
     for bad in (("associations", "maybe"), ("nonsense", None), ("store_failures", "A700'")):
         with pytest.raises(ValueError):
             metrics.count(*bad)
+
+
+def test_busy_studies_follow_the_messages_and_a_dead_process_drops_its_own():
+    metrics = NodeMetrics()
+    processes = ReceiverProcesses(parse_config({"node": {"receiver_processes": 3}}), metrics)
+    one, two = processes._slots
+    processes._handle(one, ("delivered", 7, "2.25.1"))
+    processes._handle(two, ("delivered", 7, "2.25.2"))  # ids are per process
+    processes._handle(two, ("delivered", 8, "2.25.3"))
+    assert processes.busy_study_uids() == {"2.25.1", "2.25.2", "2.25.3"}
+    processes._handle(two, ("closed", 7))
+    assert processes.busy_study_uids() == {"2.25.1", "2.25.3"}
+    processes._gone(one)  # its pipe closed: what it held back is released, a restart is due
+    assert processes.busy_study_uids() == {"2.25.3"}
+    assert one.restart_at is not None and not processes.running
+    processes._handle(two, ("count", "instances_received", None))
+    processes._handle(two, ("count", "associations", "accepted"))
+    processes._handle(two, ("count", "nonsense", None))  # logged, not counted, not raised
+    processes._handle(two, "not a message")
+    assert metrics.instances_received._value.get() == 1
+    assert metrics.associations.labels("accepted")._value.get() == 1
 
 
 # -- a running node ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -28,6 +29,8 @@ from storage.database import Database
 from storage.tables import Instance, Study
 from tests.net import free_port, need
 from tests.nodeproc import NodeProcess
+from tests.security.netnode import PACS
+from tests.security.test_tls import ct_file, pki, storescu, tls_settings  # noqa: F401  (fixtures)
 
 
 # -- configuration -------------------------------------------------------------------------
@@ -301,3 +304,38 @@ def test_receiver_processes_exit_with_a_killed_main_process(tmp_path):
     assert len(_receiver_pids(node)) == 2
     node.kill()
     _wait(lambda: not _alive(everything), timeout=30, what="receiver processes to exit")
+
+
+@pytest.mark.slow
+def test_receiver_processes_share_the_tls_port(tmp_path, pki, ct_file):  # noqa: F811
+    tls = tls_settings(pki)
+    node = NodeProcess(tmp_path / "node", extra={"node": {"receiver_processes": 2}, "tls": tls},
+                       peers=[PACS])  # may also send in plain (NodeProcess echoes so)
+    node.start()
+    try:
+        _wait(lambda: "node started" in node.log_path.read_text(), what="node started")
+        children = _receiver_pids(node)
+        assert node.proc is not None
+        # The receiver process accepts connections on the TLS port too.
+        for _ in range(40):
+            with socket.create_connection(("127.0.0.1", tls["port"])) as raw:
+                client_port = raw.getsockname()[1]
+                owner = None
+                deadline = time.time() + 5
+                while owner is None and time.time() < deadline:
+                    owner = _server_process(tls["port"], client_port,
+                                            children | {node.proc.pid})
+                if owner in children:
+                    break
+        else:
+            raise AssertionError("40 connections in a row went to the main process")
+        for _ in range(4):
+            out = storescu(tls["port"], ct_file, "+tls", str(pki / "pacs.key"),
+                           str(pki / "pacs.crt"), "+cf", str(pki / "ca.crt"))
+            assert out.returncode == 0, out.stdout + out.stderr
+        db = Database(f"sqlite:///{node.data_dir / 'node.db'}")
+        with db.session() as s:
+            assert s.execute(select(func.count(Instance.id))).scalar_one() == 1
+        db.dispose()
+    finally:
+        assert node.stop() == 0

@@ -72,12 +72,33 @@ def node_ingest(root: Path, files: list[Path], env: dict, associations: int = 1,
     while "node started" not in node.log_path.read_text() and time.monotonic() < deadline:
         time.sleep(0.1)  # every receiver process listens once this is logged
     try:
+        assert node.proc is not None
+        cpu = node_cpu_seconds(node.proc.pid)
         elapsed = send(node.port, node.ae_title, files, env, associations)
+        cpu = node_cpu_seconds(node.proc.pid) - cpu
         stored = node.status()["instances"]["stored"]
         assert stored == len(files), f"node indexed {stored}/{len(files)}"
     finally:
         node.stop()
+    if associations > 1:
+        print(f"  node processes' CPU while receiving: {cpu:.2f} s over {elapsed:.2f} s "
+              f"({cpu / elapsed:.2f} cores of {os.cpu_count()})")
     return elapsed
+
+
+def node_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its children (receiver processes),
+    from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:  # itself or a child
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def load_average() -> str:

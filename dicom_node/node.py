@@ -320,6 +320,8 @@ class Node:
         """Run in the foreground until SIGTERM or SIGINT."""
         def _signal(signum, _frame) -> None:  # noqa: ANN001
             log.info("received %s; stopping", signal.Signals(signum).name)
+            if self.receiver_processes:  # systemd signals them too: they stop, not crash
+                self.receiver_processes.stopping()
             self._stopped.set()
 
         signal.signal(signal.SIGTERM, _signal)

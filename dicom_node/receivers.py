@@ -231,6 +231,10 @@ class ReceiverProcesses:
             time.sleep(0.05)
         return self.running
 
+    def stopping(self) -> None:
+        """The node is about to stop: a receiver process that exits now is not restarted."""
+        self._stopping.set()
+
     def stop(self) -> None:
         """Stop every receiver process: they stop accepting, let open associations finish
         (up to ``DRAIN_S``) and exit; one that does not is killed.  No process survives."""

@@ -307,6 +307,24 @@ def test_receiver_processes_exit_with_a_killed_main_process(tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_to_every_process_at_once_stops_without_restarts(tmp_path):
+    """As systemd stops the unit: SIGTERM to the main process and its receiver processes."""
+    node = NodeProcess(tmp_path / "node", extra={"node": {"receiver_processes": 3}})
+    node.start()
+    _wait(lambda: "node started" in node.log_path.read_text(), what="node started")
+    assert node.proc is not None
+    everything = _children(node.proc.pid)
+    for pid in sorted(_receiver_pids(node)) + [node.proc.pid]:
+        os.kill(pid, signal.SIGTERM)
+    assert node.proc.wait(timeout=60) == 0
+    _wait(lambda: not _alive(everything), timeout=30, what="no process left")
+    text = node.log_path.read_text()
+    assert "node stopped" in text
+    assert "exited with code" not in text and "started (pid" in text
+    assert text.count("receiver process") == 4  # two started, two accepting; none restarted
+
+
+@pytest.mark.slow
 def test_receiver_processes_share_the_tls_port(tmp_path, pki, ct_file):  # noqa: F811
     tls = tls_settings(pki)
     node = NodeProcess(tmp_path / "node", extra={"node": {"receiver_processes": 2}, "tls": tls},

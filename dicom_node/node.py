@@ -279,7 +279,7 @@ class Node:
             self.sender.start()
         if self.retention:
             self.retention.start()
-        if self.receiver_processes and not self.receiver_processes.wait_listening(120):
+        if self.receiver_processes and not self.receiver_processes.wait_listening(60):
             log.error("not every receiver process accepts associations yet")
         if self.parent is None:
             log.info("node started: receiver=%s (%d processes) completion=%s workers=%d "

@@ -8,6 +8,7 @@ and the reason.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from enum import StrEnum
@@ -618,6 +619,10 @@ def check_config(config: NodeConfig, installed_engines: list[str]) -> tuple[list
     if in_clear is not None:  # only reachable with allow_unencrypted_network = true
         warnings.append(f"database.allow_unencrypted_network: PostgreSQL on {in_clear!r} is "
                         "reached without verified TLS; keep that network inside the host")
+    cpus = os.cpu_count() or 1
+    if config.node.receiver_processes > cpus:
+        warnings.append(f"node.receiver_processes: {config.node.receiver_processes} processes "
+                        f"on {cpus} CPUs; more receiver processes than CPUs gain nothing")
     if config.tls.receive and config.tls.plain_dicom_enabled:
         warnings.append("tls.plain_dicom_enabled: plain DICOM is still open on node.port "
                         "besides TLS on tls.port")

@@ -51,6 +51,16 @@ def test_check_config_accepts_receiver_processes(tmp_path, capsys):
     assert "node.receiver_processes" in capsys.readouterr().err
 
 
+def test_check_config_warns_of_more_receiver_processes_than_cpus():
+    from dicom_node.config import check_config
+
+    cpus = min(os.cpu_count() or 1, 63)  # the key allows up to 64
+    fitting = check_config(parse_config({"node": {"receiver_processes": cpus}}), [])[1]
+    assert not any("receiver_processes" in w for w in fitting)
+    too_many = check_config(parse_config({"node": {"receiver_processes": cpus + 1}}), [])[1]
+    assert any(w.startswith("node.receiver_processes:") for w in too_many)
+
+
 def test_metrics_count_refuses_unknown_counters():
     metrics = NodeMetrics()
     metrics.count("associations", "accepted")

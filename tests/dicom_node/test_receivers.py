@@ -369,3 +369,29 @@ def test_receiver_processes_share_the_tls_port(tmp_path, pki, ct_file):  # noqa:
         db.dispose()
     finally:
         assert node.stop() == 0
+
+
+@pytest.mark.slow
+def test_receiver_processes_on_postgresql(tmp_path):
+    from tests.pg import PrivatePostgres
+
+    pg = PrivatePostgres(tmp_path / "pg").start()
+    try:
+        node = NodeProcess(tmp_path / "node", database_url=pg.url,
+                           extra={"node": {"receiver_processes": 2}})
+        node.start()
+        try:
+            _wait(lambda: "node started" in node.log_path.read_text(), what="node started")
+            # One series, many associations: both processes create the study and series
+            # at once somewhere (a unique-key conflict the receiver retries).
+            datasets = ct_series_datasets(phantom_chest_hu((24, 32, 32)))
+            _storescu(node, write_series(datasets, tmp_path / "ct"), 6)
+            db = Database(pg.url)
+            with db.session() as s:
+                assert s.execute(select(func.count(Instance.id))).scalar_one() == len(datasets)
+                assert s.execute(select(func.count(Study.id))).scalar_one() == 1
+            db.dispose()
+        finally:
+            assert node.stop() == 0
+    finally:
+        pg.stop()

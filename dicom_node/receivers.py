@@ -58,6 +58,8 @@ RESTART_DELAY_MAX_S = 60.0
 STABLE_AFTER_S = 30.0
 # How long a stopping receiver process lets its open associations finish.
 DRAIN_S = 10.0
+# How often a receiver process looks for associations it told of that no longer run.
+FOLLOW_CHECK_S = 5.0
 
 
 class ParentLink:
@@ -75,7 +77,10 @@ class ParentLink:
         self.connection = connection
         self.index = index
         self.stopped = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one message at a time on the pipe
+        # Studies told to the main process per open association; taken while a delivery or
+        # close is told, so that the main process hears them in the order they happened.
+        self._following = threading.Lock()
         self._forwarded: dict[int, set[str]] = {}
 
     def send(self, message: tuple) -> None:
@@ -97,29 +102,40 @@ class ParentLink:
     def follow(self, receiver: Receiver) -> None:
         """Tell the main process which studies ``receiver``'s open associations deliver to.
 
-        Sent after each C-STORE response, before the next message of that association: the
-        study was just indexed, and stays quiet (so not completed) for far longer than a
-        message up the pipe takes.
+        Told as each C-STORE response is sent, before it goes to the peer: the study was just
+        indexed, and stays quiet (so not completed) for far longer than a message up the pipe
+        takes.  Every close event tells "closed" (pynetdicom signals the end of a connection
+        from its network thread, and the end of the association from the association's own,
+        after its last response); every ``FOLLOW_CHECK_S`` an association that no longer runs
+        is told closed too, so a study is never held back by an association that is gone.
         """
         def response_sent(event: Event) -> None:
             if not isinstance(event.message, C_STORE_RSP):
                 return
             association = id(event.assoc)
-            with self._lock:
+            with self._following:
                 known = self._forwarded.setdefault(association, set())
-            for study_uid in receiver.studies_of(association) - known:
-                known.add(study_uid)
-                self.send(("delivered", association, study_uid))
+                for study_uid in receiver.studies_of(association) - known:
+                    known.add(study_uid)
+                    self.send(("delivered", association, study_uid))
 
         def closed(event: Event) -> None:
-            with self._lock:
-                delivered = self._forwarded.pop(id(event.assoc), None)
-            if delivered is not None:
+            with self._following:
+                self._forwarded.pop(id(event.assoc), None)
                 self.send(("closed", id(event.assoc)))
+
+        def check() -> None:
+            while not self.stopped.wait(FOLLOW_CHECK_S):
+                with self._following:
+                    gone = set(self._forwarded) - receiver.open_associations()
+                    for association in gone:
+                        del self._forwarded[association]
+                        self.send(("closed", association))
 
         receiver.bind(evt.EVT_DIMSE_SENT, response_sent)
         for event_type in (evt.EVT_RELEASED, evt.EVT_ABORTED, evt.EVT_CONN_CLOSE):
             receiver.bind(event_type, closed)
+        threading.Thread(target=check, name="follow-associations", daemon=True).start()
 
     def watch(self) -> None:
         """Wait (in a thread) for ``("stop",)`` or for the main process to go away."""

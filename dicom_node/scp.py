@@ -419,6 +419,10 @@ class Receiver:
                 time.monotonic() < deadline:
             time.sleep(0.05)
 
+    def open_associations(self) -> set[int]:
+        """Ids of the associations whose threads still run, on every listener."""
+        return {id(assoc) for server in self._servers for assoc in server.active_associations}
+
     def studies_of(self, association: int) -> frozenset[str]:
         """Studies the open association ``association`` (its ``id``) has delivered to."""
         with self._lock:

@@ -4,6 +4,7 @@ a dead one is started again, and none outlives the node."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import signal
@@ -13,13 +14,16 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_messages import C_ECHO_RSP, C_STORE_RSP
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from sqlalchemy import func, select
 
+from dicom_node import receivers
 from dicom_node.cli import main
 from dicom_node.config import ConfigError, parse_config
 from dicom_node.metrics import NodeMetrics
@@ -92,6 +96,52 @@ def test_busy_studies_follow_the_messages_and_a_dead_process_drops_its_own():
     processes._handle(two, "not a message")
     assert metrics.instances_received._value.get() == 1
     assert metrics.associations.labels("accepted")._value.get() == 1
+
+
+class _FakeReceiver:
+    """What ParentLink.follow uses of a Receiver: bind, studies_of, open_associations."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[object, list] = {}
+        self.studies: dict[int, frozenset[str]] = {}
+        self.open: set[int] = set()
+
+    def bind(self, event, handler) -> None:  # noqa: ANN001
+        self.handlers.setdefault(event, []).append(handler)
+
+    def fire(self, event, **attrs) -> None:  # noqa: ANN001, ANN003
+        for handler in self.handlers.get(event, []):
+            handler(SimpleNamespace(**attrs))
+
+    def studies_of(self, association: int) -> frozenset[str]:
+        return self.studies.get(association, frozenset())
+
+    def open_associations(self) -> set[int]:
+        return set(self.open)
+
+
+def test_parent_link_tells_deliveries_closes_and_associations_that_are_gone(monkeypatch):
+    monkeypatch.setattr(receivers, "FOLLOW_CHECK_S", 0.05)
+    ours, theirs = multiprocessing.Pipe(duplex=True)
+    link = receivers.ParentLink(theirs, 1)
+    receiver = _FakeReceiver()
+    link.follow(receiver)  # type: ignore[arg-type]
+    first, second = object(), object()
+    receiver.open = {id(first), id(second)}
+    receiver.studies = {id(first): frozenset({"2.25.1"}), id(second): frozenset({"2.25.2"})}
+    receiver.fire(evt.EVT_DIMSE_SENT, message=C_STORE_RSP(), assoc=first)
+    receiver.fire(evt.EVT_DIMSE_SENT, message=C_STORE_RSP(), assoc=first)  # told once
+    receiver.fire(evt.EVT_DIMSE_SENT, message=C_ECHO_RSP(), assoc=second)  # not a store
+    assert ours.recv() == ("delivered", id(first), "2.25.1")
+    receiver.fire(evt.EVT_DIMSE_SENT, message=C_STORE_RSP(), assoc=second)
+    assert ours.recv() == ("delivered", id(second), "2.25.2")
+    receiver.fire(evt.EVT_RELEASED, assoc=first)
+    assert ours.recv() == ("closed", id(first))
+    receiver.open = {id(first)}  # the second's thread ended without a close event
+    assert ours.poll(5)
+    assert ours.recv() == ("closed", id(second))
+    link.stopped.set()
+    assert not ours.poll(0.3)
 
 
 # -- a running node ------------------------------------------------------------------------

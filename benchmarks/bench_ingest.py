@@ -3,6 +3,7 @@
 
     python benchmarks/bench_ingest.py [--slices 300] [--size 512] [--repeat 2] [--under-load]
                                       [--nice 10 [0]] [--associations 4]
+                                      [--receiver-processes 2]
                                       [--baseline-tree DIR]
     python benchmarks/bench_ingest.py --index-only 200
     python benchmarks/bench_ingest.py --stages-only 300
@@ -15,7 +16,8 @@ has it do.  At the end it times the disk's flushes (fsync of a new file, of its 
 SQLite commit): the node makes those three per instance before it answers.  ``--under-load`` also sends the series while the node runs a CT lung job on
 another study and prints that time against the idle one (target <= 1.5), with the job threads
 at ``--nice`` (the node's ``jobs.nice``).  ``--associations K`` also sends the series split over
-K associations at once, to the node and to the floor, and prints the speed-up over one.  The
+K associations at once, to the node and to the floor, and prints the speed-up over one; with
+``--receiver-processes N`` the node of that run has ``node.receiver_processes = N``.  The
 machine's load average is printed at the start and the end: on a shared machine the figures
 are only comparable within one run.
 """
@@ -55,9 +57,10 @@ def send(port: int, aec: str, files: list[Path], env: dict, associations: int = 
 
 
 def node_ingest(root: Path, files: list[Path], env: dict, associations: int = 1,
-                source_tree: Path | None = None) -> float:
+                source_tree: Path | None = None, receiver_processes: int = 1) -> float:
     """Seconds for a fresh node (from ``source_tree`` when given) to take in ``files``."""
-    node = NodeProcess(root, quiet_seconds=60)
+    node = NodeProcess(root, quiet_seconds=60, extra={"node": {
+        "receiver_processes": receiver_processes}} if receiver_processes > 1 else None)
     here = Path.cwd()
     if source_tree is not None:
         os.chdir(source_tree)  # `python -m dicom_node.cli` imports from the working directory
@@ -65,13 +68,37 @@ def node_ingest(root: Path, files: list[Path], env: dict, associations: int = 1,
         node.start()
     finally:
         os.chdir(here)
+    deadline = time.monotonic() + 120
+    while "node started" not in node.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)  # every receiver process listens once this is logged
     try:
+        assert node.proc is not None
+        cpu = node_cpu_seconds(node.proc.pid)
         elapsed = send(node.port, node.ae_title, files, env, associations)
+        cpu = node_cpu_seconds(node.proc.pid) - cpu
         stored = node.status()["instances"]["stored"]
         assert stored == len(files), f"node indexed {stored}/{len(files)}"
     finally:
         node.stop()
+    if associations > 1:
+        print(f"  node processes' CPU while receiving: {cpu:.2f} s over {elapsed:.2f} s "
+              f"({cpu / elapsed:.2f} cores of {os.cpu_count()})")
     return elapsed
+
+
+def node_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its children (receiver processes),
+    from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:  # itself or a child
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def load_average() -> str:
@@ -268,6 +295,8 @@ def main() -> None:
                              "priority); several values: one under-load run each")
     parser.add_argument("--associations", type=int, default=1,
                         help="also send the series split over this many associations at once")
+    parser.add_argument("--receiver-processes", type=int, default=1,
+                        help="node.receiver_processes of the node in the --associations run")
     parser.add_argument("--baseline-tree", type=Path,
                         help="also time, in each repeat, a node run from this source tree (e.g. "
                              "`git archive` of an earlier commit unpacked), for a before/after "
@@ -365,9 +394,11 @@ def main() -> None:
                   f"{best_node / best_baseline:.2f}")
         if args.associations > 1:
             k = args.associations
-            node_k = node_ingest(work / "node-concurrent", files, env, k)
+            n = args.receiver_processes
+            node_k = node_ingest(work / "node-concurrent", files, env, k, receiver_processes=n)
             floor_k = pynetdicom_floor(files, env, k)
-            print(f"{k} associations at once: node {node_k:.2f} s ({best_node / node_k:.2f}x "
+            print(f"{k} associations at once, {n} receiver process{'es' * (n > 1)}: "
+                  f"node {node_k:.2f} s ({best_node / node_k:.2f}x "
                   f"one association), floor {floor_k:.2f} s ({best_floor / floor_k:.2f}x); "
                   f"node/floor {node_k / floor_k:.2f}")
         if args.under_load:

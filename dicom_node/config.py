@@ -8,6 +8,7 @@ and the reason.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from enum import StrEnum
@@ -44,6 +45,10 @@ class NodeSettings(_Section):
     # Largest data set one C-STORE may carry; a larger one is aborted while it streams in.
     max_dataset_bytes: int = Field(2 * 1024**3, ge=1024 * 1024)
     max_associations: int = Field(10, ge=1, le=200)
+    # Processes accepting associations on the DICOM port(s) (SO_REUSEPORT, Linux): the main
+    # one plus receiver_processes - 1 children, so concurrent associations scale past the GIL.
+    # max_associations applies to each process.
+    receiver_processes: int = Field(1, ge=1, le=64)
     dimse_timeout_s: float = Field(60.0, gt=0)
     network_timeout_s: float = Field(60.0, gt=0)
     # Reject new stores while less than this much disk is free under data_dir (status A700).
@@ -614,6 +619,10 @@ def check_config(config: NodeConfig, installed_engines: list[str]) -> tuple[list
     if in_clear is not None:  # only reachable with allow_unencrypted_network = true
         warnings.append(f"database.allow_unencrypted_network: PostgreSQL on {in_clear!r} is "
                         "reached without verified TLS; keep that network inside the host")
+    cpus = os.cpu_count() or 1
+    if config.node.receiver_processes > cpus:
+        warnings.append(f"node.receiver_processes: {config.node.receiver_processes} processes "
+                        f"on {cpus} CPUs; more receiver processes than CPUs gain nothing")
     if config.tls.receive and config.tls.plain_dicom_enabled:
         warnings.append("tls.plain_dicom_enabled: plain DICOM is still open on node.port "
                         "besides TLS on tls.port")

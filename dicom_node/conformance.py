@@ -129,7 +129,9 @@ def statement(config: NodeConfig | None = None) -> str:
             ("AE title (default)", f"`{node.ae_title}` (`node.ae_title`)"),
             ("Port (default)", f"{node.port} (`node.port`)"),
             ("Application context", "1.2.840.10008.3.1.1.1"),
-            ("Maximum simultaneous associations", f"{node.max_associations} (`node.max_associations`)"),
+            ("Maximum simultaneous associations",
+             f"{node.max_associations * node.receiver_processes} (`node.max_associations` per "
+             f"receiver process × `node.receiver_processes`, default {node.receiver_processes})"),
             ("Maximum PDU size received", f"{node.max_pdu_bytes} bytes (`node.max_pdu_bytes`)"),
             ("Asynchronous operations window", "not supported"),
             ("Implementation Class UID (result files)", IMPLEMENTATION_CLASS_UID),

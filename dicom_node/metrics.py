@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter
@@ -23,9 +24,13 @@ from storage.monitoring import index_figures
 
 log = logging.getLogger("dicom_node.metrics")
 
+ASSOCIATION_RESULTS = ("accepted", "rejected", "released", "aborted")
+STATUS = re.compile(r"0x[0-9A-F]{4}")  # a DIMSE status, as store_failures labels it
+
 
 class NodeMetrics:
-    """Process counters, incremented by the receiver (and read by ``/metrics``)."""
+    """Counters of the node's receiver processes, incremented by the receiver (and read by
+    ``/metrics``); receiver processes forward theirs to the main process's instance."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -38,6 +43,18 @@ class NodeMetrics:
         self.store_failures = Counter(
             "dicom_node_store_failures", "C-STORE answered with a failure status, by status",
             ["status"], registry=self.registry)
+
+    def count(self, counter: str, label: str | None = None) -> None:
+        """Add one to ``counter`` (with its ``label``): the one way the receiver counts,
+        whether it runs in this process or in a receiver process that forwards the count."""
+        if counter == "associations" and label in ASSOCIATION_RESULTS:
+            self.associations.labels(label).inc()
+        elif counter == "instances_received" and label is None:
+            self.instances_received.inc()
+        elif counter == "store_failures" and label is not None and STATUS.fullmatch(label):
+            self.store_failures.labels(label).inc()
+        else:
+            raise ValueError(f"no counter {counter!r} with label {label!r}")
 
 
 class IndexCollector(Collector):

@@ -13,6 +13,8 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from pynetdicom import evt
+from pynetdicom.dimse_messages import C_STORE_RSP
+from pynetdicom.events import Event
 
 from dicom_node import systemd
 from dicom_node.audit import AuditTrail, SyslogTarget
@@ -23,6 +25,7 @@ from dicom_node.dashboard import Dashboard
 from dicom_node.deid import Pseudonymizer
 from dicom_node.logredaction import install_redaction
 from dicom_node.metrics import NodeMetrics
+from dicom_node.receivers import DRAIN_S, ParentLink, ReceiverProcesses, union
 from dicom_node.scp import Receiver
 from dicom_node.sender import Sender
 from dicom_node.tls import https_context
@@ -127,18 +130,22 @@ def open_database(config: NodeConfig) -> Database:
 class Node:
     """The node's stages: receiver, completion tracker, workers and sender.
 
-    ``serve`` runs them all in one process (the appliance); ``dicom-node worker`` runs only
-    workers against a shared database and data folder.
+    ``serve`` runs them all in one process (the appliance), plus ``node.receiver_processes
+    - 1`` receiver processes (:mod:`dicom_node.receivers`), each a Node with ``parent`` set;
+    ``dicom-node worker`` runs only workers against a shared database and data folder.
     """
 
     def __init__(self, config: NodeConfig, *, receive: bool = True, complete: bool = True,
-                 workers: int | None = None, send: bool = True):
+                 workers: int | None = None, send: bool = True,
+                 parent: ParentLink | None = None):
         self.config = config
+        self.parent = parent
         data_dir = Path(config.node.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.db = open_database(config)
         self.files = FileStore(data_dir)
-        self.files.sweep_temporary()
+        if parent is None:  # a receiver process starts while the others write
+            self.files.sweep_temporary()
         count = config.jobs.workers if workers is None else workers
         # Each process loads only the keys its stages use: the receiver keys pseudonyms,
         # seals vault rows and quarantines; the sender opens the vault to re-identify;
@@ -147,7 +154,7 @@ class Node:
                     | ({VAULT} if send else set()) | ({UID_SECRET} if count else set()))
         keys = KeyFolder(config.keys_dir)
         created = prepare_keys(keys, sorted(purposes), db=self.db, data_dir=data_dir,
-                               may_create=receive)
+                               may_create=receive and parent is None)
         if created:
             log.warning("fresh installation: created keys %s; back them up apart from the "
                         "data folder (docs/operations-backup.md)",
@@ -164,6 +171,8 @@ class Node:
                                      Pseudonymizer(config.deid, uid_secret), self.vault,
                                      keys.ring(QUARANTINE), on_commitment_report=Outbox(self.db)
                                      .record_commitment)
+            if parent is not None:
+                self.receiver.incoming_folder = f"incoming-{parent.index}"
         if send:
             assert self.vault is not None  # send loads the vault key (purposes above)
             self.sender = Sender(config, self.db, self.files, self.vault)
@@ -173,26 +182,31 @@ class Node:
         wake_sender = self.sender.loop.wake if self.sender else None
         self.workers = [Worker(config, self.db, self.files, observer, i,
                                on_job_finished=wake_sender) for i in range(count)]
+        self.metrics = NodeMetrics()
+        self.receiver_processes = ReceiverProcesses(config, self.metrics) \
+            if receive and parent is None and config.node.receiver_processes > 1 else None
         if complete:
             busy = self.receiver.busy_study_uids if self.receiver else set
+            if self.receiver_processes is not None:
+                busy = union(busy, self.receiver_processes.busy_study_uids)
             self.completion = CompletionTracker(config, self.db, busy,
                                                 on_jobs_queued=self._wake_workers)
         # The appliance process purges; separate worker machines never delete anything.
         self.retention = RepeatingStep("retention", self._purge,
                                        config.retention.interval_minutes * 60, log) \
-            if receive else None
+            if receive and parent is None else None
         self.audit = open_audit_trail(config) if (receive or send) else None
         for stage in (self.receiver, self.sender):  # received instances, results sent
             if stage is not None:
                 stage.audit = self.audit
-        self.metrics = NodeMetrics()
         self.status_server: StatusServer | None = None
-        if receive and config.http.enabled:
-            receiver = self.receiver
+        if receive and parent is None and config.http.enabled:
+            receiver, processes = self.receiver, self.receiver_processes
             self.status_server = StatusServer(
                 config.http.address, config.http.port, self.db, self.files, self.metrics,
                 config.node.min_free_disk_mb * 1024 * 1024,
-                receiver_listening=(lambda: receiver.listening) if receiver else None,
+                receiver_listening=(lambda: receiver.listening and (
+                    processes is None or processes.running)) if receiver else None,
                 dashboard=Dashboard(config, self.db, self.files, self.audit)
                 if config.dashboard.enabled else None,
                 tls_context=https_context(config.tls, config.resolve) if config.http.tls
@@ -201,12 +215,23 @@ class Node:
 
     def _count_associations(self) -> None:
         assert self.receiver is not None
+        # A receiver process forwards its counts to the main process's metrics.
+        count = self.parent.count if self.parent is not None else self.metrics.count
         for event, result in ((evt.EVT_ACCEPTED, "accepted"), (evt.EVT_REJECTED, "rejected"),
                               (evt.EVT_RELEASED, "released"), (evt.EVT_ABORTED, "aborted")):
-            counter = self.metrics.associations.labels(result)
-            self.receiver.bind(event, lambda _event, c=counter: c.inc())
-        rejected = self.metrics.associations.labels("rejected")
-        self.receiver.rejection_listeners.append(lambda *_: rejected.inc())
+            self.receiver.bind(event, lambda _event, r=result: count("associations", r))
+        self.receiver.rejection_listeners.append(lambda *_: count("associations", "rejected"))
+
+        def store_response(event: Event) -> None:
+            message = event.message
+            if isinstance(message, C_STORE_RSP):
+                status = int(message.command_set.Status)
+                if status == 0 or status & 0xF000 == 0xB000:  # success or warning: stored
+                    count("instances_received")
+                else:
+                    count("store_failures", f"0x{status:04X}")
+
+        self.receiver.bind(evt.EVT_DIMSE_SENT, store_response)
         if self.audit is not None:
             audit = self.audit
             self.receiver.bind(evt.EVT_ACCEPTED, lambda event: audit.association(
@@ -234,12 +259,16 @@ class Node:
             worker.loop.wake()
 
     def start(self) -> None:
-        if self.audit is not None:
+        if self.audit is not None and self.parent is None:
             self.audit.application(started=True)
             note_configuration(self.config, self.audit)
         if self.receiver:
             self.receiver.start()
             self._count_associations()
+            if self.parent is not None:
+                self.parent.follow(self.receiver)
+        if self.receiver_processes:  # after the main receiver cleared the incoming folders
+            self.receiver_processes.start()
         if self.status_server:
             self.status_server.start()
         if self.completion:
@@ -250,14 +279,21 @@ class Node:
             self.sender.start()
         if self.retention:
             self.retention.start()
-        log.info("node started: receiver=%s completion=%s workers=%d sender=%s",
-                 bool(self.receiver), bool(self.completion), len(self.workers),
-                 bool(self.sender))
+        if self.receiver_processes and not self.receiver_processes.wait_listening(60):
+            log.error("not every receiver process accepts associations yet")
+        if self.parent is None:
+            log.info("node started: receiver=%s (%d processes) completion=%s workers=%d "
+                     "sender=%s", bool(self.receiver), self.config.node.receiver_processes
+                     if self.receiver else 0, bool(self.completion), len(self.workers),
+                     bool(self.sender))
 
     def stop(self) -> None:
         """Stop accepting, let running jobs finish their current step, then close."""
         if self.receiver:
-            self.receiver.stop()
+            # a receiver process lets its open associations finish before it exits
+            self.receiver.stop(drain_s=DRAIN_S if self.parent is not None else 0.0)
+        if self.receiver_processes:
+            self.receiver_processes.stop()
         if self.status_server:
             self.status_server.stop()
         if self.completion:
@@ -273,15 +309,19 @@ class Node:
             self.retention.join(timeout=60)
         self.db.dispose()
         if self.audit is not None:
-            self.audit.application(started=False)
+            if self.parent is None:
+                self.audit.application(started=False)
             self.audit.close()
         self._stopped.set()
-        log.info("node stopped")
+        if self.parent is None:
+            log.info("node stopped")
 
     def serve(self) -> None:
         """Run in the foreground until SIGTERM or SIGINT."""
         def _signal(signum, _frame) -> None:  # noqa: ANN001
             log.info("received %s; stopping", signal.Signals(signum).name)
+            if self.receiver_processes:  # systemd signals them too: they stop, not crash
+                self.receiver_processes.stopping()
             self._stopped.set()
 
         signal.signal(signal.SIGTERM, _signal)
@@ -300,6 +340,9 @@ class Node:
         self.stop()
 
     def healthy(self) -> bool:
-        """The database answers and, in the receiving process, the receiver listens."""
+        """The database answers and, in the receiving process, the receiver listens (in
+        every configured receiver process)."""
         listening = self.receiver.listening if self.receiver else True
+        if self.receiver_processes is not None:
+            listening = listening and self.receiver_processes.running
         return listening and database_reachable(self.db)

@@ -241,6 +241,13 @@ class GuardedServer(ThreadedAssociationServer):
         super().__init__(ae, address, ae_title, contexts, ssl_context, evt_handlers,
                          request_handler=GuardedRequestHandler)
 
+    def server_bind(self) -> None:
+        # Several receiver processes listen on one port: the kernel spreads new connections
+        # over their sockets (SO_REUSEPORT joins only sockets of the same user).
+        if self.receiver.config.node.receiver_processes > 1:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # type: ignore[union-attr]
+        super().server_bind()
+
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         # Without the base class's wrap_socket: a slow handshake must not block accept().
         return self.socket.accept()  # type: ignore[union-attr]
@@ -297,6 +304,9 @@ class Receiver:
         self.quarantine_key = quarantine_key
         self.on_commitment_report = on_commitment_report
         self._servers: list[GuardedServer] = []
+        # Folder (under the data folder) of C-STOREs in flight; each receiver process of the
+        # node has its own (dicom_node.receivers), so that none clears another's at start.
+        self.incoming_folder = "incoming"
         # Called with (calling AE, source IP, reason) for each association the receiver
         # itself refuses at A-ASSOCIATE-RQ (pynetdicom fires no EVT_REJECTED for those).
         self.rejection_listeners: list[Callable[[str, str, str], None]] = []
@@ -358,9 +368,13 @@ class Receiver:
         # inside the node's own data folder (they hold identities for the length of one
         # C-STORE and are deleted by pynetdicom after the handler returns).
         _config.STORE_RECV_CHUNKED_DATASET = True
-        incoming = self.files.folder("incoming")
-        for leftover in incoming.glob("*"):
-            leftover.unlink(missing_ok=True)
+        incoming = self.files.folder(self.incoming_folder)
+        folders = [incoming]
+        if self.incoming_folder == "incoming":  # the main process starts before the others
+            folders += [f for f in incoming.parent.glob("incoming-*") if f.is_dir()]
+        for folder in folders:
+            for leftover in folder.glob("*"):
+                leftover.unlink(missing_ok=True)
         tempfile.tempdir = str(incoming)
         handlers: list[EventHandlerType] = [
             (evt.EVT_REQUESTED, self.handle_requested),
@@ -394,10 +408,25 @@ class Receiver:
             log.info("listening as %s on %s:%d (%s)", node.ae_title, node.host, port,
                      "DICOM TLS" if context else "plain DICOM")
 
-    def stop(self) -> None:
+    def stop(self, drain_s: float = 0.0) -> None:
+        """Stop accepting; wait up to ``drain_s`` for open associations to end."""
+        aes = {id(server.ae): server.ae for server in self._servers}
         for server in self._servers:
             server.shutdown()  # also closes the listening socket
         self._servers = []
+        deadline = time.monotonic() + drain_s
+        while any(ae.active_associations for ae in aes.values()) and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def open_associations(self) -> set[int]:
+        """Ids of the associations whose threads still run, on every listener."""
+        return {id(assoc) for server in self._servers for assoc in server.active_associations}
+
+    def studies_of(self, association: int) -> frozenset[str]:
+        """Studies the open association ``association`` (its ``id``) has delivered to."""
+        with self._lock:
+            return frozenset(self._open.get(association, ()))
 
     def busy_study_uids(self) -> set[str]:
         """Studies still being received on an open association."""

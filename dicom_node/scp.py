@@ -571,7 +571,8 @@ class Receiver:
         # The file's fsync runs while the index statements below are made; the transaction
         # commits only once the file and its directory entry are on disk.
         written = self.files.start_write_stream(
-            relative, lambda sink: write_instance(sink, clean))
+            relative, lambda sink: write_instance(sink, clean),
+            in_memory=not isinstance(original, Path))  # a spilled data set streams to disk
         item = ReceivedInstance(
             study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_uid,
             sop_class_uid=str(clean.SOPClassUID),

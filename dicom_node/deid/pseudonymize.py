@@ -285,12 +285,12 @@ def scrub_context(ds: Dataset, memo: ScrubContextMemo | None = None) -> ScrubCon
         _collect(ds, names, identifiers)
         return ScrubContext(frozenset(names), frozenset(identifiers))
     as_read: list[tuple[int, str, bytes]] = []
-    decoded: list[int] = []
+    decoded: list[tuple[int, str]] = []
     for tag, vr, raw in _relevant(ds):
         if vr != "UI" and type(raw) is RawDataElement and isinstance(raw.value, bytes):
             as_read.append((tag, vr, raw.value))
         else:
-            decoded.append(tag)
+            decoded.append((tag, vr))
     key = (ds.original_encoding, tuple(ds._character_set), tuple(as_read))
     known = memo.get(key)
     if known is None:
@@ -304,8 +304,8 @@ def scrub_context(ds: Dataset, memo: ScrubContextMemo | None = None) -> ScrubCon
         memo[key] = known
     names.update(known[0])
     identifiers.update(known[1])
-    for tag in decoded:
-        _collect_element(ds, tag, vr_of(tag, ds._dict[tag].VR), names, identifiers)
+    for tag, vr in decoded:
+        _collect_element(ds, tag, vr, names, identifiers)
     return ScrubContext(frozenset(names), frozenset(identifiers))
 
 

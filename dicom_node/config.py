@@ -44,6 +44,9 @@ class NodeSettings(_Section):
     max_pdu_bytes: int = Field(65536, ge=4096, le=1_048_576)
     # Largest data set one C-STORE may carry; a larger one is aborted while it streams in.
     max_dataset_bytes: int = Field(2 * 1024**3, ge=1024 * 1024)
+    # A data set up to this size is received in memory; a larger one spills to a private file
+    # in the data folder (memory stays bounded by max_associations x this).  0: always a file.
+    dataset_memory_bytes: int = Field(16 * 1024**2, ge=0, le=1024**3)
     max_associations: int = Field(10, ge=1, le=200)
     # Processes accepting associations on the DICOM port(s) (SO_REUSEPORT, Linux): the main
     # one plus receiver_processes - 1 children, so concurrent associations scale past the GIL.

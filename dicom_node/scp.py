@@ -25,7 +25,6 @@ import secrets
 import socket
 import ssl
 import struct
-import tempfile
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -33,12 +32,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from pydicom import dcmread, uid
+from pydicom import uid
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import dcmwrite
 from pydicom.pixels import get_decoder
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event, EventHandlerType, EventType
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
@@ -48,6 +47,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # names made a
 )
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from dicom_node import incoming
 from dicom_node.audit import AuditTrail
 from dicom_node.config import NodeConfig, Peer
 from dicom_node.deid import Pseudonymizer, QuarantineRequired
@@ -364,18 +364,17 @@ class Receiver:
 
     def start(self) -> None:
         """Start listening (non-blocking)."""
-        # Received data sets stream to a temporary file instead of memory; keep those files
-        # inside the node's own data folder (they hold identities for the length of one
-        # C-STORE and are deleted by pynetdicom after the handler returns).
-        _config.STORE_RECV_CHUNKED_DATASET = True
-        incoming = self.files.folder(self.incoming_folder)
-        folders = [incoming]
+        # Received data sets stay in memory up to node.dataset_memory_bytes and spill past
+        # it to a private file inside the node's own data folder (it holds identities for
+        # the length of one C-STORE and is deleted after the handler returns).
+        incoming_folder = self.files.folder(self.incoming_folder)
+        folders = [incoming_folder]
         if self.incoming_folder == "incoming":  # the main process starts before the others
-            folders += [f for f in incoming.parent.glob("incoming-*") if f.is_dir()]
+            folders += [f for f in incoming_folder.parent.glob("incoming-*") if f.is_dir()]
         for folder in folders:
             for leftover in folder.glob("*"):
                 leftover.unlink(missing_ok=True)
-        tempfile.tempdir = str(incoming)
+        incoming.install(incoming_folder, self.config.node.dataset_memory_bytes)
         handlers: list[EventHandlerType] = [
             (evt.EVT_REQUESTED, self.handle_requested),
             (evt.EVT_C_ECHO, self.handle_echo),
@@ -522,9 +521,8 @@ class Receiver:
         # temporary file behind; it holds identities, so it goes now.
         message = getattr(event.assoc.dimse, "message", None)
         partial = getattr(message, "_data_set_file", None)
-        if partial is not None:
-            partial.close()
-            Path(partial.name).unlink(missing_ok=True)
+        if isinstance(partial, incoming.IncomingDataSet):
+            partial.discard()
 
     def handle_store(self, event: Event) -> int | Dataset:
         calling_ae = event.assoc.requestor.ae_title
@@ -532,9 +530,8 @@ class Receiver:
         for keyword in ("AffectedSOPClassUID", "AffectedSOPInstanceUID"):
             if not is_valid_uid(str(getattr(request, keyword, "") or "")):
                 return _failure(CANNOT_UNDERSTAND, f"{keyword} of the request is not a valid UID")
-        path = Path(event.dataset_path)
         try:
-            return self._store(event, calling_ae, path)
+            return self._store(event, calling_ae, incoming.of(request))
         except UnsafePath:
             log.warning("refused an instance from %s: a path would leave the data folder",
                         printable(calling_ae))
@@ -549,14 +546,14 @@ class Receiver:
             log.exception("could not store an instance from %s", printable(calling_ae))
             return PROCESSING_FAILURE
 
-    def _store(self, event: Event, calling_ae: str, path: Path) -> int | Dataset:
+    def _store(self, event: Event, calling_ae: str,
+               received: incoming.IncomingDataSet) -> int | Dataset:
         if not self.has_room():
             log.error("refusing store from %s: less than %d MB free", printable(calling_ae),
                       self.config.node.min_free_disk_mb)
             return OUT_OF_RESOURCES
         try:
-            # Large values (pixel data) stay in the received file until they are written out.
-            ds = dcmread(path, defer_size="256 KB")
+            ds = received.dataset()
             _ = ds.SOPClassUID, ds.SOPInstanceUID
         except (InvalidDicomError, AttributeError, ValueError, EOFError, KeyError) as exc:
             log.warning("cannot understand data set from %s: %s", printable(calling_ae),
@@ -573,19 +570,21 @@ class Receiver:
             log.warning("rejected instance from %s: %s", printable(calling_ae), problem)
             return DATASET_DOES_NOT_MATCH_SOP_CLASS
 
-        return self.ingest(ds, calling_ae, original=path, association=id(event.assoc))
+        return self.ingest(ds, calling_ae, original=received.source(),
+                           association=id(event.assoc))
 
-    def ingest(self, ds: Dataset, calling_ae: str, *, original: Path | None = None,
+    def ingest(self, ds: Dataset, calling_ae: str, *, original: bytes | Path | None = None,
                association: int | None = None) -> int:
         """De-identify, store durably and index one instance; returns the DIMSE status.
 
-        ``original`` is the file as received (kept encrypted if the instance is quarantined);
+        ``original`` is the data set as received, its bytes or its file (kept encrypted if the
+        instance is quarantined);
         ``association`` identifies the open association, which holds completion back.
         """
         try:
             result = self.pseudonymizer.pseudonymize(ds)
         except QuarantineRequired as q:
-            # The received file is encrypted as a stream (never read whole into memory).
+            # Encrypted as received: from memory, or a spilled file as a stream.
             source = original if original else _encode(ds)
             with self.db.session() as session:
                 qid = quarantine.keep(session, self.files, self.quarantine_key, source,
@@ -601,7 +600,8 @@ class Receiver:
         # The file's fsync runs while the index statements below are made; the transaction
         # commits only once the file and its directory entry are on disk.
         written = self.files.start_write_stream(
-            relative, lambda sink: write_instance(sink, clean))
+            relative, lambda sink: write_instance(sink, clean),
+            in_memory=not isinstance(original, Path))  # a spilled data set streams to disk
         item = ReceivedInstance(
             study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_uid,
             sop_class_uid=str(clean.SOPClassUID),
@@ -610,7 +610,7 @@ class Receiver:
             frame_of_reference_uid=clean.get("FrameOfReferenceUID"),
             patient_pseudonym=str(clean.get("PatientID", "")),
             calling_ae=calling_ae, path=relative, size_bytes=written.size,
-            sha256=written.sha256,
+            sha256="",  # below, once the sync thread has hashed it (beside the vault's rows)
         )
         if association is not None:
             with self._lock:
@@ -634,8 +634,8 @@ class Receiver:
                     # The identity revision this instance arrived with (a corrected identity
                     # becomes the study's next revision); the index records it per instance.
                     revision = self.vault.record(session, mappings, identity) or known_revision
-                    outcome = index_instance(
-                        session, replace(item, identity_revision=revision or 1), utcnow())
+                    outcome = index_instance(session, replace(
+                        item, identity_revision=revision or 1, sha256=written.sha256), utcnow())
                     written.wait()  # durable file before the index row commits
                 break
             except IndexConflict:

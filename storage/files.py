@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -38,21 +39,32 @@ class UnsafePath(ValueError):
 
 @dataclass(frozen=True)
 class PendingFile:
-    """A file written and hashed whose fsync, rename and directory fsync are under way.
+    """A file written whose hash, fsync, rename and directory fsync may be under way.
 
     Attributes
     ----------
-    sha256, size
-        Hex digest and size in bytes of what was written (known before it is durable).
+    size
+        Size in bytes of what was written.
     """
 
-    sha256: str
     size: int
+    _digest: Future[str]
     _durable: Future[None]
+
+    @property
+    def sha256(self) -> str:
+        """Hex digest of what was written (known before it is durable; may wait for it)."""
+        return self._digest.result()
 
     def wait(self) -> None:
         """Block until the file and its directory entry are on disk; re-raises their error."""
         self._durable.result()
+
+
+def _done(value: str) -> Future[str]:
+    future: Future[str] = Future()
+    future.set_result(value)
+    return future
 
 
 class FileStore:
@@ -71,6 +83,8 @@ class FileStore:
         self._resolved_root = self.root.resolve()
         # Folders whose entry is known to be on disk (this process fsync'd their parent).
         self._durable_folders: set[Path] = set()
+        # Relative folder -> its resolved absolute path, checked inside the root.
+        self._resolved_folders: dict[str, Path] = {}
         self._folders_lock = threading.Lock()
         self._sync_pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
@@ -78,10 +92,26 @@ class FileStore:
 
     def absolute(self, relative: str) -> Path:
         """The absolute path of ``relative``; raises ``UnsafePath`` when it leaves the root."""
+        folder, _, name = relative.rpartition("/")
+        if folder and name not in ("", ".", ".."):
+            # A folder resolved before (a series' folder: once per series, not per instance;
+            # resolving walks every component of the absolute path).  The name itself is
+            # still checked: a symbolic link there takes the full resolution below.
+            with self._folders_lock:
+                known = self._resolved_folders.get(folder)
+            if known is not None:
+                candidate = known / name
+                if not candidate.is_symlink():
+                    return candidate
         root = self._resolved_root
         path = (root / relative).resolve()
         if path == root or not path.is_relative_to(root):
             raise UnsafePath("a path outside the data folder was refused")
+        if folder and path.name == name and path.parent != root:
+            with self._folders_lock:
+                if len(self._resolved_folders) > 100_000:  # a bound, not a correctness need
+                    self._resolved_folders.clear()
+                self._resolved_folders[folder] = path.parent
         return path
 
     def folder(self, relative: str) -> Path:
@@ -118,19 +148,31 @@ class FileStore:
         """Write ``data`` durably at ``relative``; returns its SHA-256 hex digest."""
         final = self.absolute(relative)
         self._durable_folder(final.parent)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-        self._fsync_dir(final.parent)
+        self._write_durable(memoryview(data), self._temporary(final), final)
         return hashlib.sha256(data).hexdigest()
+
+    @staticmethod
+    def _temporary(final: Path) -> Path:
+        """The name ``final`` is written under until it is complete and fsync'd."""
+        return final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+    def _write_durable(self, data: memoryview, tmp: Path, final: Path) -> None:
+        """Write ``data`` to ``tmp``, fsync, rename to ``final``, fsync its folder."""
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                view = data
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._fsync_dir(final.parent)
 
     def write_stream(self, relative: str, produce: Callable[[BinaryIO], None]) -> tuple[str, int]:
         """Durably write what ``produce`` writes to the file object it is given.
@@ -142,8 +184,8 @@ class FileStore:
         pending.wait()
         return pending.sha256, pending.size
 
-    def start_write_stream(self, relative: str,
-                           produce: Callable[[BinaryIO], None]) -> PendingFile:
+    def start_write_stream(self, relative: str, produce: Callable[[BinaryIO], None], *,
+                           in_memory: bool = False) -> PendingFile:
         """Write and hash what ``produce`` writes now; make it durable in the background.
 
         The fsync of the file, its rename into place and the fsync of its folder run in a
@@ -151,10 +193,24 @@ class FileStore:
         flushes; :meth:`PendingFile.wait` returns once the file is durable.  The order on disk
         is that of :meth:`write_stream`: a file replaced under the same name is replaced only
         by a complete, fsync'd one.
+
+        With ``in_memory`` (for content known to be small, e.g. a data set received in
+        memory), ``produce`` writes to memory; one sync thread then writes the file while
+        another hashes the same bytes, and the caller goes on meanwhile (none of the three
+        holds the GIL for long): nothing is read back from the file to hash it, and
+        :attr:`PendingFile.sha256` waits only if it is asked for before the hash is done.
         """
         final = self.absolute(relative)
         self._durable_folder(final.parent)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp = self._temporary(final)
+        if in_memory:
+            buffer = io.BytesIO()
+            produce(buffer)
+            content = buffer.getbuffer()
+            pool = self._pool()
+            durable = pool.submit(self._write_durable, content, tmp, final)
+            hashed = pool.submit(lambda: hashlib.sha256(content).hexdigest())
+            return PendingFile(len(content), hashed, durable)
         digest = hashlib.sha256()
         raw = open(tmp, "w+b")  # noqa: SIM115 - closed by _make_durable, in the sync thread
         try:
@@ -169,7 +225,7 @@ class FileStore:
             raw.close()
             tmp.unlink(missing_ok=True)
             raise
-        return PendingFile(digest.hexdigest(), size, durable)
+        return PendingFile(size, _done(digest.hexdigest()), durable)
 
     def _make_durable(self, raw: BinaryIO, tmp: Path, final: Path) -> None:
         try:
@@ -217,6 +273,7 @@ class FileStore:
             (self.root / relative).rmdir()
             with self._folders_lock:
                 self._durable_folders.clear()  # made again (and fsync'd) when next needed
+                self._resolved_folders.clear()
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free

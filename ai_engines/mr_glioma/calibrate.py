@@ -84,8 +84,11 @@ def score_study(engine: MrGliomaEngine, study: StudyInput, truth_of) -> dict:  #
 def choose(studies: list[dict], brain2: dict | None) -> tuple[str, dict]:
     """The pair with the best mean WT Dice and no false lesion where there is no tumour, on
     brain2 or anywhere on the tumour-free brains; ties go to the stricter pair."""
+    if not studies and brain2 is None:
+        raise ValueError("nothing to choose from: no synthetic study and no brain2")
     table = {}
-    for key in studies[0]["scores"]:
+    # The checks' pairs are those scored: on the synthetic studies, or on brain2 alone.
+    for key in studies[0]["scores"] if studies else brain2 or {}:
         dices = [s["scores"][key]["WT"] for s in studies if s["scores"][key]["WT"] is not None]
         clean = all(s["scores"][key]["false_lesions"] == 0 for s in studies if s["kind"] == "none")
         real_clean = brain2 is None or brain2[key]["false_lesions"] == 0

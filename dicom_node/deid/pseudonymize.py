@@ -135,6 +135,7 @@ class Pseudonymizer:
         self.profile = Profile(options_from_settings(settings))
         self.allowlist = parse_private_allowlist(settings.private_tag_allowlist)
         self.scrubber = Scrubber(settings.scrub_words)
+        self._scrub_contexts: ScrubContextMemo = {}
         self.shift_dates = settings.retain_longitudinal_modified_dates
         codes = [("113100", "Basic Application Confidentiality Profile"),
                  *self.profile.option_codes()]
@@ -180,7 +181,8 @@ class Pseudonymizer:
         offset = (self.mapper.date_offset_days(patient_key, self.settings.date_shift_max_days)
                   if self.shift_dates else None)
         ctx = ActionContext(pseudo_uid=self.mapper.pseudo_uid, date_offset_days=offset,
-                            scrub=scrub_context(ds), scrubber=self.scrubber,
+                            scrub=scrub_context(ds, self._scrub_contexts),
+                            scrubber=self.scrubber,
                             private_allowlist=self.allowlist)
 
         self.profile.apply(ds, ctx)
@@ -262,48 +264,94 @@ def decode_un_tree(ds: Dataset) -> None:
                 decode_un_tree(item)
 
 
-def scrub_context(ds: Dataset) -> ScrubContext:
+# What the undecoded names, identifiers and sequences of a data set add to its scrub context,
+# keyed by their bytes: every slice of a series repeats them (its UIDs are collected afresh).
+ScrubContextMemo = dict[tuple, tuple[frozenset[str], frozenset[str]]]
+_MEMO_ENTRIES = 10_000
+
+
+def scrub_context(ds: Dataset, memo: ScrubContextMemo | None = None) -> ScrubContext:
     """Every part of every person name and the identifiers of ``ds``, at every depth.
 
     Name parts are kept whatever their length ("Li", "Al"); private elements count when their
-    VR is explicit. Bulk data is not decoded.
+    VR is explicit. Bulk data is not decoded.  With ``memo``, what the still undecoded
+    top-level elements other than UIDs add is looked up by their bytes, their VRs, the data
+    set's encoding and character set (everything their decoding depends on), and stored
+    there when new.
     """
     names: set[str] = set()
     identifiers: set[str] = set()
-    _collect(ds, names, identifiers)
+    if memo is None:
+        _collect(ds, names, identifiers)
+        return ScrubContext(frozenset(names), frozenset(identifiers))
+    as_read: list[tuple[int, str, bytes]] = []
+    decoded: list[tuple[int, str]] = []
+    for tag, vr, raw in _relevant(ds):
+        if vr != "UI" and type(raw) is RawDataElement and isinstance(raw.value, bytes):
+            as_read.append((tag, vr, raw.value))
+        else:
+            decoded.append((tag, vr))
+    key = (ds.original_encoding, tuple(ds._character_set), tuple(as_read))
+    known = memo.get(key)
+    if known is None:
+        found_names: set[str] = set()
+        found_identifiers: set[str] = set()
+        for tag, vr, _ in as_read:
+            _collect_element(ds, tag, vr, found_names, found_identifiers)
+        known = (frozenset(found_names), frozenset(found_identifiers))
+        if len(memo) >= _MEMO_ENTRIES:
+            memo.clear()
+        memo[key] = known
+    names.update(known[0])
+    identifiers.update(known[1])
+    for tag, vr in decoded:
+        _collect_element(ds, tag, vr, names, identifiers)
     return ScrubContext(frozenset(names), frozenset(identifiers))
 
 
-def _collect(ds: Dataset, names: set[str], identifiers: set[str]) -> None:
+def _relevant(ds: Dataset) -> list[tuple[int, str, DataElement | RawDataElement]]:
+    """(tag, VR, element as stored) of the names, sequences, UIDs and identifiers of ``ds``."""
     elements = ds._dict
+    found = []
     for key in list(ds.keys()):
         tag = int(key)
         raw = elements[key]  # as get_item(keep_deferred=True): a deferred value is not read
         vr = vr_of(tag, raw.VR)
-        if vr not in ("PN", "SQ", "UI") and tag not in _IDENTIFIER_TAGS:
-            continue
-        try:
-            elem = ds[raw.tag]
-        except (ValueError, TypeError, KeyError):
-            continue  # undecodable: the profile removes or replaces it anyway
-        if vr == "SQ" and elem.VR == "SQ":
-            for item in elem.value or ():
-                _collect(item, names, identifiers)
-            continue
-        value = elem.value
-        if value is None or isinstance(value, bytes | bytearray):
-            continue
-        values = value if isinstance(value, MultiValue | list) else [value]
-        for one in values:
-            text = str(one).strip()
-            if vr == "PN":
-                names.update(w.lower() for w in _NAME_SPLIT.findall(text))
-            elif vr == "UI":
-                if len(text) >= 8 and not is_well_known(text) and tag not in CLASS_UID_TAGS:
-                    identifiers.add(text.lower())  # an original UID copied into text
-            elif text:
-                identifiers.add(text.lower())
-                identifiers.update(w.lower() for w in text.split() if len(w) >= 4)
+        if vr in ("PN", "SQ", "UI") or tag in _IDENTIFIER_TAGS:
+            found.append((tag, vr, raw))
+    return found
+
+
+def _collect(ds: Dataset, names: set[str], identifiers: set[str]) -> None:
+    for tag, vr, _ in _relevant(ds):
+        _collect_element(ds, tag, vr, names, identifiers)
+
+
+def _collect_element(ds: Dataset, tag: int, vr: str, names: set[str],
+                     identifiers: set[str]) -> None:
+    """Add the name parts and identifiers of one element of ``ds`` (of VR ``vr``)."""
+    try:
+        elem = ds[tag]
+    except (ValueError, TypeError, KeyError):
+        return  # undecodable: the profile removes or replaces it anyway
+    if vr == "SQ" and elem.VR == "SQ":
+        for item in elem.value or ():
+            _collect(item, names, identifiers)
+        return
+    value = elem.value
+    if value is None or isinstance(value, bytes | bytearray):
+        return
+    values = value if isinstance(value, MultiValue | list) else [value]
+    for one in values:
+        text = str(one).strip()
+        if vr == "PN":
+            names.update(w.lower() for w in _NAME_SPLIT.findall(text))
+        elif vr == "UI":
+            if len(text) >= 8 and not is_well_known(text) and tag not in CLASS_UID_TAGS:
+                identifiers.add(text.lower())  # an original UID copied into text
+        elif text:
+            identifiers.add(text.lower())
+            identifiers.update(w.lower() for w in text.split() if len(w) >= 4)
 
 
 def identity_payload(ds: Dataset) -> bytes:

@@ -8,7 +8,6 @@ hash is one-way, so re-identification reads the reverse map from the vault.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 
@@ -72,10 +71,18 @@ class UidMapper:
         self._secret = bytes(secret)
         # Cache: a series of 500 slices repeats the same study/series/FoR UIDs 500 times.
         self._cache: dict[str, str] = {}
+        self._macs: dict[tuple[bytes, str], bytes] = {}
 
     def _mac(self, label: bytes, value: str) -> bytes:
-        return hmac.new(self._secret, label + b"\x00" + value.encode("utf-8"),
-                        hashlib.sha256).digest()
+        # One entry per patient and label: every instance of a series asks again.
+        key = (label, value)
+        hit = self._macs.get(key)
+        if hit is None:
+            hit = hmac.digest(self._secret, label + b"\x00" + value.encode("utf-8"), "sha256")
+            if len(self._macs) > 100_000:
+                self._macs.clear()
+            self._macs[key] = hit
+        return hit
 
     def pseudo_uid(self, uid: str) -> str:
         """The pseudonymous UID for ``uid`` (well-known UIDs come back unchanged)."""
@@ -85,8 +92,7 @@ class UidMapper:
         hit = self._cache.get(uid)
         if hit is None:
             # No label here: the mapping is exactly the documented HMAC(secret, uid).
-            digest = hmac.new(self._secret, uid.encode("ascii", "replace"),
-                              hashlib.sha256).digest()
+            digest = hmac.digest(self._secret, uid.encode("ascii", "replace"), "sha256")
             hit = "2.25." + str(int.from_bytes(digest[:16], "big"))
             if len(self._cache) > 100_000:
                 self._cache.clear()

@@ -77,8 +77,11 @@ def test_pdata_longer_than_announced_maximum_closes(tmp_path, monkeypatch):
         assert echo_ok(node)
 
 
-def test_data_set_over_the_maximum_is_cut_off(tmp_path):
-    with running_node(tmp_path, node={"max_dataset_bytes": 1024 * 1024}) as node:
+@pytest.mark.parametrize("in_memory", [64 * 1024, 16 * 1024 * 1024])
+def test_data_set_over_the_maximum_is_cut_off(tmp_path, in_memory):
+    # 64 KiB: the partial data set has spilled to a file, which must go; 16 MiB: in memory.
+    with running_node(tmp_path, node={"max_dataset_bytes": 1024 * 1024,
+                                      "dataset_memory_bytes": in_memory}) as node:
         (small,) = ct_series_datasets(phantom_chest_hu((1, 64, 64)))
         (big,) = ct_series_datasets(phantom_chest_hu((1, 64, 64)))
         big.Rows = big.Columns = 1024  # 2 MiB of pixel data

@@ -69,8 +69,37 @@ def test_a_path_leaving_the_data_folder_is_refused(store):
         store.instance_path("1.2.3", "../..", "1.2.3.4")
 
 
-def test_a_file_is_in_place_only_once_durable_and_a_failed_sync_keeps_the_old_one(store,
-                                                                                  monkeypatch):
+def test_a_link_out_of_the_data_folder_is_refused_in_a_folder_resolved_before(store, tmp_path):
+    store.write(store.instance_path("1.2.3", "1.2.3.4", "1.2.3.4.5"), b"one")  # folder known
+    outside = tmp_path / "outside.dcm"
+    outside.write_bytes(b"not the node's")
+    (store.root / "studies/1.2.3/1.2.3.4/1.2.3.4.6.dcm").symlink_to(outside)
+    with pytest.raises(UnsafePath):
+        store.instance_path("1.2.3", "1.2.3.4", "1.2.3.4.6")
+    # a folder swapped for a link is caught once retention has removed the folder it knew
+    store.delete("studies/1.2.3/1.2.3.4/1.2.3.4.5.dcm")
+    (store.root / "studies/1.2.3/1.2.3.4/1.2.3.4.6.dcm").unlink()
+    store.remove_empty_folder("studies/1.2.3/1.2.3.4")
+    (store.root / "studies/1.2.3/1.2.3.4").symlink_to(tmp_path)
+    with pytest.raises(UnsafePath):
+        store.instance_path("1.2.3", "1.2.3.4", "1.2.3.4.5")
+
+
+def test_in_memory_and_streamed_writes_store_the_same_bytes(store):
+    content = bytes(range(256)) * 4099  # over a megabyte: several chunks when read back
+    streamed = store.start_write_stream("a/streamed.bin", lambda sink: sink.write(content))
+    buffered = store.start_write_stream("a/buffered.bin", lambda sink: sink.write(content),
+                                        in_memory=True)
+    streamed.wait()
+    buffered.wait()
+    assert (buffered.sha256, buffered.size) == (streamed.sha256, streamed.size) == (
+        hashlib.sha256(content).hexdigest(), len(content))
+    assert store.read("a/buffered.bin") == store.read("a/streamed.bin") == content
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_a_file_is_in_place_only_once_durable_and_a_failed_sync_keeps_the_old_one(
+        store, monkeypatch, in_memory):
     relative = store.instance_path("1.2.3", "1.2.3.4", "1.2.3.4.5")
     store.write_stream(relative, lambda sink: sink.write(b"first"))
     release = threading.Event()
@@ -81,7 +110,8 @@ def test_a_file_is_in_place_only_once_durable_and_a_failed_sync_keeps_the_old_on
         real_fsync(fd)
 
     monkeypatch.setattr(files_module.os, "fsync", held_fsync)
-    pending = store.start_write_stream(relative, lambda sink: sink.write(b"second"))
+    pending = store.start_write_stream(relative, lambda sink: sink.write(b"second"),
+                                       in_memory=in_memory)
     assert (pending.sha256, pending.size) == (hashlib.sha256(b"second").hexdigest(), 6)
     assert store.read(relative) == b"first"  # not replaced before its fsync
     release.set()
@@ -92,7 +122,8 @@ def test_a_file_is_in_place_only_once_durable_and_a_failed_sync_keeps_the_old_on
         raise OSError(errno.EIO, "I/O error")
 
     monkeypatch.setattr(files_module.os, "fsync", failing_fsync)
-    pending = store.start_write_stream(relative, lambda sink: sink.write(b"third"))
+    pending = store.start_write_stream(relative, lambda sink: sink.write(b"third"),
+                                       in_memory=in_memory)
     with pytest.raises(OSError):
         pending.wait()
     assert store.read(relative) == b"second"

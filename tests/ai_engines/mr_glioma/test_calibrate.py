@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ai_engines.mr_glioma.calibrate import choose
 from ai_engines.mr_glioma.engine import keep_lesions
@@ -42,3 +43,13 @@ def test_choice_needs_no_false_lesion_on_the_real_case_and_tumour_free_brains():
     studies[1] = row("none", (None, None), (0, 2))
     best, _ = choose(studies, {"1/6": {"false_lesions": 0}, "0.25/2": {"false_lesions": 0}})
     assert best == "1/6"
+
+
+def test_brain2_alone_chooses_the_stricter_clean_pair():
+    # `calibrate --cases 0 --brain2 ...`: no synthetic study, only the real case
+    best, table = choose([], {"1/6": {"false_lesions": 0}, "0.25/2": {"false_lesions": 1}})
+    assert best == "1/6" and not table["0.25/2"]["allowed"]
+    best, _ = choose([], {"1/6": {"false_lesions": 0}, "0.25/2": {"false_lesions": 0}})
+    assert best == "1/6"  # no Dice to tell them apart: the stricter pair
+    with pytest.raises(ValueError, match="nothing to choose"):
+        choose([], None)

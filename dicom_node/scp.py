@@ -610,7 +610,7 @@ class Receiver:
             frame_of_reference_uid=clean.get("FrameOfReferenceUID"),
             patient_pseudonym=str(clean.get("PatientID", "")),
             calling_ae=calling_ae, path=relative, size_bytes=written.size,
-            sha256="",  # below, once the sync thread has hashed it (beside the vault's rows)
+            sha256=written.sha256,
         )
         if association is not None:
             with self._lock:
@@ -634,8 +634,8 @@ class Receiver:
                     # The identity revision this instance arrived with (a corrected identity
                     # becomes the study's next revision); the index records it per instance.
                     revision = self.vault.record(session, mappings, identity) or known_revision
-                    outcome = index_instance(session, replace(
-                        item, identity_revision=revision or 1, sha256=written.sha256), utcnow())
+                    outcome = index_instance(
+                        session, replace(item, identity_revision=revision or 1), utcnow())
                     written.wait()  # durable file before the index row commits
                 break
             except IndexConflict:

@@ -39,32 +39,21 @@ class UnsafePath(ValueError):
 
 @dataclass(frozen=True)
 class PendingFile:
-    """A file written whose hash, fsync, rename and directory fsync may be under way.
+    """A file written and hashed whose fsync, rename and directory fsync are under way.
 
     Attributes
     ----------
-    size
-        Size in bytes of what was written.
+    sha256, size
+        Hex digest and size in bytes of what was written (known before it is durable).
     """
 
+    sha256: str
     size: int
-    _digest: Future[str]
     _durable: Future[None]
-
-    @property
-    def sha256(self) -> str:
-        """Hex digest of what was written (known before it is durable; may wait for it)."""
-        return self._digest.result()
 
     def wait(self) -> None:
         """Block until the file and its directory entry are on disk; re-raises their error."""
         self._durable.result()
-
-
-def _done(value: str) -> Future[str]:
-    future: Future[str] = Future()
-    future.set_result(value)
-    return future
 
 
 class FileStore:
@@ -195,10 +184,10 @@ class FileStore:
         by a complete, fsync'd one.
 
         With ``in_memory`` (for content known to be small, e.g. a data set received in
-        memory), ``produce`` writes to memory; one sync thread then writes the file while
-        another hashes the same bytes, and the caller goes on meanwhile (none of the three
-        holds the GIL for long): nothing is read back from the file to hash it, and
-        :attr:`PendingFile.sha256` waits only if it is asked for before the hash is done.
+        memory), ``produce`` writes to memory, and the sync thread writes the file while the
+        caller hashes the same bytes (neither holds the GIL): nothing is read back from the
+        file to hash it.  (Hashing in a second sync thread instead was slower: the caller
+        then waits for that thread to be scheduled.)
         """
         final = self.absolute(relative)
         self._durable_folder(final.parent)
@@ -207,10 +196,8 @@ class FileStore:
             buffer = io.BytesIO()
             produce(buffer)
             content = buffer.getbuffer()
-            pool = self._pool()
-            durable = pool.submit(self._write_durable, content, tmp, final)
-            hashed = pool.submit(lambda: hashlib.sha256(content).hexdigest())
-            return PendingFile(len(content), hashed, durable)
+            durable = self._pool().submit(self._write_durable, content, tmp, final)
+            return PendingFile(hashlib.sha256(content).hexdigest(), len(content), durable)
         digest = hashlib.sha256()
         raw = open(tmp, "w+b")  # noqa: SIM115 - closed by _make_durable, in the sync thread
         try:
@@ -225,7 +212,7 @@ class FileStore:
             raw.close()
             tmp.unlink(missing_ok=True)
             raise
-        return PendingFile(size, _done(digest.hexdigest()), durable)
+        return PendingFile(digest.hexdigest(), size, durable)
 
     def _make_durable(self, raw: BinaryIO, tmp: Path, final: Path) -> None:
         try:

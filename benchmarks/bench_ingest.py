@@ -102,6 +102,18 @@ def node_cpu_seconds(pid: int) -> float:
     return total
 
 
+def wait_until_quiet(pid: int, timeout: float = 120.0) -> None:
+    """Until process ``pid`` (and its children) used under 5 % of a CPU for a second."""
+    deadline = time.monotonic() + timeout
+    before = node_cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = node_cpu_seconds(pid)
+        if now - before < 0.05:
+            return
+        before = now
+
+
 def load_average() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
@@ -184,6 +196,8 @@ def under_load(files_load: list[Path], files: list[Path], files_again: list[Path
                        extra={"jobs": {"nice": nice}})
     node.start()
     try:
+        assert node.proc is not None
+        wait_until_quiet(node.proc.pid)  # the job worker loads its engines at start
         idle = send(node.port, node.ae_title, files, env)
         send(node.port, node.ae_title, files_load, env)
         node.wait_for(lambda status: status["jobs"].get("running", 0) >= 1, timeout=120,

@@ -48,8 +48,8 @@ class NodeSettings(_Section):
     # in the data folder (memory stays bounded by max_associations x this).  0: always a file.
     dataset_memory_bytes: int = Field(16 * 1024**2, ge=0, le=1024**3)
     max_associations: int = Field(10, ge=1, le=200)
-    # Processes accepting associations on the DICOM port(s) (SO_REUSEPORT, Linux): the main
-    # one plus receiver_processes - 1 children, so concurrent associations scale past the GIL.
+    # Processes accepting associations on the DICOM port(s) (one listening socket, shared): the
+    # main one plus receiver_processes - 1 children, so concurrent associations scale past the GIL.
     # max_associations applies to each process.
     receiver_processes: int = Field(1, ge=1, le=64)
     dimse_timeout_s: float = Field(60.0, gt=0)

@@ -173,6 +173,7 @@ class Node:
                                      .record_commitment)
             if parent is not None:
                 self.receiver.incoming_folder = f"incoming-{parent.index}"
+                self.receiver.inherited_listeners = parent.listeners
         if send:
             assert self.vault is not None  # send loads the vault key (purposes above)
             self.sender = Sender(config, self.db, self.files, self.vault)
@@ -268,7 +269,8 @@ class Node:
             if self.parent is not None:
                 self.parent.follow(self.receiver)
         if self.receiver_processes:  # after the main receiver cleared the incoming folders
-            self.receiver_processes.start()
+            assert self.receiver is not None  # receiver processes come with the main's receiver
+            self.receiver_processes.start(self.receiver.listeners())
         if self.status_server:
             self.status_server.start()
         if self.completion:

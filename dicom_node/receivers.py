@@ -2,9 +2,12 @@
 
 One Python process receives associations under one GIL, so concurrent associations do not
 scale with threads.  With ``receiver_processes = N > 1`` the main process (``dicom-node
-serve``) keeps its own receiver and starts N - 1 receiver processes; each binds its own
-listening socket to the same address and port with ``SO_REUSEPORT`` (Linux), and the kernel
-spreads new connections over them.  A receiver process holds the receiver stage only (its own
+serve``) keeps its own receiver and starts N - 1 receiver processes, handing them its listening
+sockets: every process accepts on the same sockets (made non-blocking), so a new connection
+goes to whichever process calls ``accept()`` first, an idle one rather than one whose
+associations keep its GIL busy.  (``SO_REUSEPORT`` sockets, one per process, were tried
+first: the kernel spreads connections over them by a hash of their addresses, not by load,
+and four associations often landed 3-1 or 4-0.)  A receiver process holds the receiver stage only (its own
 database engine, data folder, pseudonymizer, vault and audit trail); completion, jobs, the
 sender, retention and the HTTP endpoint stay in the main process.
 
@@ -32,6 +35,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -76,6 +80,7 @@ class ParentLink:
     def __init__(self, connection: Connection, index: int) -> None:
         self.connection = connection
         self.index = index
+        self.listeners: dict[int, socket.socket] = {}  # port -> the main's listening socket
         self.stopped = threading.Event()
         self._lock = threading.Lock()  # one message at a time on the pipe
         # Studies told to the main process per open association; taken while a delivery or
@@ -151,7 +156,8 @@ class ParentLink:
         threading.Thread(target=run, name="parent-link", daemon=True).start()
 
 
-def run_receiver_process(config: NodeConfig, index: int, connection: Connection) -> None:
+def run_receiver_process(config: NodeConfig, index: int, connection: Connection,
+                         listeners: dict[int, socket.socket]) -> None:
     """Entry point of a receiver process (started by :class:`ReceiverProcesses`).
 
     Parameters
@@ -162,10 +168,13 @@ def run_receiver_process(config: NodeConfig, index: int, connection: Connection)
         Which receiver process this is; names its log records and its incoming folder.
     connection
         Its end of the pipe to the main process.
+    listeners
+        Port -> the main process's listening socket, which this process accepts on too.
     """
     from dicom_node.node import Node  # node.py imports this module
 
     link = ParentLink(connection, index)
+    link.listeners = listeners
     # Ctrl-C in a terminal reaches the whole process group: the main process decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: link.stopped.set())
@@ -224,10 +233,13 @@ class ReceiverProcesses:
         self._records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
         self._listener: QueueListener | None = None
         self._thread: threading.Thread | None = None
+        self._sockets: dict[int, socket.socket] = {}
 
     # -- life cycle -------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start every receiver process (the main's receiver is already listening)."""
+    def start(self, listeners: dict[int, socket.socket]) -> None:
+        """Start every receiver process, accepting on ``listeners`` (port -> the main
+        receiver's listening socket; it is already listening)."""
+        self._sockets = dict(listeners)
         # Their records go to the main process's handlers (file, stderr; redaction included).
         self._listener = QueueListener(self._records, *logging.getLogger().handlers,
                                        respect_handler_level=True)
@@ -307,7 +319,8 @@ class ReceiverProcesses:
                 return
             ours, theirs = self._context.Pipe(duplex=True)
             process = self._context.Process(target=run_receiver_process,
-                                            args=(self.config, slot.index, theirs),
+                                            args=(self.config, slot.index, theirs,
+                                                  self._sockets),
                                             name=f"dicom-receiver-{slot.index}", daemon=False)
             process.start()
             theirs.close()  # only the child holds its end: its exit reads as end of file

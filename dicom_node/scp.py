@@ -242,15 +242,33 @@ class GuardedServer(ThreadedAssociationServer):
                          request_handler=GuardedRequestHandler)
 
     def server_bind(self) -> None:
-        # Several receiver processes listen on one port: the kernel spreads new connections
-        # over their sockets (SO_REUSEPORT joins only sockets of the same user).
-        if self.receiver.config.node.receiver_processes > 1:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # type: ignore[union-attr]
+        inherited = self.receiver.inherited_listeners.get(self.server_address[1])
+        if inherited is not None:
+            # A receiver process accepts on the main process's listening socket: the
+            # connection goes to whichever process calls accept() first, an idle one
+            # rather than one busy with its associations.
+            self.socket.close()  # type: ignore[union-attr]
+            self.socket = inherited
+            self.server_address = inherited.getsockname()
+            return
         super().server_bind()
+
+    def server_activate(self) -> None:
+        if self.receiver.inherited_listeners.get(self.server_address[1]) is not None:
+            return  # listening already (in the main process)
+        super().server_activate()
+        if self.receiver.config.node.receiver_processes > 1:
+            # Shared with the receiver processes: every one that sees a connection waiting
+            # tries accept(); those that lose the race get EAGAIN instead of blocking.
+            self.socket.setblocking(False)  # type: ignore[union-attr]
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         # Without the base class's wrap_socket: a slow handshake must not block accept().
-        return self.socket.accept()  # type: ignore[union-attr]
+        # (An EAGAIN, another process having taken the connection, is an OSError that the
+        # server's loop ignores.)
+        connection, address = self.socket.accept()  # type: ignore[union-attr]
+        connection.setblocking(True)  # pynetdicom expects a blocking socket
+        return connection, address
 
 UNCOMPRESSED = [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian,
                 uid.DeflatedExplicitVRLittleEndian, uid.ExplicitVRBigEndian]
@@ -307,6 +325,9 @@ class Receiver:
         # Folder (under the data folder) of C-STOREs in flight; each receiver process of the
         # node has its own (dicom_node.receivers), so that none clears another's at start.
         self.incoming_folder = "incoming"
+        # Port -> the main process's listening socket, in a receiver process
+        # (dicom_node.receivers): it accepts on those instead of binding its own.
+        self.inherited_listeners: dict[int, socket.socket] = {}
         # Called with (calling AE, source IP, reason) for each association the receiver
         # itself refuses at A-ASSOCIATE-RQ (pynetdicom fires no EVT_REJECTED for those).
         self.rejection_listeners: list[Callable[[str, str, str], None]] = []
@@ -406,6 +427,11 @@ class Receiver:
             self._servers.append(server)
             log.info("listening as %s on %s:%d (%s)", node.ae_title, node.host, port,
                      "DICOM TLS" if context else "plain DICOM")
+
+    def listeners(self) -> dict[int, socket.socket]:
+        """Port -> listening socket of each running listener (for the receiver processes)."""
+        return {server.server_address[1]: server.socket for server in self._servers
+                if server.socket is not None}
 
     def stop(self, drain_s: float = 0.0) -> None:
         """Stop accepting; wait up to ``drain_s`` for open associations to end."""

@@ -272,6 +272,20 @@ def _wait(predicate, timeout: float = 60, what: str = "") -> None:  # noqa: ANN0
 
 
 @pytest.mark.slow
+def _listening_inodes(port: int) -> list[str]:
+    """Socket inodes of the TCP sockets listening on ``port`` (state 0A in /proc/net/tcp)."""
+    inodes = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":
+            inodes.append(fields[9])
+    return inodes
+
+
+def _holds(pid: int, inode: str) -> bool:
+    return f"socket:[{inode}]" in [os.readlink(f) for f in Path(f"/proc/{pid}/fd").iterdir()]
+
+
 def test_two_receiver_processes_share_one_port(tmp_path):
     http = free_port()
     node = NodeProcess(tmp_path / "node", quiet_seconds=2,
@@ -283,6 +297,11 @@ def test_two_receiver_processes_share_one_port(tmp_path):
         assert len(children) == 1
         assert _healthy(http)
         before = _metrics(http)
+        # One listening socket, which every process accepts on (a connection goes to the
+        # first that calls accept(), not to a process chosen by a hash of its addresses).
+        (listening,) = _listening_inodes(node.port)
+        assert node.proc is not None
+        assert all(_holds(pid, listening) for pid in {node.proc.pid, *children})
 
         # A study delivered through the receiver process, on an association held open: it
         # stays "receiving" for several quiet periods, and completes once it is released.

@@ -202,12 +202,10 @@ class Node:
                 stage.audit = self.audit
         self.status_server: StatusServer | None = None
         if receive and parent is None and config.http.enabled:
-            receiver, processes = self.receiver, self.receiver_processes
             self.status_server = StatusServer(
                 config.http.address, config.http.port, self.db, self.files, self.metrics,
                 config.node.min_free_disk_mb * 1024 * 1024,
-                receiver_listening=(lambda: receiver.listening and (
-                    processes is None or processes.running)) if receiver else None,
+                receiver_listening=self._listening if self.receiver else None,
                 dashboard=Dashboard(config, self.db, self.files, self.audit)
                 if config.dashboard.enabled else None,
                 tls_context=https_context(config.tls, config.resolve) if config.http.tls
@@ -341,10 +339,14 @@ class Node:
             watchdog.stop()
         self.stop()
 
+    def _listening(self) -> bool:
+        """The receiver listens, and so does every configured receiver process."""
+        if self.receiver is None or not self.receiver.listening:
+            return False
+        return self.receiver_processes is None or self.receiver_processes.running
+
     def healthy(self) -> bool:
         """The database answers and, in the receiving process, the receiver listens (in
         every configured receiver process)."""
-        listening = self.receiver.listening if self.receiver else True
-        if self.receiver_processes is not None:
-            listening = listening and self.receiver_processes.running
+        listening = self._listening() if self.receiver else True
         return listening and database_reachable(self.db)

@@ -146,22 +146,17 @@ class FileStore:
         return final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
 
     def _write_durable(self, data: memoryview, tmp: Path, final: Path) -> None:
-        """Write ``data`` to ``tmp``, fsync, rename to ``final``, fsync its folder."""
+        """Write ``data`` to ``tmp``, then make it durable as ``final`` (:meth:`_make_durable`)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        raw = open(os.open(tmp, flags, 0o600), "wb")  # noqa: SIM115 - _make_durable closes it
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                view = data
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, final)
+            raw.write(data)  # a buffered writer writes all of it
+            raw.flush()
         except BaseException:
+            raw.close()
             tmp.unlink(missing_ok=True)
             raise
-        self._fsync_dir(final.parent)
+        self._make_durable(raw, tmp, final)
 
     def write_stream(self, relative: str, produce: Callable[[BinaryIO], None]) -> tuple[str, int]:
         """Durably write what ``produce`` writes to the file object it is given.

@@ -62,6 +62,8 @@ RESTART_DELAY_MAX_S = 60.0
 STABLE_AFTER_S = 30.0
 # How long a stopping receiver process lets its open associations finish.
 DRAIN_S = 10.0
+# How often a waiting main thread looks whether a signal asked it to stop.
+SIGNAL_CHECK_S = 0.2
 # How often a receiver process looks for associations it told of that no longer run.
 FOLLOW_CHECK_S = 5.0
 
@@ -177,7 +179,8 @@ def run_receiver_process(config: NodeConfig, index: int, connection: Connection,
     link.listeners = listeners
     # Ctrl-C in a terminal reaches the whole process group: the main process decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: link.stopped.set())
+    terminated: list[int] = []  # a signal handler takes no lock: see Node.serve
+    signal.signal(signal.SIGTERM, lambda signum, _frame: terminated.append(signum))
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -193,7 +196,8 @@ def run_receiver_process(config: NodeConfig, index: int, connection: Connection,
         log.exception("receiver process %d could not start", index)
         raise SystemExit(1) from None
     link.send(("listening", os.getpid()))
-    link.stopped.wait()
+    while not terminated and not link.stopped.wait(SIGNAL_CHECK_S):
+        pass
     node.stop()
 
 
@@ -228,7 +232,13 @@ class ReceiverProcesses:
         self._context = multiprocessing.get_context("spawn")  # never fork a threaded process
         self._slots = [_Slot(i) for i in range(1, config.node.receiver_processes)]
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
+        # A plain flag, not an Event: the main process's signal handler sets it, and a handler
+        # must take no lock (the thread it interrupted may hold it).
+        self._stopping = False
+        # One thread at a time asks the kernel whether a process exited: a second waitpid()
+        # on a child another thread already reaped reads ECHILD, which multiprocessing
+        # takes for "still running" (a stopped process then looked alive and was "killed").
+        self._reaping = threading.Lock()
         self._done = threading.Event()
         self._records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
         self._listener: QueueListener | None = None
@@ -260,14 +270,16 @@ class ReceiverProcesses:
         return self.running
 
     def stopping(self) -> None:
-        """The node is about to stop: a receiver process that exits now is not restarted."""
-        self._stopping.set()
+        """The node is about to stop: a receiver process that exits now is not restarted.
+
+        Safe in a signal handler: it only sets a flag."""
+        self._stopping = True
 
     def stop(self) -> None:
         """Stop every receiver process: they stop accepting, let open associations finish
         (up to ``DRAIN_S``) and exit; one that does not is killed.  No process survives."""
         with self._lock:  # no process is started after this
-            self._stopping.set()
+            self._stopping = True
             slots = [(s.process, s.connection) for s in self._slots]
         for _, connection in slots:
             if connection is not None:
@@ -276,13 +288,12 @@ class ReceiverProcesses:
         # The follower thread keeps reading their records and counts while they drain.
         deadline = time.monotonic() + DRAIN_S + 10
         for process, _ in slots:
-            if process is not None:
-                process.join(max(deadline - time.monotonic(), 0.1))
-                if process.is_alive():
-                    log.warning("receiver process (pid %s) did not stop; killing it",
-                                process.pid)
+            if process is not None and \
+                    not self._exited(process, max(deadline - time.monotonic(), 0.1)):
+                log.warning("receiver process (pid %s) did not stop; killing it", process.pid)
+                with self._reaping:
                     process.kill()
-                    process.join(5)
+                self._exited(process, 5)
         self._done.set()
         if self._thread is not None:
             self._thread.join(5)
@@ -297,7 +308,7 @@ class ReceiverProcesses:
     def running(self) -> bool:
         """Every configured receiver process is alive and accepting associations."""
         with self._lock:
-            return all(s.listening and s.process is not None and s.process.is_alive()
+            return all(s.listening and s.process is not None and not self._exited(s.process)
                        for s in self._slots)
 
     @property
@@ -313,9 +324,23 @@ class ReceiverProcesses:
             return {uid for s in self._slots for studies in s.busy.values() for uid in studies}
 
     # -- inside ---------------------------------------------------------------------------
+    def _exited(self, process: BaseProcess, timeout_s: float = 0.0) -> bool:
+        """Whether ``process`` has exited (and is reaped), waiting up to ``timeout_s``.
+
+        Any thread may ask; the wait itself takes no lock (it watches the process's
+        sentinel, which reads end of file once the process is gone).
+        """
+        if timeout_s > 0:
+            wait([process.sentinel], timeout_s)
+        with self._reaping:
+            # After the sentinel closed, a blocking join returns at once (the exit is under
+            # way); without it, join(0) only asks.
+            process.join(0.5 if timeout_s > 0 else 0)
+            return process.exitcode is not None
+
     def _spawn(self, slot: _Slot) -> None:
         with self._lock:  # stop() takes the lock too: nothing starts once it began
-            if self._stopping.is_set():
+            if self._stopping:
                 return
             ours, theirs = self._context.Pipe(duplex=True)
             process = self._context.Process(target=run_receiver_process,
@@ -346,7 +371,7 @@ class ReceiverProcesses:
             now = time.monotonic()
             for slot in self._slots:
                 if slot.restart_at is not None and now >= slot.restart_at and \
-                        not self._stopping.is_set():
+                        not self._stopping:
                     self._spawn(slot)
 
     def _handle(self, slot: _Slot, message: object) -> None:
@@ -379,8 +404,8 @@ class ReceiverProcesses:
         """The pipe closed: the process exited (or is exiting).  Forget what its associations
         held back and, unless the node is stopping, start it again after a delay."""
         process = slot.process
-        if process is not None:
-            process.join(5)
+        exitcode = process.exitcode if process is not None and self._exited(process, 5) \
+            else None
         with self._lock:
             if slot.connection is not None:
                 slot.connection.close()
@@ -390,13 +415,13 @@ class ReceiverProcesses:
                 slot.delay_s = RESTART_DELAY_S
             delay = slot.delay_s
             slot.delay_s = min(delay * 2, RESTART_DELAY_MAX_S)  # if it dies again soon
-            if not self._stopping.is_set():
+            if not self._stopping:
                 slot.restart_at = time.monotonic() + delay
-        if self._stopping.is_set():
+        if self._stopping:
             return
         log.error("receiver process %d (pid %s) exited with code %s; starting it again in "
                   "%.0f s", slot.index, process.pid if process else None,
-                  process.exitcode if process else None, delay)
+                  exitcode, delay)
 
 
 def union(*sources: Callable[[], set[str]]) -> Callable[[], set[str]]:

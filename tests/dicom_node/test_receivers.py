@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -96,6 +97,32 @@ def test_busy_studies_follow_the_messages_and_a_dead_process_drops_its_own():
     processes._handle(two, "not a message")
     assert metrics.instances_received._value.get() == 1
     assert metrics.associations.labels("accepted")._value.get() == 1
+
+
+def test_every_thread_sees_an_exited_process_as_exited():
+    """The stopping main thread, the follower and /healthz ask at once; each must see the
+    exit.  (multiprocessing answers "alive" to whoever's waitpid() finds the child already
+    reaped by another thread: the node then logged a stopped process as hung.)"""
+    processes = ReceiverProcesses(parse_config({"node": {"receiver_processes": 2}}),
+                                  NodeMetrics())
+    context = multiprocessing.get_context("spawn")
+    for _ in range(3):
+        process = context.Process(target=time.sleep, args=(0.3,))
+        process.start()
+        barrier = threading.Barrier(8)
+        answers: list[bool] = []
+
+        def ask(process=process, barrier=barrier, answers=answers) -> None:  # noqa: ANN001
+            barrier.wait()
+            answers.append(processes._exited(process, 10))
+
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert answers == [True] * 8
+        assert process.exitcode == 0
 
 
 class _FakeReceiver:

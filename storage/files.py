@@ -23,6 +23,10 @@ from typing import BinaryIO
 # association the node accepts at once to have its file's fsync in flight.
 SYNC_THREADS = 16
 
+# How a temporary file is created: every file the node writes is its user's alone (0600,
+# whatever the umask), and never handed to a program it starts.
+_CREATE = os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+
 # PS3.5 9.1: components of digits, no leading zero in a multi-digit component, dots between.
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
@@ -147,8 +151,7 @@ class FileStore:
 
     def _write_durable(self, data: memoryview, tmp: Path, final: Path) -> None:
         """Write ``data`` to ``tmp``, then make it durable as ``final`` (:meth:`_make_durable`)."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        raw = open(os.open(tmp, flags, 0o600), "wb")  # noqa: SIM115 - _make_durable closes it
+        raw = open(os.open(tmp, _CREATE | os.O_WRONLY, 0o600), "wb")  # noqa: SIM115 - _make_durable closes it
         try:
             raw.write(data)  # a buffered writer writes all of it
             raw.flush()
@@ -194,7 +197,8 @@ class FileStore:
             durable = self._pool().submit(self._write_durable, content, tmp, final)
             return PendingFile(hashlib.sha256(content).hexdigest(), len(content), durable)
         digest = hashlib.sha256()
-        raw = open(tmp, "w+b")  # noqa: SIM115 - closed by _make_durable, in the sync thread
+        # closed by _make_durable, in the sync thread
+        raw = open(os.open(tmp, _CREATE | os.O_RDWR, 0o600), "w+b")  # noqa: SIM115
         try:
             produce(raw)
             raw.flush()

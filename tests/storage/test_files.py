@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import shutil
+import stat
 import threading
 
 import pytest
@@ -95,6 +97,20 @@ def test_in_memory_and_streamed_writes_store_the_same_bytes(store):
     assert (buffered.sha256, buffered.size) == (streamed.sha256, streamed.size) == (
         hashlib.sha256(content).hexdigest(), len(content))
     assert store.read("a/buffered.bin") == store.read("a/streamed.bin") == content
+
+
+@pytest.mark.parametrize("how", ["write", "stream", "in_memory"])
+def test_every_written_file_is_the_node_users_alone_whatever_the_umask(store, how):
+    old = os.umask(0o002)  # a umask that would leave files group- and world-readable
+    try:
+        if how == "write":
+            store.write("a/file.dcm", b"x" * 100)
+        else:
+            store.start_write_stream("a/file.dcm", lambda sink: sink.write(b"x" * 100),
+                                     in_memory=how == "in_memory").wait()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((store.root / "a/file.dcm").stat().st_mode) == 0o600
 
 
 @pytest.mark.parametrize("in_memory", [False, True])

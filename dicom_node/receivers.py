@@ -380,7 +380,11 @@ class ReceiverProcesses:
             return
         kind = message[0]
         if kind == "log" and isinstance(message[1], logging.LogRecord):
-            self._records.put(message[1])
+            record = message[1]
+            # Formatted in the child (QueueHandler: message and arguments merged, redacted);
+            # the main process's log says which process wrote it.
+            record.msg, record.args = f"[receiver {slot.index}] {record.getMessage()}", None
+            self._records.put(record)
         elif kind == "count":
             try:
                 self.metrics.count(*message[1:])

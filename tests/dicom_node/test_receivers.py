@@ -368,6 +368,7 @@ def test_two_receiver_processes_share_one_port(tmp_path):
         # Log lines of the receiver process reach the main process's log.
         text = node.log_path.read_text()
         assert text.count(f"listening as AINODE on 127.0.0.1:{node.port}") == 2
+        assert text.count(f"[receiver 1] listening as AINODE on 127.0.0.1:{node.port}") == 1
 
         # A killed receiver process is noticed (unhealthy), started again, and receives.
         (old,) = children

@@ -79,6 +79,15 @@ CHECKED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInst
 # A-ASSOCIATE-RQ/AC/RJ PDUs: 128 presentation contexts with 20 transfer syntaxes each stay
 # under 80 KiB; anything near 256 KiB is not an association request.
 MAX_ASSOCIATION_PDU = 256 * 1024
+# With several receiver processes on one listening socket (dicom_node.receivers), a process
+# already busy with associations waits this long per association before it accepts, so a
+# less busy one takes a new connection first: least connections, without the processes
+# asking each other.  A connection is accepted within ACCEPT_DEFER_MAX_S even if all are busy.
+ACCEPT_DEFER_PER_ASSOCIATION_S = 0.02
+ACCEPT_DEFER_MAX_S = 0.1
+# A connection accepted this recently counts as an association (before pynetdicom's thread
+# for it starts), so a burst of connections is shared too.
+ACCEPT_RECENT_S = 1.0
 P_DATA_TF = 0x04
 # A-ABORT PDU (PS3.8 9.3.8): source 2 (service provider), reason 0 (not specified).
 A_ABORT_PROVIDER = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 0])
@@ -266,7 +275,12 @@ class GuardedServer(ThreadedAssociationServer):
         # Without the base class's wrap_socket: a slow handshake must not block accept().
         # (An EAGAIN, another process having taken the connection, is an OSError that the
         # server's loop ignores.)
+        if self.receiver.config.node.receiver_processes > 1:
+            load = self.receiver.load()
+            if load:  # let a less busy process take it first
+                time.sleep(min(load * ACCEPT_DEFER_PER_ASSOCIATION_S, ACCEPT_DEFER_MAX_S))
         connection, address = self.socket.accept()  # type: ignore[union-attr]
+        self.receiver.accepted()
         connection.setblocking(True)  # pynetdicom expects a blocking socket
         return connection, address
 
@@ -332,6 +346,7 @@ class Receiver:
         # itself refuses at A-ASSOCIATE-RQ (pynetdicom fires no EVT_REJECTED for those).
         self.rejection_listeners: list[Callable[[str, str, str], None]] = []
         self._lock = threading.Lock()
+        self._accepted_at: list[float] = []  # monotonic times of the latest accepts
         # Pseudonymous study UIDs being received on each open association.
         self._open: dict[int, set[str]] = {}
         # Pseudo UIDs whose vault rows are committed (with when): skips re-recording
@@ -443,6 +458,22 @@ class Receiver:
         while any(ae.active_associations for ae in aes.values()) and \
                 time.monotonic() < deadline:
             time.sleep(0.05)
+
+    def accepted(self) -> None:
+        """A connection was just accepted (on any of this process's listeners)."""
+        now = time.monotonic()
+        with self._lock:
+            self._accepted_at = [t for t in self._accepted_at if now - t < ACCEPT_RECENT_S]
+            self._accepted_at.append(now)
+
+    def load(self) -> int:
+        """How busy this process's receiver is: its open associations, or the connections
+        it accepted in the last ``ACCEPT_RECENT_S`` if more (their associations may not run
+        yet)."""
+        now = time.monotonic()
+        with self._lock:
+            recent = sum(1 for t in self._accepted_at if now - t < ACCEPT_RECENT_S)
+        return max(len(self.open_associations()), recent)
 
     def open_associations(self) -> set[int]:
         """Ids of the associations whose threads still run, on every listener."""

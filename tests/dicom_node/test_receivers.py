@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -401,6 +402,30 @@ def test_two_receiver_processes_share_one_port(tmp_path):
 def _study_states(db: Database) -> list[str]:
     with db.session() as s:
         return sorted(s.scalars(select(Study.state)).all())
+
+
+@pytest.mark.slow
+def test_a_new_association_goes_to_the_less_busy_process(tmp_path):
+    """Six associations opened one after another and held: three on each process.  (On the
+    shared socket alone, whichever process called accept() first took each; 6-0 and 5-1
+    splits were as likely as with a coin.)"""
+    node = NodeProcess(tmp_path / "node", extra={"node": {"receiver_processes": 2}})
+    node.start()
+    held: list[Association] = []
+    try:
+        _wait(lambda: "node started" in node.log_path.read_text(), what="node started")
+        assert node.proc is not None
+        (child,) = _receiver_pids(node)
+        owners = []
+        for _ in range(6):
+            held.append(_associate(node))
+            port = held[-1].dul.socket.socket.getsockname()[1]  # type: ignore[union-attr]
+            owners.append(_server_process(node.port, port, {node.proc.pid, child}))
+        assert sorted(Counter(owners).items()) == sorted({node.proc.pid: 3, child: 3}.items())
+    finally:
+        for assoc in held:
+            assoc.release()
+        assert node.stop() == 0
 
 
 @pytest.mark.slow

@@ -184,7 +184,8 @@ class Node:
         self.workers = [Worker(config, self.db, self.files, observer, i,
                                on_job_finished=wake_sender) for i in range(count)]
         self.metrics = NodeMetrics()
-        self.receiver_processes = ReceiverProcesses(config, self.metrics) \
+        self.receiver_processes = ReceiverProcesses(
+            config, self.metrics, on_exit=self._sweep_after) \
             if receive and parent is None and config.node.receiver_processes > 1 else None
         if complete:
             busy = self.receiver.busy_study_uids if self.receiver else set
@@ -344,6 +345,17 @@ class Node:
         if watchdog:
             watchdog.stop()
         self.stop()
+
+    def _sweep_after(self, pid: int) -> None:
+        """A receiver process died: remove its half-written files, in the background (the
+        whole store is walked; the other processes go on writing theirs)."""
+        def sweep() -> None:
+            removed = self.files.sweep_temporary(pid)
+            if removed:
+                log.info("removed %d half-written files of the dead receiver (pid %d)",
+                         removed, pid)
+
+        threading.Thread(target=sweep, name="sweep-temporary", daemon=True).start()
 
     def _listening(self) -> bool:
         """The receiver listens, and so does every configured receiver process."""

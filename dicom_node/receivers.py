@@ -224,11 +224,17 @@ class ReceiverProcesses:
         The node configuration; ``node.receiver_processes - 1`` processes are started.
     metrics
         The main process's counters, which the receiver processes' increments go to.
+    on_exit
+        Called with the process id of a receiver process that exited while the node runs
+        (it crashed or was killed), from the thread that follows them: it must return at
+        once.  The node sweeps that process's half-written files.
     """
 
-    def __init__(self, config: NodeConfig, metrics: NodeMetrics) -> None:
+    def __init__(self, config: NodeConfig, metrics: NodeMetrics,
+                 on_exit: Callable[[int], None] | None = None) -> None:
         self.config = config
         self.metrics = metrics
+        self.on_exit = on_exit
         self._context = multiprocessing.get_context("spawn")  # never fork a threaded process
         self._slots = [_Slot(i) for i in range(1, config.node.receiver_processes)]
         self._lock = threading.Lock()
@@ -423,6 +429,8 @@ class ReceiverProcesses:
                 slot.restart_at = time.monotonic() + delay
         if self._stopping:
             return
+        if self.on_exit is not None and process is not None and process.pid is not None:
+            self.on_exit(process.pid)
         log.error("receiver process %d (pid %s) exited with code %s; starting it again in "
                   "%.0f s", slot.index, process.pid if process else None,
                   exitcode, delay)

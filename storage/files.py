@@ -27,6 +27,9 @@ SYNC_THREADS = 16
 # whatever the umask), and never handed to a program it starts.
 _CREATE = os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
+# The writing process of a temporary file (FileStore._temporary): ".<name>.<pid>.<thread>.tmp".
+_TEMPORARY_WRITER = re.compile(r"\.(\d+)\.\d+\.tmp$")
+
 # PS3.5 9.1: components of digits, no leading zero in a multi-digit component, dots between.
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
@@ -146,7 +149,8 @@ class FileStore:
 
     @staticmethod
     def _temporary(final: Path) -> Path:
-        """The name ``final`` is written under until it is complete and fsync'd."""
+        """The name ``final`` is written under until it is complete and fsync'd (it names the
+        writing process: see :meth:`sweep_temporary` and ``_TEMPORARY_WRITER``)."""
         return final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
 
     def _write_durable(self, data: memoryview, tmp: Path, final: Path) -> None:
@@ -264,10 +268,17 @@ class FileStore:
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
 
-    def sweep_temporary(self) -> int:
-        """Remove half-written files left by a crash; returns how many were removed."""
+    def sweep_temporary(self, pid: int | None = None) -> int:
+        """Remove half-written files left by a crash; returns how many were removed.
+
+        With ``pid``, only those of that (dead) process: the others may be writing theirs.
+        """
         removed = 0
         for tmp in self.root.rglob(".*.tmp"):
+            if pid is not None:
+                writer = _TEMPORARY_WRITER.search(tmp.name)
+                if writer is None or int(writer.group(1)) != pid:
+                    continue
             tmp.unlink(missing_ok=True)
             removed += 1
         return removed

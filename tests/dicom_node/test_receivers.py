@@ -373,12 +373,22 @@ def test_two_receiver_processes_share_one_port(tmp_path):
 
         # A killed receiver process is noticed (unhealthy), started again, and receives.
         (old,) = children
+        # A file it was writing when it died (FileStore._temporary's name), and one of a
+        # process that still runs: only the dead one's is swept.
+        folder = node.data_dir / "studies" / "1.2.3"
+        folder.mkdir(parents=True)
+        half_written = folder / f".1.2.3.4.dcm.{old}.77.tmp"
+        someone_elses = folder / f".1.2.3.5.dcm.{node.proc.pid}.77.tmp"
+        half_written.write_bytes(b"x")
+        someone_elses.write_bytes(b"x")
         os.kill(old, signal.SIGKILL)
         _wait(lambda: not _healthy(http), timeout=10, what="health to fail")
         _wait(lambda: f"receiver process 1 (pid {old}) exited" in node.log_path.read_text(),
               timeout=10, what="the exit logged")
         _wait(lambda: len(_receiver_pids(node) - {old}) == 1 and _healthy(http),
               what="a new receiver process")
+        _wait(lambda: not half_written.exists(), timeout=10, what="its half-written file swept")
+        assert someone_elses.exists()
         children = _receiver_pids(node)
         assoc, _ = _association_on(node, children)
         late = ct_series_datasets(phantom_chest_hu((3, 32, 32)))

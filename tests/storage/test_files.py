@@ -145,3 +145,17 @@ def test_a_file_is_in_place_only_once_durable_and_a_failed_sync_keeps_the_old_on
     assert store.read(relative) == b"second"
     folder = store.root / "studies/1.2.3/1.2.3.4"
     assert sorted(p.name for p in folder.iterdir()) == ["1.2.3.4.5.dcm"]  # no temporary left
+
+
+def test_a_dead_writers_half_written_files_are_swept_and_no_one_elses(store):
+    folder = store.folder("studies/1.2.3/1.2.3.4")
+    dead = folder / ".1.2.840.5048.7.dcm.5048.140.tmp"  # pid 5048, also inside the UID
+    uid_only = folder / ".1.2.840.5048.8.dcm.6001.140.tmp"  # 5048 in the UID, pid 6001
+    other = folder / ".1.2.840.9.dcm.6002.141.tmp"
+    stored = folder / "1.2.840.10.dcm"
+    for path in (dead, uid_only, other, stored):
+        path.write_bytes(b"x")
+    assert store.sweep_temporary(5048) == 1
+    assert not dead.exists() and uid_only.exists() and other.exists() and stored.exists()
+    assert store.sweep_temporary() == 2  # at start: every writer is gone
+    assert stored.exists() and list(folder.iterdir()) == [stored]

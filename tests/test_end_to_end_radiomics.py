@@ -90,13 +90,14 @@ def test_radiomics_of_a_planned_gtv_orthanc_to_node_and_back(tmp_path):
     rtstruct.save_as(rtstruct_path, enforce_file_format=True)
     export = tmp_path / "export"
 
-    # The only route: radiomics. Two series sent (CT, RTSTRUCT), two back (SR, Parametric Map).
+    # The only route: radiomics. Two series sent (CT, RTSTRUCT), three back (SR, Parametric
+    # Map, the picture), each delivered on its own: wait for all three.
     with pacs_with_node(tmp_path, routes=["radiomics"],
                         extra={"radiomics": {"export_dir": str(export)}}) as (pacs, node):
         study_id = send_through_node(pacs, [*files, rtstruct_path])
         started = time.time()
         wait_for_series(pacs, node, study_id,
-                        lambda series: len(series) >= 4 and "SR" in series_modalities(series))
+                        lambda series: len(series) >= 5 and "SR" in series_modalities(series))
         elapsed = time.time() - started
         assert len(pacs.rest_get("/studies")) == 1  # same study, same patient
         out_dir = tmp_path / "results"
@@ -176,9 +177,11 @@ def test_radiomics_of_another_engines_findings_orthanc_to_node_and_back(tmp_path
             "measure_engine_regions": True, "spacing_mm": [], "resegmentation_range": [],
             "feature_maps": False}}) as (pacs, node):
         study_id = send_through_node(pacs, files)
-        # Two reports: the hot-spot engine's SR and the radiomics SR.
+        # Two reports: the hot-spot engine's SR and the radiomics SR; and the hot-spot SEG,
+        # delivered on its own (it may come after both).
         wait_for_series(pacs, node, study_id, lambda series: len(
-            [s for s in series if s["MainDicomTags"].get("Modality") == "SR"]) == 2)
+            [s for s in series if s["MainDicomTags"].get("Modality") == "SR"]) == 2
+            and "SEG" in series_modalities(series))
         out_dir = tmp_path / "results"
         results = results_in_pacs(pacs, study_id, sop_instance_uids(files), out_dir)
     check = validate_outputs(source_dir, out_dir)

@@ -3,12 +3,16 @@
 One synthetic chest CT goes through the node in process (receive, de-identify, complete, job,
 encode); the signature holds, per SEG segment, the voxel count and a SHA-256 over its frames
 keyed by slice position (positions survive de-identification, UIDs do not), and every numeric
-value of the SR.  ``tests/dicom_node/data/ct_lung_outputs.json`` was written by running this
-module on the code before the engine became an entry-point package (commit 02e85e5)::
+value of the SR.  ``tests/dicom_node/data/ct_lung_outputs.json`` holds it for the engine
+version it names, written by running this module::
 
     python -m tests.dicom_node.ct_lung_outputs tests/dicom_node/data/ct_lung_outputs.json
 
-Only APIs that exist on both sides are used here.
+First recorded for engine 1.3.0 on the code before the engine became an entry-point package
+(commit 02e85e5); recorded again for 1.4.2 (2026-11-30): the same SEG voxels (counts and
+frame hashes) as 1.3.0, the tumour segment now named ``GTV_1`` and its SR group with a
+"Probability of cancer" (0.991).  A change of engine version records it again, in the same
+commit, so the difference is reviewed.  Only APIs that exist on both sides are used here.
 """
 
 from __future__ import annotations
@@ -132,5 +136,8 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         state, results, _ = run_case(Path(tmp))
     assert state == "succeeded", state
-    Path(sys.argv[1]).write_text(json.dumps(signature(results), indent=1) + "\n")
+    from ai_engines.ct_lung import ENGINE_VERSION
+
+    record = {"engine_version": ENGINE_VERSION, **signature(results)}
+    Path(sys.argv[1]).write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {sys.argv[1]}")

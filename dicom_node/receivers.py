@@ -336,12 +336,11 @@ class ReceiverProcesses:
         Any thread may ask; the wait itself takes no lock (it watches the process's
         sentinel, which reads end of file once the process is gone).
         """
-        if timeout_s > 0:
-            wait([process.sentinel], timeout_s)
+        gone = bool(wait([process.sentinel], timeout_s))
         with self._reaping:
-            # After the sentinel closed, a blocking join returns at once (the exit is under
-            # way); without it, join(0) only asks.
-            process.join(0.5 if timeout_s > 0 else 0)
+            # Once the sentinel closed, a blocking join returns at once (the exit is under
+            # way); before, join(0) only asks, so a live process holds the lock no longer.
+            process.join(0.5 if gone else 0)
             return process.exitcode is not None
 
     def _spawn(self, slot: _Slot) -> None:

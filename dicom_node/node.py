@@ -25,7 +25,7 @@ from dicom_node.dashboard import Dashboard
 from dicom_node.deid import Pseudonymizer
 from dicom_node.logredaction import install_redaction
 from dicom_node.metrics import NodeMetrics
-from dicom_node.receivers import DRAIN_S, SIGNAL_CHECK_S, ParentLink, ReceiverProcesses, union
+from dicom_node.receivers import DRAIN_S, ParentLink, ReceiverProcesses, union, wait_for_stop
 from dicom_node.scp import Receiver
 from dicom_node.sender import Sender
 from dicom_node.tls import https_context
@@ -319,9 +319,7 @@ class Node:
 
     def serve(self) -> None:
         """Run in the foreground until SIGTERM or SIGINT."""
-        # The handler takes no lock: it runs in the main thread between two bytecodes, maybe
-        # while that thread holds the very lock (an Event's, a log handler's) it would take.
-        received: list[int] = []
+        received: list[int] = []  # the handler takes no lock: see wait_for_stop
 
         def _signal(signum, _frame) -> None:  # noqa: ANN001
             if self.receiver_processes:  # systemd signals them too: they stop, not crash
@@ -336,8 +334,7 @@ class Node:
         watchdog = systemd.Watchdog(self.healthy, interval) if interval else None
         if watchdog:
             watchdog.start()
-        while not received and not self._stopped.wait(SIGNAL_CHECK_S):
-            pass
+        wait_for_stop(self._stopped, received)
         self._stopped.clear()
         if received:
             log.info("received %s; stopping", signal.Signals(received[0]).name)

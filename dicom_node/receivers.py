@@ -64,6 +64,18 @@ STABLE_AFTER_S = 30.0
 DRAIN_S = 10.0
 # How often a waiting main thread looks whether a signal asked it to stop.
 SIGNAL_CHECK_S = 0.2
+
+
+def wait_for_stop(stopped: threading.Event, signalled: list[int]) -> None:
+    """Wait until ``stopped`` is set or a signal handler appended to ``signalled``.
+
+    The handlers (here and in ``Node.serve``) only append: a handler runs in the main
+    thread between two bytecodes, maybe while that thread holds the very lock (an Event's, a
+    log handler's) it would take, so it takes none, and this wait looks every
+    ``SIGNAL_CHECK_S``.
+    """
+    while not signalled and not stopped.wait(SIGNAL_CHECK_S):
+        pass
 # How often a receiver process looks for associations it told of that no longer run.
 FOLLOW_CHECK_S = 5.0
 
@@ -179,7 +191,7 @@ def run_receiver_process(config: NodeConfig, index: int, connection: Connection,
     link.listeners = listeners
     # Ctrl-C in a terminal reaches the whole process group: the main process decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    terminated: list[int] = []  # a signal handler takes no lock: see Node.serve
+    terminated: list[int] = []  # a signal handler takes no lock: see wait_for_stop
     signal.signal(signal.SIGTERM, lambda signum, _frame: terminated.append(signum))
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -196,8 +208,7 @@ def run_receiver_process(config: NodeConfig, index: int, connection: Connection,
         log.exception("receiver process %d could not start", index)
         raise SystemExit(1) from None
     link.send(("listening", os.getpid()))
-    while not terminated and not link.stopped.wait(SIGNAL_CHECK_S):
-        pass
+    wait_for_stop(link.stopped, terminated)
     node.stop()
 
 

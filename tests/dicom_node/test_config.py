@@ -23,6 +23,14 @@ def test_every_default_key_is_documented():
                 assert f"`{section}.{key}`" in doc, f"{section}.{key} undocumented"
 
 
+def test_each_key_has_one_row_in_the_configuration_reference():
+    # Two rows for one key drift apart (one said node.data_dir has no keys/ folder).
+    rows = [line.split("`")[1] for line in
+            (ROOT / "config" / "README.md").read_text().splitlines() if line.startswith("| `")]
+    assert len(rows) > 50
+    assert sorted({key for key in rows if rows.count(key) > 1}) == []
+
+
 def test_bad_file_names_each_key_and_reason(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[node]\nport = 0\nae_tittle = "X"\n[completion]\nquiet_seconds = -1\n'

@@ -4,7 +4,7 @@
     python benchmarks/bench_ingest.py [--slices 300] [--size 512] [--repeat 2] [--under-load]
                                       [--nice 10 [0]] [--associations 4]
                                       [--receiver-processes 2]
-                                      [--baseline-tree DIR]
+                                      [--baseline-tree DIR] [--node-folder DIR]
     python benchmarks/bench_ingest.py --index-only 200
     python benchmarks/bench_ingest.py --stages-only 300
 
@@ -18,7 +18,10 @@ answers, and the floor none, so it also prints node/floor with their time taken 
 another study and prints that time against the idle one (target <= 1.5), with the job threads
 at ``--nice`` (the node's ``jobs.nice``).  ``--associations K`` also sends the series split over
 K associations at once, to the node and to the floor, and prints the speed-up over one; with
-``--receiver-processes N`` the node of that run has ``node.receiver_processes = N``.  The
+``--receiver-processes N`` the node of that run has ``node.receiver_processes = N``.
+``--node-folder /dev/shm`` puts the nodes' data folders and databases on tmpfs, where a flush
+costs nothing: the node's own work alone against the floor (what a disk that flushes at once,
+NVMe with power-loss protection, would approach).  The
 machine's load average is printed at the start and the end: on a shared machine the figures
 are only comparable within one run.
 """
@@ -321,6 +324,9 @@ def main() -> None:
                         help="also time, in each repeat, a node run from this source tree (e.g. "
                              "`git archive` of an earlier commit unpacked), for a before/after "
                              "under the same load")
+    parser.add_argument("--node-folder", type=Path,
+                        help="make the nodes' data folders here (e.g. /dev/shm: tmpfs, where "
+                             "flushes cost nothing) instead of the temporary work folder")
     parser.add_argument("--index-only", type=int, metavar="N",
                         help="only time N index transactions (no network, no files) and stop")
     parser.add_argument("--stages-only", type=int, metavar="N",
@@ -349,6 +355,10 @@ def main() -> None:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return
+    nodes = Path(tempfile.mkdtemp(prefix="bench-ingest-nodes-", dir=args.node_folder)) \
+        if args.node_folder else work
+    if args.node_folder:
+        print(f"node data folders and databases in {args.node_folder}")
     try:
         hu = phantom_chest_hu((args.slices, args.size, args.size))
         files = write_series(ct_series_datasets(hu, pixel_spacing=(0.7, 0.7)), work / "ct")
@@ -373,12 +383,12 @@ def main() -> None:
                 scp.terminate()
                 scp.wait()
 
-            node_times.append(node_ingest(work / f"node-{run}", files, env))
+            node_times.append(node_ingest(nodes / f"node-{run}", files, env))
             floor_times.append(pynetdicom_floor(files, env))
             streamed_times.append(pynetdicom_floor(files, env,
                                                    streamed_to=work / f"streamed-{run}"))
             if args.baseline_tree:
-                baseline_times.append(node_ingest(work / f"baseline-{run}", files, env,
+                baseline_times.append(node_ingest(nodes / f"baseline-{run}", files, env,
                                                   source_tree=args.baseline_tree))
 
             if args.orthanc:
@@ -415,7 +425,7 @@ def main() -> None:
         if args.associations > 1:
             k = args.associations
             n = args.receiver_processes
-            node_k = node_ingest(work / "node-concurrent", files, env, k, receiver_processes=n)
+            node_k = node_ingest(nodes / "node-concurrent", files, env, k, receiver_processes=n)
             floor_k = pynetdicom_floor(files, env, k)
             print(f"{k} associations at once, {n} receiver process{'es' * (n > 1)}: "
                   f"node {node_k:.2f} s ({best_node / node_k:.2f}x "
@@ -433,6 +443,7 @@ def main() -> None:
         print(f"end: {load_average()}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(nodes, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -436,8 +436,8 @@ def main() -> None:
                                         work / name) for name in ("ct-load", "ct-again"))
             for nice in args.nice:
                 under_load(load, files, again, work, env, nice)
-        in_process_stages(files, work / "stages")
-        flushes = disk_flushes(work) * len(files)
+        in_process_stages(files, nodes / "stages")
+        flushes = disk_flushes(nodes) * len(files)  # where the nodes wrote
         print(f"node/floor with the disk's flushes taken out (what a disk that flushes at once "
               f"would give, at best): {(best_node - flushes) / best_floor:.2f}")
         print(f"end: {load_average()}")

@@ -275,12 +275,14 @@ class GuardedServer(ThreadedAssociationServer):
         # Without the base class's wrap_socket: a slow handshake must not block accept().
         # (An EAGAIN, another process having taken the connection, is an OSError that the
         # server's loop ignores.)
-        if self.receiver.config.node.receiver_processes > 1:
+        shared = self.receiver.config.node.receiver_processes > 1  # the socket, with others
+        if shared:
             load = self.receiver.load()
             if load:  # let a less busy process take it first
                 time.sleep(min(load * ACCEPT_DEFER_PER_ASSOCIATION_S, ACCEPT_DEFER_MAX_S))
         connection, address = self.socket.accept()  # type: ignore[union-attr]
-        self.receiver.accepted()
+        if shared:
+            self.receiver.accepted()
         connection.setblocking(True)  # pynetdicom expects a blocking socket
         return connection, address
 
@@ -461,19 +463,23 @@ class Receiver:
 
     def accepted(self) -> None:
         """A connection was just accepted (on any of this process's listeners)."""
-        now = time.monotonic()
         with self._lock:
-            self._accepted_at = [t for t in self._accepted_at if now - t < ACCEPT_RECENT_S]
-            self._accepted_at.append(now)
+            self._recent_accepts().append(time.monotonic())
 
     def load(self) -> int:
         """How busy this process's receiver is: its open associations, or the connections
         it accepted in the last ``ACCEPT_RECENT_S`` if more (their associations may not run
         yet)."""
-        now = time.monotonic()
         with self._lock:
-            recent = sum(1 for t in self._accepted_at if now - t < ACCEPT_RECENT_S)
+            recent = len(self._recent_accepts())
         return max(len(self.open_associations()), recent)
+
+    def _recent_accepts(self) -> list[float]:
+        """The accept times of the last ``ACCEPT_RECENT_S``, older ones dropped (under
+        ``_lock``)."""
+        now = time.monotonic()
+        self._accepted_at = [t for t in self._accepted_at if now - t < ACCEPT_RECENT_S]
+        return self._accepted_at
 
     def open_associations(self) -> set[int]:
         """Ids of the associations whose threads still run, on every listener."""
